@@ -1,0 +1,98 @@
+"""The scheduler's input (Snapshot) and output (Decision): plain values, no I/O.
+
+The scheduling loop builds a Snapshot from the database, calls the pure
+``controlplane.scheduler.schedule(snapshot, config)`` and applies the Decision in one
+transaction that re-checks capacity.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from controlplane.core.resources import Node, Request, SliceGrant
+
+
+@dataclass(frozen=True, slots=True)
+class Queue:
+    """A team's queue: guaranteed quota, hard limit and fair-share weight (compute milli)."""
+
+    name: str
+    team: str
+    guarantee_milli: int = 0
+    limit_milli: int | None = None  # None: no limit beyond the pool
+    weight: float = 1.0
+    model_guarantees_milli: tuple[tuple[str, int], ...] = ()  # (model, milli)
+
+
+@dataclass(frozen=True, slots=True)
+class PendingJob:
+    job_id: str
+    queue: str
+    request: Request
+    priority: int = 0  # higher runs first within a queue
+    submitted_seq: int = 0  # submission order (older first on ties)
+    preemptible: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class MemberPlacement:
+    """Where one gang member (rank) runs: a node, its slices and its CPU/memory."""
+
+    rank: int
+    node: str
+    slices: tuple[SliceGrant, ...]
+    cpu_milli: int = 0
+    memory_mib: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class RunningJob:
+    job_id: str
+    queue: str
+    request: Request
+    members: tuple[MemberPlacement, ...]
+    priority: int = 0
+    started_at: float = 0.0  # seconds on the snapshot's clock
+    min_runtime_s: float = 0.0
+    preemptible: bool = True
+
+
+@dataclass(slots=True)
+class Snapshot:
+    """Everything the scheduler may look at. Allocations on nodes include running jobs."""
+
+    nodes: list[Node]
+    queues: list[Queue] = field(default_factory=list)
+    pending: list[PendingJob] = field(default_factory=list)
+    running: list[RunningJob] = field(default_factory=list)
+    now: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    job_id: str
+    members: tuple[MemberPlacement, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Preemption:
+    job_id: str
+    reason: str  # a sentence for people, e.g. "reclaimed by team-a for job 42"
+    for_job_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PendingReason:
+    """Why a job stays pending, structured and readable."""
+
+    code: str  # quota | capacity | constraints | gang | priority | reservation | cordoned | invalid
+    message: str
+    details: dict = field(default_factory=dict)
+    unschedulable: bool = False  # True: can never fit this pool as it is built
+
+
+@dataclass(slots=True)
+class Decision:
+    placements: list[Placement] = field(default_factory=list)
+    preemptions: list[Preemption] = field(default_factory=list)
+    pending: dict[str, PendingReason] = field(default_factory=dict)

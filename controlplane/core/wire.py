@@ -1,0 +1,194 @@
+"""Agent <-> control plane messages (HTTP + JSON). Both sides import only this module.
+
+Endpoints (all under /api/v1/agent, bearer auth):
+  POST /register       RegisterRequest  -> RegisterResponse   (bootstrap token)
+  POST /heartbeat      Heartbeat        -> HeartbeatResponse  (node token)
+  GET  /assignments?wait=S&epoch=E      -> Assignments        (long-poll; node token)
+  POST /status         StatusBatch      -> Ack                (node token)
+  POST /logs           LogBatch         -> Ack                (node token)
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import BaseModel, Field
+
+PROTOCOL_VERSION = 1
+PROGRESS_PREFIX = "GPUPOOL_PROGRESS "  # a log line "GPUPOOL_PROGRESS {json}" is structured progress
+
+
+class AcceleratorInfo(BaseModel):
+    """One accelerator as the node agent discovered it."""
+
+    uuid: str
+    index: int
+    vendor: str = "nvidia"
+    model: str  # normalised, e.g. "H100-80GB"
+    name: str = ""  # vendor's product name, e.g. "NVIDIA H100 80GB HBM3"
+    memory_mib: int
+    serial: str | None = None
+    pci_bus_id: str | None = None
+    compute_capability: str | None = None
+    numa_node: int | None = None
+    interconnect_domain: str | None = None
+    mig_parent_uuid: str | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+
+
+class NodeInfo(BaseModel):
+    hostname: str
+    address: str = "127.0.0.1"  # where this node's job endpoints can be reached
+    cpu_milli: int
+    memory_mib: int
+    labels: dict[str, str] = Field(default_factory=dict)
+    agent_version: str = "0.1.0"
+    backend: str = "simulated"  # nvml | simulated | ...
+
+
+class RegisterRequest(BaseModel):
+    protocol: int = PROTOCOL_VERSION
+    node: NodeInfo
+    accelerators: list[AcceleratorInfo]
+
+
+class RegisterResponse(BaseModel):
+    node_id: str
+    node_token: str
+    heartbeat_interval_s: float = 10.0
+
+
+class AcceleratorSample(BaseModel):
+    """Telemetry for one accelerator at one instant (fields a device lacks stay None)."""
+
+    uuid: str
+    ts: float
+    gpu_util_pct: float | None = None
+    mem_util_pct: float | None = None
+    memory_used_mib: float | None = None
+    power_w: float | None = None
+    energy_j: float | None = None
+    temperature_c: float | None = None
+    sm_clock_mhz: float | None = None
+    throttle_reasons: int | None = None
+    ecc_errors: int | None = None
+    xid_errors: int | None = None
+    healthy: bool = True
+    unmanaged_memory_mib: float = 0.0
+
+
+class SliceUsage(BaseModel):
+    """What one running job's processes use on one accelerator."""
+
+    job_id: str
+    attempt_id: str
+    accelerator_uuid: str
+    memory_used_mib: float
+    sm_util_pct: float | None = None
+
+
+class Heartbeat(BaseModel):
+    node_id: str
+    ts: float
+    healthy: bool = True
+    samples: list[AcceleratorSample] = Field(default_factory=list)
+    slice_usage: list[SliceUsage] = Field(default_factory=list)
+    running_attempts: list[str] = Field(default_factory=list)
+
+
+class HeartbeatResponse(BaseModel):
+    ok: bool = True
+    heartbeat_interval_s: float = 10.0
+
+
+class SliceSpec(BaseModel):
+    accelerator_uuid: str
+    compute_milli: int
+    memory_mib: int
+    device_memory_mib: int  # the whole accelerator's memory, for fractions
+
+
+class Rendezvous(BaseModel):
+    master_addr: str
+    master_port: int
+    world_size: int
+    rank: int
+    node_rank: int
+    local_rank: int = 0
+
+
+class StartOrder(BaseModel):
+    job_id: str
+    attempt_id: str
+    epoch: int
+    rank: int = 0
+    name: str
+    argv: list[str]  # a leading "python" means the agent's own interpreter
+    env: dict[str, str] = Field(default_factory=dict)
+    workdir: str | None = None
+    slices: list[SliceSpec] = Field(default_factory=list)
+    rendezvous: Rendezvous | None = None
+    grace_s: float = 10.0
+    port_count: int = 0  # ports the agent allocates (GPUPOOL_PORT, GPUPOOL_PORT_1...)
+    readiness_path: str | None = None  # HTTP path probed on GPUPOOL_PORT before "ready"
+
+
+class StopOrder(BaseModel):
+    job_id: str
+    attempt_id: str
+    epoch: int
+    reason: str
+    grace_s: float = 10.0
+
+
+class Assignments(BaseModel):
+    epoch: int  # the node's assignment epoch; agents send it back to long-poll for changes
+    start: list[StartOrder] = Field(default_factory=list)
+    stop: list[StopOrder] = Field(default_factory=list)
+    # attempts this node should be running; anything else it runs is stale and must stop
+    desired_attempts: list[str] = Field(default_factory=list)
+
+
+class StatusKind(StrEnum):
+    STARTED = "started"
+    READY = "ready"
+    EXITED = "exited"
+    FAILED_TO_START = "failed_to_start"
+    KILLED = "killed"  # stopped by the agent (stop order, watchdog)
+
+
+class StatusReport(BaseModel):
+    seq: int  # per-agent sequence number; the server ignores duplicates on replay
+    job_id: str
+    attempt_id: str
+    rank: int = 0
+    kind: StatusKind
+    ts: float
+    pid: int | None = None
+    exit_code: int | None = None
+    endpoint: str | None = None
+    reason: str | None = None
+    enforcement: dict[str, str] = Field(default_factory=dict)  # layer -> how it is enforced
+
+
+class StatusBatch(BaseModel):
+    node_id: str
+    reports: list[StatusReport]
+
+
+class LogChunk(BaseModel):
+    job_id: str
+    attempt_id: str
+    rank: int = 0
+    stream: str = "stdout"
+    offset: int  # byte offset of this chunk in the member's stream; replays are idempotent
+    data: str
+
+
+class LogBatch(BaseModel):
+    node_id: str
+    chunks: list[LogChunk]
+
+
+class Ack(BaseModel):
+    accepted: int = 0

@@ -1,0 +1,127 @@
+"""Job specs users submit (YAML/JSON), validated with pydantic. Light imports only.
+
+Kinds: pretrain, finetune, evaluate, inference, custom. Every spec shares name, queue,
+priority, resources, retry, data/output locations and environment. The control plane
+validates with these models and derives the scheduler's Request from ``resources``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
+
+from controlplane.core.resources import Constraints, Request
+
+PRIORITY_CLASSES = {"low": -100, "normal": 0, "high": 100, "critical": 1000}
+
+
+class Resources(BaseModel):
+    """What each member needs. ``gpu: 0.25`` is a quarter of one GPU; ``gpu: 2`` two whole ones."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    gpu: float = Field(0, ge=0, le=64, description="fraction (<1) of one accelerator or whole count")
+    gpu_memory_mib: int = Field(0, ge=0, description="slice memory for a fraction; 0 = proportional")
+    cpu_milli: int = Field(1000, ge=0)
+    memory_mib: int = Field(1024, ge=0)
+    vendor: str | None = None
+    models: list[str] = Field(default_factory=list, description="allowed accelerator models")
+    min_gpu_memory_mib: int = Field(0, ge=0)
+    labels: dict[str, str] = Field(default_factory=dict)
+    nodes: int = Field(1, ge=1, le=1024, description="gang members, placed all-or-nothing")
+
+    @field_validator("gpu")
+    @classmethod
+    def _whole_or_fraction(cls, v: float) -> float:
+        if v > 1 and v != int(v):
+            raise ValueError("must be a fraction below 1 or a whole number of GPUs")
+        if 0 < v < 1 and round(v * 1000) < 1:
+            raise ValueError("a fraction must be at least 0.001 GPU")
+        return v
+
+    def to_request(self) -> Request:
+        whole = int(self.gpu) if self.gpu >= 1 else 0
+        milli = 0 if whole else round(self.gpu * 1000)
+        if not whole and not milli and self.gpu_memory_mib:
+            milli = 1  # memory-only slice still takes a sliver of compute
+        return Request(
+            cpu_milli=self.cpu_milli,
+            memory_mib=self.memory_mib,
+            gpus=whole,
+            gpu_milli=milli,
+            gpu_memory_mib=self.gpu_memory_mib if not whole else 0,
+            constraints=Constraints(
+                vendor=self.vendor,
+                models=tuple(self.models),
+                min_memory_mib=self.min_gpu_memory_mib,
+                labels=tuple(sorted(self.labels.items())),
+            ),
+            gang=self.nodes,
+        )
+
+
+class RetryPolicy(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    max_attempts: int = Field(3, ge=1, le=100)
+    on_lost: bool = True  # requeue when the node is lost
+    on_failure: bool = False  # requeue when the process exits non-zero
+    on_preemption: bool = True
+
+
+class SpecBase(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(..., min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    queue: str = "default"
+    priority: str | int = "normal"
+    resources: Resources = Field(default_factory=Resources)
+    retry: RetryPolicy = Field(default_factory=RetryPolicy)
+    env: dict[str, str] = Field(default_factory=dict)
+    data: str | None = Field(None, description="input path on the node or shared storage")
+    output: str | None = Field(None, description="output path on the node or shared storage")
+    workdir: str | None = None
+    min_runtime_s: float = Field(0, ge=0, description="never preempted before this")
+    preemptible: bool = True
+    grace_s: float = Field(30, ge=0, le=3600, description="SIGTERM to SIGKILL")
+
+    @field_validator("priority")
+    @classmethod
+    def _known_priority(cls, v: str | int) -> str | int:
+        if isinstance(v, str) and v not in PRIORITY_CLASSES:
+            raise ValueError(f"unknown priority class {v!r}; use one of {sorted(PRIORITY_CLASSES)} or an integer")
+        return v
+
+    @property
+    def priority_value(self) -> int:
+        return PRIORITY_CLASSES[self.priority] if isinstance(self.priority, str) else int(self.priority)
+
+
+class CustomSpec(SpecBase):
+    """Any command, run with the slice contract (docs/slice-contract.md)."""
+
+    kind: Literal["custom"] = "custom"
+    command: list[str] = Field(..., min_length=1)
+    ports: int = Field(0, ge=0, le=8)
+    readiness_path: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _split_string_command(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("command"), str):
+            import shlex
+
+            data = {**data, "command": shlex.split(data["command"])}
+        return data
+
+
+JobSpec = Annotated[Union[CustomSpec], Field(discriminator="kind")]
+_ADAPTER: TypeAdapter[Any] = TypeAdapter(JobSpec)
+
+
+def parse_job_spec(data: Any) -> SpecBase:
+    """Validate a spec mapping; raises pydantic.ValidationError naming the bad field."""
+    if isinstance(data, dict) and "kind" not in data:
+        data = {**data, "kind": "custom"}
+    return _ADAPTER.validate_python(data)
