@@ -1,0 +1,1 @@
+"""Device backends: one module per vendor behind the DeviceBackend protocol."""
