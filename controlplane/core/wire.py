@@ -72,7 +72,8 @@ class AcceleratorSample(BaseModel):
     sm_clock_mhz: float | None = None
     throttle_reasons: int | None = None
     ecc_errors: int | None = None
-    xid_errors: int | None = None
+    xid_errors: int | None = None  # XID events seen since the agent started
+    last_xid: int | None = None  # code of the latest XID (DCGM_FI_DEV_XID_ERRORS), 0 = none
     healthy: bool = True
     unmanaged_memory_mib: float = 0.0
 
