@@ -1,0 +1,45 @@
+"""Pool views: nodes, capacity, queues."""
+
+from __future__ import annotations
+
+import typer
+
+from controlplane.cli.context import target
+from controlplane.cli.errors import console, handle_errors
+from controlplane.cli.render import capacity_table, nodes_table, queues_table
+
+
+def register(app: typer.Typer) -> None:
+    app.command("nodes")(nodes)
+    app.command("capacity")(capacity)
+    app.command("queues")(queues)
+
+
+@handle_errors
+def nodes(ctx: typer.Context) -> None:
+    """Nodes, their GPUs and what is allocated on them."""
+    with target(ctx).client() as client:
+        items = client.list_nodes().get("items", [])
+    if not items:
+        console.print("no nodes registered (start an agent: gpupool agent --server URL --token T)")
+        return
+    console.print(nodes_table(items))
+
+
+@handle_errors
+def capacity(ctx: typer.Context) -> None:
+    """Pool capacity by vendor and model: allocated, in use, free."""
+    with target(ctx).client() as client:
+        cap = client.capacity()
+    console.print(capacity_table(cap))
+
+
+@handle_errors
+def queues(ctx: typer.Context) -> None:
+    """Queues with their quota (guarantee, limit), use and waiting jobs."""
+    with target(ctx).client() as client:
+        items = client.list_queues().get("items", [])
+    if not items:
+        console.print("no queues")
+        return
+    console.print(queues_table(items))

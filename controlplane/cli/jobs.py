@@ -1,0 +1,156 @@
+"""Job commands: submit, jobs, job, logs, cancel."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import typer
+from rich.live import Live
+from rich.markup import escape
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from controlplane.cli.context import target
+from controlplane.cli.errors import CliError, console, handle_errors
+from controlplane.cli.render import fmt_reason, job_detail, jobs_table, progress_fraction
+from controlplane.cli.specfile import load_spec_file
+from controlplane.core.states import FINAL_STATES
+
+JOB_STATUSES = ("pending", "scheduled", "running", "succeeded", "failed", "cancelled", "lost")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("submit")(submit)
+    app.command("jobs")(list_jobs)
+    app.command("job")(show_job)
+    app.command("logs")(logs)
+    app.command("cancel")(cancel)
+
+
+@handle_errors
+def submit(
+    ctx: typer.Context,
+    file: Path = typer.Argument(..., help="job spec (YAML or JSON)", show_default=False),
+    queue: str = typer.Option(None, "--queue", "-q", help="override the spec's queue"),
+    name: str = typer.Option(None, "--name", help="override the spec's name"),
+    idempotency_key: str = typer.Option(None, "--idempotency-key", help="retry-safe submit key"),
+    wait: bool = typer.Option(False, "--wait", "-w", help="follow the job until it is final"),
+    quiet: bool = typer.Option(False, "--quiet", help="print only the job id"),
+) -> None:
+    """Submit a job spec; prints the job id."""
+    spec = load_spec_file(file)
+    if queue:
+        spec["queue"] = queue
+    if name:
+        spec["name"] = name
+    with target(ctx).client() as client:
+        job = client.submit_job(spec, idempotency_key=idempotency_key)
+        if quiet:
+            print(job["id"])
+        else:
+            console.print(f"submitted job [bold]{escape(str(job['id']))}[/] "
+                          f"({escape(str(job.get('name')))}) to queue {escape(str(job.get('queue')))}: "
+                          f"{job.get('status')}")
+        if wait:
+            final = watch_job(client, job["id"])
+            if final.get("status") != "succeeded":
+                raise typer.Exit(1)
+
+
+@handle_errors
+def list_jobs(
+    ctx: typer.Context,
+    status: str = typer.Option(None, "--status", "-s", help="pending, running, succeeded, ..."),
+    queue: str = typer.Option(None, "--queue", "-q"),
+    team: str = typer.Option(None, "--team"),
+    limit: int = typer.Option(50, "--limit", "-n", min=1, max=1000, help="jobs to show"),
+) -> None:
+    """List jobs (newest first) with status and the reason a job is pending."""
+    if status and status not in JOB_STATUSES:
+        raise CliError(f"unknown status {status!r}; use one of {', '.join(JOB_STATUSES)}")
+    with target(ctx).client() as client:
+        items = []
+        for job in client.iter_jobs(status=status, queue=queue, team=team,
+                                    limit=min(limit, 200)):
+            items.append(job)
+            if len(items) >= limit:
+                break
+    if not items:
+        console.print("no jobs")
+        return
+    teams = {j.get("team") for j in items}
+    console.print(jobs_table(items, show_team=len(teams) > 1))
+
+
+@handle_errors
+def show_job(
+    ctx: typer.Context,
+    job_id: str = typer.Argument(..., metavar="ID", show_default=False),
+    watch: bool = typer.Option(False, "--watch", "-w", help="refresh until the job is final"),
+) -> None:
+    """Details of one job: status, pending reason, placement, progress."""
+    with target(ctx).client() as client:
+        job = client.get_job(job_id)
+        if not watch or job.get("status") in FINAL_STATES:
+            console.print(job_detail(job))
+            return
+        with Live(job_detail(job), console=console, refresh_per_second=4) as live:
+            while job.get("status") not in FINAL_STATES:
+                time.sleep(1.0)
+                job = client.get_job(job_id)
+                live.update(job_detail(job))
+
+
+@handle_errors
+def logs(
+    ctx: typer.Context,
+    job_id: str = typer.Argument(..., metavar="ID", show_default=False),
+    follow: bool = typer.Option(False, "--follow", "-f", help="stream until the job is final"),
+    tail: int = typer.Option(None, "--tail", "-t", min=1, help="only the last N lines"),
+    rank: int = typer.Option(None, "--rank", "-r", min=0, help="gang member (default: rank 0)"),
+) -> None:
+    """Print a job's logs (stdout and stderr of its process)."""
+    with target(ctx).client(timeout=60.0) as client:
+        if follow:
+            for chunk in client.follow_logs(job_id, tail=tail, rank=rank):
+                sys.stdout.write(chunk)
+                sys.stdout.flush()
+        else:
+            text = client.job_logs(job_id, tail=tail, rank=rank)
+            sys.stdout.write(text)
+            if text and not text.endswith("\n"):
+                sys.stdout.write("\n")
+
+
+@handle_errors
+def cancel(ctx: typer.Context, job_id: str = typer.Argument(..., metavar="ID", show_default=False)) -> None:
+    """Cancel a job (a running one is stopped: SIGTERM, then SIGKILL after its grace period)."""
+    with target(ctx).client() as client:
+        job = client.cancel_job(job_id)
+    console.print(f"job [bold]{escape(str(job['id']))}[/]: {job.get('status')}"
+                  + (f" ({escape(str(job['status_reason']))})" if job.get("status_reason") else ""))
+
+
+def watch_job(client, job_id: str, timeout: float = 24 * 3600) -> dict:
+    """Show a spinner while pending and a progress bar while running; returns the final job."""
+    progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                        TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(), console=console,
+                        transient=False)
+    with progress:
+        task = progress.add_task(f"job {job_id}", total=None)
+
+        def update(job: dict) -> None:
+            status = job.get("status")
+            reason = fmt_reason(job) if status == "pending" else ""
+            desc = f"job {job_id} [bold]{status}[/]" + (f" - {escape(reason)}" if reason else "")
+            frac = progress_fraction(job.get("progress"))
+            if status == "succeeded":
+                frac = 1.0
+            progress.update(task, description=desc, total=1.0 if frac is not None else None,
+                            completed=frac or 0)
+
+        job = client.wait_for_job(job_id, timeout=timeout, interval=1.0, on_update=update)
+    console.print(f"job {escape(str(job_id))} {job.get('status')}"
+                  + (f" (exit code {job['exit_code']})" if job.get("exit_code") is not None else ""))
+    return job

@@ -1,0 +1,42 @@
+"""`gpupool` command line: talks to the control plane only through controlplane.client."""
+
+from __future__ import annotations
+
+import typer
+
+from controlplane.cli import admin, cluster, jobs, local
+
+app = typer.Typer(
+    name="gpupool",
+    help="GPU pooling and scheduling: submit jobs, watch the pool, run a server or an agent.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    server: str = typer.Option(None, "--server", envvar="GPUPOOL_SERVER",
+                               help="control plane URL (default: config file, then 127.0.0.1:8080)"),
+    token: str = typer.Option(None, "--token", envvar="GPUPOOL_TOKEN", help="API token"),
+) -> None:
+    ctx.obj = {"server": server, "token": token}
+
+
+jobs.register(app)
+cluster.register(app)
+admin.register(app)
+local.register(app)
+
+try:  # the scheduler's trace-replay benchmark, when that package provides it
+    from controlplane.cli.bench import app as _bench_app
+except ImportError:
+    _bench_app = None
+if _bench_app is not None:
+    app.add_typer(_bench_app, name="bench")
+
+if __name__ == "__main__":
+    app()

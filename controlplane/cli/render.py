@@ -1,0 +1,269 @@
+"""Pure formatting of API objects into rich tables and lines (no I/O, unit-tested)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from rich.console import Group
+from rich.markup import escape
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+
+STATUS_STYLE = {
+    "pending": "yellow", "scheduled": "cyan", "running": "bold cyan", "succeeded": "green",
+    "failed": "bold red", "cancelled": "magenta", "lost": "red",
+}
+
+
+def fmt_mib(mib: float | int | None) -> str:
+    if mib is None:
+        return "-"
+    if abs(mib) >= 1024:
+        gib = mib / 1024
+        return f"{gib:.0f} GiB" if gib >= 100 or gib == int(gib) else f"{gib:.1f} GiB"
+    return f"{mib:.0f} MiB"
+
+
+def fmt_gpus_milli(milli: float | int | None) -> str:
+    """1000 milli = one GPU: '2', '0.25', '3.5'."""
+    if milli is None:
+        return "-"
+    value = milli / 1000
+    return f"{value:.0f}" if value == int(value) else f"{value:.3f}".rstrip("0").rstrip(".")
+
+
+def fmt_request(request: dict | None) -> str:
+    """'0.25 GPU, 20 GiB' / '2 GPU' / '2 GPU x 2 nodes' / 'cpu only'."""
+    if not request:
+        return "-"
+    gpu = request.get("gpu") or 0
+    nodes = request.get("nodes") or 1
+    if not gpu and not request.get("gpu_memory_mib"):
+        text = "cpu only"
+    else:
+        text = f"{fmt_gpus_milli(round(float(gpu) * 1000))} GPU"
+        if gpu < 1 and request.get("gpu_memory_mib"):
+            text += f", {fmt_mib(request['gpu_memory_mib'])}"
+    if nodes > 1:
+        text += f" x {nodes} nodes"
+    return text
+
+
+def fmt_status(status: str | None) -> Text:
+    status = status or "?"
+    return Text(status, style=STATUS_STYLE.get(status, ""))
+
+
+def parse_ts(value: Any) -> datetime | None:
+    if not value:
+        return None
+    try:
+        ts = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
+
+
+def fmt_age(value: Any, now: datetime | None = None) -> str:
+    """'12s', '5m', '3h', '2d' since the timestamp."""
+    ts = parse_ts(value)
+    if ts is None:
+        return "-"
+    secs = max(0, int(((now or datetime.now(UTC)) - ts).total_seconds()))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if secs >= size:
+            return f"{secs // size}{unit}"
+    return f"{secs}s"
+
+
+def fmt_duration(start: Any, end: Any) -> str:
+    a, b = parse_ts(start), parse_ts(end)
+    if not a:
+        return "-"
+    return fmt_age(start, b or datetime.now(UTC))
+
+
+def progress_fraction(progress: dict | None) -> float | None:
+    """step/total in [0, 1], or None when the job reports no usable progress."""
+    if not isinstance(progress, dict):
+        return None
+    try:
+        step, total = float(progress.get("step")), float(progress.get("total"))
+    except (TypeError, ValueError):
+        return None
+    if total <= 0:
+        return None
+    return max(0.0, min(1.0, step / total))
+
+
+def fmt_progress(progress: dict | None) -> str:
+    frac = progress_fraction(progress)
+    if frac is None:
+        return "-"
+    assert progress is not None
+    return f"{frac * 100:.0f}% ({int(float(progress['step']))}/{int(float(progress['total']))})"
+
+
+def fmt_reason(job: dict) -> str:
+    """Why a job is where it is: the pending reason, else the status reason."""
+    reason = job.get("pending_reason")
+    if job.get("status") == "pending" and isinstance(reason, dict) and reason.get("message"):
+        code = reason.get("code")
+        return f"[{code}] {reason['message']}" if code else str(reason["message"])
+    return str(job.get("status_reason") or "")
+
+
+def placement_summary(job: dict) -> str:
+    """'node-0: 2 slices' style one-liner for the jobs table."""
+    members = job.get("placement") or []
+    if not members:
+        return "-"
+    nodes: dict[str, int] = {}
+    for m in members:
+        nodes[m.get("node", "?")] = nodes.get(m.get("node", "?"), 0) + len(m.get("slices") or [])
+    return ", ".join(f"{n}({c})" for n, c in nodes.items())
+
+
+def jobs_table(jobs: list[dict], *, show_team: bool = True) -> Table:
+    table = Table(title=None, show_lines=False, header_style="bold")
+    for col in ("ID", "NAME", "STATUS", "QUEUE") + (("TEAM",) if show_team else ()) + (
+            "REQUEST", "PROGRESS", "AGE", "REASON"):
+        table.add_column(col, overflow="fold" if col in ("REASON",) else "ellipsis",
+                         no_wrap=col not in ("REASON",))
+    for j in jobs:
+        row = [escape(str(j.get("id", ""))), escape(str(j.get("name", ""))), fmt_status(j.get("status")),
+               escape(str(j.get("queue", "")))]
+        if show_team:
+            row.append(escape(str(j.get("team", ""))))
+        row += [fmt_request(j.get("request")), fmt_progress(j.get("progress")),
+                fmt_age(j.get("created_at")), escape(fmt_reason(j))]
+        table.add_row(*row)
+    return table
+
+
+def job_detail(job: dict) -> Group:
+    """Everything about one job: fields, pending reason, progress bar, placement."""
+    info = Table.grid(padding=(0, 2))
+    info.add_column(style="bold")
+    info.add_column()
+    info.add_row("id", escape(str(job.get("id"))))
+    info.add_row("name", escape(str(job.get("name"))))
+    info.add_row("kind", escape(str(job.get("kind", "custom"))))
+    info.add_row("status", fmt_status(job.get("status")))
+    info.add_row("team / queue", escape(f"{job.get('team')} / {job.get('queue')}"))
+    info.add_row("user", escape(str(job.get("user") or "-")))
+    info.add_row("priority", escape(str(job.get("priority"))))
+    info.add_row("request", fmt_request(job.get("request")))
+    info.add_row("attempt", f"{job.get('attempt', 0)} of {job.get('max_attempts', '?')}")
+    info.add_row("created", escape(str(job.get("created_at") or "-")))
+    info.add_row("started", escape(str(job.get("started_at") or "-")))
+    info.add_row("finished", escape(str(job.get("finished_at") or "-")))
+    if job.get("exit_code") is not None:
+        info.add_row("exit code", str(job["exit_code"]))
+    if job.get("endpoint"):
+        info.add_row("endpoint", escape(str(job["endpoint"])))
+    reason = fmt_reason(job)
+    if reason:
+        label = "pending because" if job.get("status") == "pending" else "reason"
+        info.add_row(label, Text(reason, style="yellow" if job.get("status") == "pending" else ""))
+    parts: list[Any] = [info]
+    frac = progress_fraction(job.get("progress"))
+    if frac is not None or job.get("progress"):
+        parts.append(progress_block(job.get("progress") or {}))
+    members = job.get("placement") or []
+    if members:
+        parts.append(placement_table(members))
+    return Group(*parts)
+
+
+def progress_block(progress: dict) -> Table:
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    frac = progress_fraction(progress)
+    if frac is not None:
+        bar = ProgressBar(total=1.0, completed=frac, width=40)
+        grid.add_row("progress", Group(bar, Text(fmt_progress(progress))))
+    extras = {k: v for k, v in progress.items() if k not in ("step", "total")}
+    if extras:
+        grid.add_row("metrics", escape(", ".join(f"{k}={_short(v)}" for k, v in extras.items())))
+    return grid
+
+
+def _short(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def placement_table(members: list[dict]) -> Table:
+    table = Table(title="placement", header_style="bold", title_justify="left")
+    for col in ("RANK", "NODE", "ACCELERATOR", "COMPUTE", "MEMORY"):
+        table.add_column(col)
+    for m in members:
+        slices = m.get("slices") or [{}]
+        for s in slices:
+            table.add_row(str(m.get("rank", 0)), escape(str(m.get("node", "?"))),
+                          escape(str(s.get("accelerator_uuid", "-"))),
+                          f"{fmt_gpus_milli(s.get('compute_milli'))} GPU" if s else "-",
+                          fmt_mib(s.get("memory_mib")) if s else "-")
+    return table
+
+
+def nodes_table(nodes: list[dict]) -> Table:
+    table = Table(header_style="bold")
+    for col in ("NAME", "STATE", "BACKEND", "GPUS", "MODELS", "ALLOCATED", "GPU MEMORY", "HEARTBEAT"):
+        table.add_column(col)
+    for n in nodes:
+        accs = n.get("accelerators") or []
+        models = sorted({a.get("model", "?") for a in accs})
+        alloc = sum(a.get("allocated_milli") or 0 for a in accs)
+        mem = sum(a.get("memory_mib") or 0 for a in accs)
+        mem_alloc = sum(a.get("allocated_memory_mib") or 0 for a in accs)
+        state = str(n.get("state", "?")) + (" (cordoned)" if n.get("cordoned") else "")
+        unhealthy = sum(1 for a in accs if a.get("healthy") is False)
+        gpus = f"{len(accs)}" + (f" ({unhealthy} unhealthy)" if unhealthy else "")
+        table.add_row(escape(str(n.get("name"))),
+                      Text(state, style="green" if state == "ready" else "yellow"),
+                      escape(str(n.get("backend", "-"))), gpus, escape(", ".join(models) or "-"),
+                      f"{fmt_gpus_milli(alloc)} / {len(accs)} GPU",
+                      f"{fmt_mib(mem_alloc)} / {fmt_mib(mem)}", fmt_age(n.get("last_heartbeat_at")))
+    return table
+
+
+def capacity_table(cap: dict) -> Table:
+    table = Table(header_style="bold")
+    for col in ("VENDOR", "MODEL", "GPUS", "ALLOCATED", "IN USE", "MEMORY ALLOCATED", "FREE"):
+        table.add_column(col)
+    rows = list(cap.get("by_model") or [])
+    for r in rows:
+        table.add_row(*_cap_row(r, escape(str(r.get("vendor", "-"))), escape(str(r.get("model", "-")))))
+    totals = cap.get("totals")
+    if totals:
+        table.add_section()
+        table.add_row(*_cap_row(totals, Text("total", style="bold"), ""))
+    return table
+
+
+def _cap_row(r: dict, vendor: Any, model: Any) -> list[Any]:
+    milli = r.get("gpu_milli") or 0
+    alloc = r.get("allocated_milli") or 0
+    pct = f" ({alloc * 100 / milli:.0f}%)" if milli else ""
+    return [vendor, model, str(r.get("accelerators", "-")),
+            f"{fmt_gpus_milli(alloc)} GPU{pct}", f"{fmt_gpus_milli(r.get('in_use_milli'))} GPU",
+            f"{fmt_mib(r.get('allocated_memory_mib'))} / {fmt_mib(r.get('memory_mib'))}",
+            f"{fmt_gpus_milli(milli - alloc)} GPU"]
+
+
+def queues_table(queues: list[dict]) -> Table:
+    table = Table(header_style="bold")
+    for col in ("QUEUE", "TEAM", "GUARANTEE", "LIMIT", "WEIGHT", "ALLOCATED", "RUNNING", "PENDING"):
+        table.add_column(col)
+    for q in queues:
+        limit = q.get("limit_milli")
+        table.add_row(escape(str(q.get("name"))), escape(str(q.get("team"))),
+                      f"{fmt_gpus_milli(q.get('guarantee_milli') or 0)} GPU",
+                      "none" if limit is None else f"{fmt_gpus_milli(limit)} GPU",
+                      str(q.get("weight", 1)), f"{fmt_gpus_milli(q.get('allocated_milli') or 0)} GPU",
+                      str(q.get("running_jobs", 0)), str(q.get("pending_jobs", 0)))
+    return table

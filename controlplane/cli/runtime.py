@@ -1,0 +1,97 @@
+"""The CLI's seams to the server and agent packages (imported lazily so `gpupool jobs` stays fast)."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from controlplane.cli.config import read_config
+from controlplane.cli.errors import CliError
+
+
+def gpupool_home() -> Path:
+    """$GPUPOOL_HOME, else ~/.local/share/gpupool (where the SQLite database lives)."""
+    if os.environ.get("GPUPOOL_HOME"):
+        return Path(os.environ["GPUPOOL_HOME"]).expanduser().resolve()
+    base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+    return (base / "gpupool").resolve()
+
+
+def parse_shape(shape: str) -> tuple[int, int, str]:
+    """'2x4xH100-80GB' -> (2, 4, 'H100-80GB'); '4xT4' -> (1, 4, 'T4'); clear error otherwise."""
+    m = re.fullmatch(r"\s*(?:(\d+)x)?(?:(\d+)x)?([A-Za-z][A-Za-z0-9.\-]*)\s*", shape or "")
+    if not m:
+        raise CliError(f"--simulate {shape!r}: expected NODESxGPUSxMODEL like 2x4xH100-80GB")
+    first, second, model = m.groups()
+    nodes, gpus = (int(first), int(second)) if second else (1, int(first or 1))
+    if not 1 <= nodes <= 64 or not 1 <= gpus <= 16:
+        raise CliError(f"--simulate {shape!r}: nodes must be 1..64 and GPUs per node 1..16")
+    return nodes, gpus, model
+
+
+def has_nvidia_gpu() -> bool:
+    """True when NVML answers with at least one GPU (a driver is installed)."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+    except Exception:
+        return False
+    try:
+        return pynvml.nvmlDeviceGetCount() > 0
+    except Exception:
+        return False
+    finally:
+        try:
+            pynvml.nvmlShutdown()
+        except Exception:
+            pass
+
+
+def _settings(env: dict | None = None):
+    try:
+        from controlplane.settings import Settings
+    except ImportError as e:
+        raise CliError(f"this build has no control-plane settings ({e})") from None
+    if env is None:
+        return Settings()
+    saved = dict(os.environ)
+    os.environ.update({k: v for k, v in env.items() if k.startswith("GPUPOOL_")})
+    try:
+        return Settings()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def prepare_database(env: dict) -> tuple[str | None, bool]:
+    """Migrate the database and create the first admin; (admin token, True if just created).
+
+    On a database that already has its admin the token comes from the CLI config file.
+    """
+    settings = _settings(env)
+    try:
+        from controlplane.server import bootstrap
+    except ImportError as e:
+        raise CliError(f"this build has no control-plane server ({e})") from None
+    token = bootstrap(settings)
+    if token:
+        return token, True
+    return read_config().get("token"), False
+
+
+def run_server(host: str, port: int) -> None:
+    try:
+        from controlplane.server import run_server as _run
+    except ImportError as e:
+        raise CliError(f"this build has no control-plane server ({e})") from None
+    _run(host, port, _settings())
+
+
+def run_agent(**options) -> None:
+    try:
+        from agent.main import AgentConfig, run_agent as _run
+    except ImportError as e:
+        raise CliError(f"this build has no node agent ({e})") from None
+    _run(AgentConfig(**options))

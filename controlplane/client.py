@@ -1,0 +1,268 @@
+"""Typed HTTP client for the gpupool REST API (docs/api-contract.md); also the Python SDK.
+
+Every failed call raises ``GpupoolError`` carrying the server's problem+json (status, title,
+detail, field errors), so callers show one actionable line instead of a traceback.
+
+    from controlplane.client import GpupoolClient
+    with GpupoolClient("http://127.0.0.1:8080", token) as c:
+        job = c.submit_job({"name": "hello", "command": ["echo", "hi"], "resources": {"gpu": 0.25}})
+        c.wait_for_job(job["id"])
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+
+from controlplane.core.states import FINAL_STATES
+
+DEFAULT_SERVER = "http://127.0.0.1:8080"
+Json = dict[str, Any]
+
+
+class GpupoolError(Exception):
+    """An API call failed; ``str(err)`` is one line a person can act on."""
+
+    def __init__(self, message: str, *, status: int | None = None, title: str = "",
+                 detail: str = "", errors: list[Json] | None = None, problem: Json | None = None):
+        super().__init__(message)
+        self.status = status
+        self.title = title
+        self.detail = detail
+        self.errors = errors or []
+        self.problem = problem or {}
+
+    @classmethod
+    def from_response(cls, resp: httpx.Response) -> GpupoolError:
+        """Build the error from a problem+json answer (or whatever text the server sent)."""
+        problem: Json = {}
+        try:
+            body = resp.json()
+            if isinstance(body, dict):
+                problem = body
+        except ValueError:
+            pass
+        title = str(problem.get("title") or resp.reason_phrase or "error")
+        detail = problem.get("detail")
+        if not isinstance(detail, str):
+            # FastAPI's default {"detail": [...]} or a non-string detail
+            detail = _flatten_detail(detail) if detail else (resp.text.strip()[:300] if not problem else "")
+        errors = problem.get("errors") if isinstance(problem.get("errors"), list) else []
+        message = detail or title
+        field_msgs = [f"{e.get('field')}: {e.get('message')}" for e in errors
+                      if isinstance(e, dict) and e.get("field") and str(e.get("field")) not in message]
+        if field_msgs:
+            message = f"{message} ({'; '.join(field_msgs)})"
+        return cls(f"{resp.status_code} {title}: {message}" if message != title
+                   else f"{resp.status_code} {title}",
+                   status=resp.status_code, title=title, detail=detail or "", errors=errors,
+                   problem=problem)
+
+
+def _flatten_detail(detail: Any) -> str:
+    if isinstance(detail, list):
+        parts = []
+        for item in detail:
+            if isinstance(item, dict):
+                loc = ".".join(str(x) for x in item.get("loc", []) if x != "body")
+                parts.append(f"{loc}: {item.get('msg')}" if loc else str(item.get("msg")))
+            else:
+                parts.append(str(item))
+        return "; ".join(parts)
+    return str(detail)
+
+
+class GpupoolClient:
+    """One server, one token. Methods return the contract's JSON objects as dicts."""
+
+    def __init__(self, server: str = DEFAULT_SERVER, token: str | None = None, *,
+                 timeout: float = 30.0, transport: httpx.BaseTransport | None = None):
+        self.server = server.rstrip("/")
+        headers = {"Accept": "application/json"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        self._http = httpx.Client(base_url=self.server, headers=headers, timeout=timeout,
+                                  transport=transport)
+
+    # -- plumbing -------------------------------------------------------------------------
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> GpupoolClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _request(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        try:
+            resp = self._http.request(method, path, **kw)
+        except httpx.TimeoutException as e:
+            raise GpupoolError(f"timed out talking to {self.server} ({type(e).__name__})") from e
+        except httpx.HTTPError as e:
+            raise GpupoolError(f"cannot reach the gpupool server at {self.server}: {e}") from e
+        if resp.status_code >= 400:
+            raise GpupoolError.from_response(resp)
+        return resp
+
+    def _json(self, method: str, path: str, **kw: Any) -> Any:
+        resp = self._request(method, path, **kw)
+        if not resp.content:
+            return {}
+        try:
+            return resp.json()
+        except ValueError as e:
+            raise GpupoolError(f"the server at {self.server} answered {path} with non-JSON "
+                               f"({resp.headers.get('content-type', '?')})") from e
+
+    @staticmethod
+    def _params(**kw: Any) -> dict[str, Any]:
+        return {k: v for k, v in kw.items() if v is not None}
+
+    # -- health ---------------------------------------------------------------------------
+    def health(self) -> Json:
+        return self._json("GET", "/healthz")
+
+    def ready(self) -> Json:
+        return self._json("GET", "/readyz")
+
+    def whoami(self) -> Json:
+        return self._json("GET", "/api/v1/whoami")
+
+    # -- jobs -----------------------------------------------------------------------------
+    def submit_job(self, spec: Json, *, idempotency_key: str | None = None) -> Json:
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        return self._json("POST", "/api/v1/jobs", json=spec, headers=headers)
+
+    def list_jobs(self, *, status: str | None = None, queue: str | None = None,
+                  team: str | None = None, limit: int | None = None,
+                  cursor: str | None = None) -> Json:
+        return self._json("GET", "/api/v1/jobs", params=self._params(
+            status=status, queue=queue, team=team, limit=limit, cursor=cursor))
+
+    def iter_jobs(self, **filters: Any) -> Iterator[Json]:
+        """Every job matching the filters, following the cursor."""
+        cursor = None
+        while True:
+            page = self.list_jobs(cursor=cursor, **filters)
+            yield from page.get("items", [])
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return
+
+    def get_job(self, job_id: str) -> Json:
+        return self._json("GET", f"/api/v1/jobs/{_seg(job_id)}")
+
+    def cancel_job(self, job_id: str) -> Json:
+        return self._json("POST", f"/api/v1/jobs/{_seg(job_id)}/cancel")
+
+    def job_logs(self, job_id: str, *, tail: int | None = None, rank: int | None = None) -> str:
+        resp = self._request("GET", f"/api/v1/jobs/{_seg(job_id)}/logs",
+                             params=self._params(tail=tail, rank=rank))
+        return resp.text
+
+    def follow_logs(self, job_id: str, *, tail: int | None = None,
+                    rank: int | None = None) -> Iterator[str]:
+        """Yield log text as it arrives until the job is final (the server closes the stream)."""
+        params = self._params(tail=tail, rank=rank, follow="true")
+        try:
+            with self._http.stream("GET", f"/api/v1/jobs/{_seg(job_id)}/logs", params=params,
+                                   timeout=httpx.Timeout(30.0, read=None)) as resp:
+                if resp.status_code >= 400:
+                    resp.read()
+                    raise GpupoolError.from_response(resp)
+                yield from resp.iter_text()
+        except httpx.HTTPError as e:
+            raise GpupoolError(f"log stream from {self.server} broke: {e}") from e
+
+    def job_events(self, job_id: str) -> Json:
+        return self._json("GET", f"/api/v1/jobs/{_seg(job_id)}/events")
+
+    def wait_for_job(self, job_id: str, *, timeout: float = 600.0, interval: float = 0.5,
+                     until: Callable[[Json], bool] | None = None,
+                     on_update: Callable[[Json], None] | None = None) -> Json:
+        """Poll until the job is final (or ``until(job)`` holds); raises GpupoolError on timeout."""
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self.get_job(job_id)
+            if on_update:
+                on_update(job)
+            if (until(job) if until else job.get("status") in FINAL_STATES):
+                return job
+            if time.monotonic() >= deadline:
+                raise GpupoolError(f"job {job_id} still {job.get('status')} after {timeout:.0f}s")
+            time.sleep(interval)
+
+    # -- nodes and capacity ---------------------------------------------------------------
+    def list_nodes(self) -> Json:
+        return self._json("GET", "/api/v1/nodes")
+
+    def get_node(self, name: str) -> Json:
+        return self._json("GET", f"/api/v1/nodes/{_seg(name)}")
+
+    def cordon_node(self, name: str) -> Json:
+        return self._json("POST", f"/api/v1/nodes/{_seg(name)}/cordon")
+
+    def uncordon_node(self, name: str) -> Json:
+        return self._json("POST", f"/api/v1/nodes/{_seg(name)}/uncordon")
+
+    def drain_node(self, name: str) -> Json:
+        return self._json("POST", f"/api/v1/nodes/{_seg(name)}/drain")
+
+    def list_accelerators(self) -> Json:
+        return self._json("GET", "/api/v1/accelerators")
+
+    def capacity(self) -> Json:
+        return self._json("GET", "/api/v1/capacity")
+
+    # -- teams, queues, users, tokens -----------------------------------------------------
+    def list_teams(self) -> Json:
+        return self._json("GET", "/api/v1/teams")
+
+    def create_team(self, name: str) -> Json:
+        return self._json("POST", "/api/v1/teams", json={"name": name})
+
+    def list_queues(self) -> Json:
+        return self._json("GET", "/api/v1/queues")
+
+    def create_queue(self, name: str, team: str, **fields: Any) -> Json:
+        return self._json("POST", "/api/v1/queues", json={"name": name, "team": team, **fields})
+
+    def update_queue(self, name: str, **fields: Any) -> Json:
+        return self._json("PATCH", f"/api/v1/queues/{_seg(name)}", json=fields)
+
+    def delete_queue(self, name: str) -> Json:
+        return self._json("DELETE", f"/api/v1/queues/{_seg(name)}")
+
+    def list_users(self) -> Json:
+        return self._json("GET", "/api/v1/users")
+
+    def create_user(self, name: str, team: str, role: str = "member") -> Json:
+        return self._json("POST", "/api/v1/users", json={"name": name, "team": team, "role": role})
+
+    def create_token(self, user: str, name: str) -> Json:
+        return self._json("POST", "/api/v1/tokens", json={"user": user, "name": name})
+
+    def list_tokens(self) -> Json:
+        return self._json("GET", "/api/v1/tokens")
+
+    def delete_token(self, token_id: str) -> Json:
+        return self._json("DELETE", f"/api/v1/tokens/{_seg(token_id)}")
+
+    def create_bootstrap_token(self) -> Json:
+        return self._json("POST", "/api/v1/bootstrap-tokens")
+
+    def list_events(self, *, job: str | None = None, node: str | None = None,
+                    limit: int | None = None, cursor: str | None = None) -> Json:
+        return self._json("GET", "/api/v1/events", params=self._params(
+            job=job, node=node, limit=limit, cursor=cursor))
+
+
+def _seg(value: str) -> str:
+    """One URL path segment, so an id like '../x' cannot walk the path."""
+    from urllib.parse import quote
+
+    return quote(str(value), safe="")
