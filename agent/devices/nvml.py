@@ -136,13 +136,16 @@ class NvmlBackend:
                 members.append(_Handle(handle, self._identity(handle, schedulable, base)))
                 schedulable += 1
             else:
-                parent_uuid = _text(n.nvmlDeviceGetUUID(handle))
+                parent = self._identity(handle, gpu_index, base)
                 for mig_index in range(self._try("nvmlDeviceGetMaxMigDeviceCount", handle) or 0):
                     mig = self._try("nvmlDeviceGetMigDeviceHandleByIndex", handle, mig_index)
                     if mig is None:
                         continue  # that MIG slot holds no device
                     info = self._identity(mig, schedulable, dict(base, mig_index=str(mig_index)))
-                    info.mig_parent_uuid = parent_uuid
+                    info.mig_parent_uuid = parent.uuid
+                    for inherited in ("serial", "pci_bus_id", "compute_capability", "numa_node"):
+                        if getattr(info, inherited) is None:
+                            setattr(info, inherited, getattr(parent, inherited))
                     members.append(_Handle(mig, info))
                     schedulable += 1
             self._physical.append((handle, members))
