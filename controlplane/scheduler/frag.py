@@ -1,0 +1,137 @@
+"""GPU fragmentation (FGD, USENIX ATC'23) with an incremental per-node cache.
+
+A node's fragmentation F_n = sum over typical task shapes m of p_m * F_n(m), where F_n(m) is
+all its free GPU milli when m cannot run there, else the free milli on GPUs too small for m.
+The cache keeps per node and per (gpu_milli, allowed models) threshold the count and sum of
+GPUs that are large enough, so a candidate placement's new F_n costs O(shapes), not O(nodes).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from controlplane.core.resources import WHOLE
+from controlplane.scheduler.state import ClusterState
+
+
+@dataclass(frozen=True, slots=True)
+class TaskShape:
+    """A pod shape of the target workload: CPU, memory, GPU count, milli per GPU, allowed models."""
+
+    cpu_milli: int
+    num_gpu: int
+    gpu_milli: int
+    models: tuple[str, ...] = ()
+    memory_mib: int = 0
+
+
+class Workload:
+    """The typical shapes M with weights p_m (most frequent first, covering ``coverage`` of pods)."""
+
+    def __init__(self, shapes: Sequence[TaskShape], weights: Sequence[float]):
+        self.shapes = list(shapes)
+        total = float(sum(weights)) or 1.0
+        self.weights = [w / total for w in weights]
+
+    @classmethod
+    def typical(cls, pods: Iterable[TaskShape], coverage: float = 0.95) -> Workload:
+        """Keep the most popular shapes until they cover ``coverage`` of the pods (paper's M)."""
+        counts = Counter(pods)
+        total = sum(counts.values())
+        ordered = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0].num_gpu, kv[0].gpu_milli,
+                                                         kv[0].cpu_milli, kv[0].models))
+        kept, covered = [], 0
+        for shape, count in ordered:
+            if covered >= coverage * total:
+                break
+            kept.append((shape, count))
+            covered += count
+        return cls([s for s, _ in kept], [c for _, c in kept])
+
+
+class FragCache:
+    """Per-node fragmentation of ``state`` against ``workload``, kept current by a listener."""
+
+    def __init__(self, state: ClusterState, workload: Workload, use_memory: bool = False):
+        self.state = state
+        self.use_memory = use_memory
+        gpu_shapes = [(s, p) for s, p in zip(workload.shapes, workload.weights) if s.num_gpu > 0]
+        n_models = len(state.models)
+        thresholds: dict[tuple[int, tuple[bool, ...]], int] = {}
+        t_of, cpu, mem, k, p = [], [], [], [], []
+        for shape, weight in gpu_shapes:
+            allow = tuple(not shape.models or m in shape.models for m in state.models)
+            key = (shape.gpu_milli, allow)
+            t_of.append(thresholds.setdefault(key, len(thresholds)))
+            cpu.append(shape.cpu_milli)
+            mem.append(shape.memory_mib)
+            k.append(shape.num_gpu)
+            p.append(weight)
+        self.g_t = np.array([g for g, _ in thresholds], np.int64)
+        allow_t = np.array([a for _, a in thresholds], bool).reshape(len(thresholds), n_models)
+        self.t_of = np.array(t_of, np.int64)
+        self.c_m = np.array(cpu, np.int64)
+        self.mem_m = np.array(mem, np.int64)
+        self.k_m = np.array(k, np.int64)
+        self.p_m = np.array(p, np.float64)
+        # allowed[n, j, t]: GPU j of node n may serve threshold t (valid and of an allowed model)
+        model = np.clip(state.gpu_model, 0, None)
+        self.allowed = (allow_t.T[model] if n_models else
+                        np.zeros((state.n, state.g, len(thresholds)), bool))
+        self.allowed &= state.gpu_valid[:, :, None]
+        self.cnt = np.zeros((state.n, len(thresholds)), np.int64)
+        self.sum = np.zeros((state.n, len(thresholds)), np.int64)
+        self.total = np.zeros(state.n, np.int64)
+        self.frag = np.zeros(state.n, np.float64)
+        self._refresh(np.arange(state.n))
+        state.listeners.append(self._on_change)
+
+    def _on_change(self, i: int) -> None:
+        self._refresh(np.array([i]))
+
+    def _refresh(self, rows: np.ndarray) -> None:
+        free = self.state.gpu_free[rows]
+        ge = self.allowed[rows] & (free[:, :, None] >= self.g_t[None, None, :])
+        self.cnt[rows] = ge.sum(axis=1)
+        self.sum[rows] = (ge * free[:, :, None]).sum(axis=1)
+        self.total[rows] = free.sum(axis=1)
+        self.frag[rows] = self._frag(self.cnt[rows], self.sum[rows], self.total[rows],
+                                     self.state.cpu_free[rows], self.state.mem_free[rows])
+
+    def _frag(self, cnt, sums, total, cpu, mem) -> np.ndarray:
+        q3 = (cnt[:, self.t_of] >= self.k_m) & (cpu[:, None] >= self.c_m)
+        if self.use_memory:
+            q3 &= mem[:, None] >= self.mem_m
+        return total - (q3 * sums[:, self.t_of]) @ self.p_m
+
+    def cluster_frag(self) -> float:
+        """Fragmented GPU milli of the whole cluster (sum of F_n)."""
+        return float(self.frag.sum())
+
+    def delta_fraction(self, nodes: np.ndarray, gpus: np.ndarray, milli: int, cpu: int,
+                       mem: int) -> np.ndarray:
+        """dF of putting ``milli`` of GPU ``gpus[c]`` (plus cpu/mem) on node ``nodes[c]``."""
+        f = self.state.gpu_free[nodes, gpus]
+        f2 = f - milli
+        a = self.allowed[nodes, gpus]
+        before = a & (f[:, None] >= self.g_t)
+        after = a & (f2[:, None] >= self.g_t)
+        cnt = self.cnt[nodes] - before + after
+        sums = self.sum[nodes] - f[:, None] * before + f2[:, None] * after
+        new = self._frag(cnt, sums, self.total[nodes] - milli, self.state.cpu_free[nodes] - cpu,
+                         self.state.mem_free[nodes] - mem)
+        return new - self.frag[nodes]
+
+    def delta_whole(self, nodes: np.ndarray, chosen: np.ndarray, cpu: int,
+                    mem: int) -> np.ndarray:
+        """dF of taking the whole GPUs marked in ``chosen[c]`` (plus cpu/mem) on ``nodes[c]``."""
+        taken = (chosen[:, :, None] & self.allowed[nodes]).sum(axis=1)
+        k = chosen.sum(axis=1)
+        new = self._frag(self.cnt[nodes] - taken, self.sum[nodes] - WHOLE * taken,
+                         self.total[nodes] - WHOLE * k, self.state.cpu_free[nodes] - cpu,
+                         self.state.mem_free[nodes] - mem)
+        return new - self.frag[nodes]

@@ -1,0 +1,1 @@
+"""Filter and score plugins of the scheduling framework."""

@@ -1,0 +1,147 @@
+"""Cluster state as numpy arrays: free CPU, memory and per-accelerator milli/MiB of every node.
+
+The scheduler and the trace benchmark both place onto this one structure. Every change goes
+through ``take``/``give`` so listeners (fragmentation caches) update only the node touched,
+and a Plan can undo it; nothing copies the whole snapshot per job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from controlplane.core.resources import WHOLE, Node
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """One member's hold on one node: CPU, memory and (gpu index, milli, MiB) per accelerator."""
+
+    node: int
+    cpu_milli: int
+    memory_mib: int
+    gpus: tuple[tuple[int, int, int], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimUndo:
+    """One entry of a Plan's log: a claim that was taken (or given back)."""
+
+    claim: Claim
+    taken: bool
+
+
+class ClusterState:
+    """Free capacity of N nodes with up to G accelerators each (padding slots are invalid)."""
+
+    def __init__(self, names: Sequence[str], cpu_free: Sequence[int], mem_free: Sequence[int],
+                 gpu_free: np.ndarray, gpu_mem_free: np.ndarray, gpu_valid: np.ndarray,
+                 gpu_model: np.ndarray, models: list[str], node_ok: Sequence[bool] | None = None,
+                 gpu_domain: np.ndarray | None = None, gpu_numa: np.ndarray | None = None):
+        self.names = list(names)
+        self.index = {name: i for i, name in enumerate(self.names)}
+        self.n = len(self.names)
+        self.cpu_free = np.asarray(cpu_free, dtype=np.int64).copy()
+        self.mem_free = np.asarray(mem_free, dtype=np.int64).copy()
+        self.gpu_free = np.asarray(gpu_free, dtype=np.int64).reshape(self.n, -1).copy()
+        self.g = self.gpu_free.shape[1]
+        self.gpu_mem_free = np.asarray(gpu_mem_free, dtype=np.int64).reshape(self.n, self.g).copy()
+        self.gpu_valid = np.asarray(gpu_valid, dtype=bool).reshape(self.n, self.g).copy()
+        self.gpu_free[~self.gpu_valid] = 0
+        self.gpu_mem_free[~self.gpu_valid] = 0
+        self.gpu_model = np.asarray(gpu_model, dtype=np.int64).reshape(self.n, self.g)
+        self.models = models
+        self.node_ok = np.ones(self.n, dtype=bool) if node_ok is None else np.asarray(node_ok, bool)
+        self.gpu_domain = gpu_domain if gpu_domain is not None else np.full((self.n, self.g), -1)
+        self.gpu_numa = gpu_numa if gpu_numa is not None else np.full((self.n, self.g), -1)
+        self.gpu_count = self.gpu_valid.sum(axis=1)
+        # tie-break among equal scores: lower rank wins (name order unless a seed permutes it)
+        self.rank = np.argsort(np.argsort(np.array(self.names, dtype=object), kind="stable"))
+        self.listeners: list[Callable[[int], None]] = []
+        self.uuids: list[list[str]] = [[] for _ in range(self.n)]
+        self.node_labels: list[dict[str, str]] = [{} for _ in range(self.n)]
+        self.acc_labels: list[list[dict[str, str]]] = [[] for _ in range(self.n)]
+        self.vendors: list[list[str]] = [[] for _ in range(self.n)]
+        self.acc_mem_cap = self.gpu_mem_free.copy()
+
+    # ---- construction -------------------------------------------------------------------
+    @classmethod
+    def from_nodes(cls, nodes: Sequence[Node]) -> ClusterState:
+        """Build from core Nodes; their allocations (running jobs) are already subtracted."""
+        g = max([len(n.accelerators) for n in nodes] + [1])
+        n = len(nodes)
+        free = np.zeros((n, g), np.int64)
+        mem = np.zeros((n, g), np.int64)
+        cap = np.zeros((n, g), np.int64)
+        valid = np.zeros((n, g), bool)
+        model = np.full((n, g), -1, np.int64)
+        domain = np.full((n, g), -1, np.int64)
+        numa = np.full((n, g), -1, np.int64)
+        models: list[str] = []
+        model_id: dict[str, int] = {}
+        domain_id: dict[tuple[int, str], int] = {}
+        for i, node in enumerate(nodes):
+            for j, acc in enumerate(node.accelerators):
+                free[i, j] = acc.free_milli
+                mem[i, j] = acc.free_memory_mib
+                cap[i, j] = acc.memory_mib
+                valid[i, j] = acc.healthy
+                model[i, j] = model_id.setdefault(acc.model, len(models))
+                if model[i, j] == len(models):
+                    models.append(acc.model)
+                if acc.interconnect_domain is not None:
+                    domain[i, j] = domain_id.setdefault((i, acc.interconnect_domain), len(domain_id))
+                numa[i, j] = -1 if acc.numa_node is None else acc.numa_node
+        state = cls([x.name for x in nodes], [x.free_cpu_milli for x in nodes],
+                    [x.free_memory_mib for x in nodes], free, mem, valid, model, models,
+                    [not x.cordoned and x.ready for x in nodes], domain, numa)
+        state.acc_mem_cap = cap
+        for i, node in enumerate(nodes):
+            state.uuids[i] = [a.uuid for a in node.accelerators]
+            state.node_labels[i] = dict(node.labels)
+            state.acc_labels[i] = [dict(a.labels) for a in node.accelerators]
+            state.vendors[i] = [a.vendor for a in node.accelerators]
+        return state
+
+    @classmethod
+    def from_table(cls, names: Sequence[str], cpu: Sequence[int], mem: Sequence[int],
+                   gpus: Sequence[int], models: Sequence[str],
+                   gpu_memory_mib: int = 0) -> ClusterState:
+        """Build an empty cluster from per-node rows (the trace's node CSV)."""
+        n, g = len(names), max(list(gpus) + [1])
+        model_names = sorted(set(models))
+        ids = {m: k for k, m in enumerate(model_names)}
+        valid = np.arange(g)[None, :] < np.asarray(gpus)[:, None]
+        free = np.where(valid, WHOLE, 0)
+        mem_free = np.where(valid, gpu_memory_mib or WHOLE, 0)
+        model = np.repeat(np.array([ids[m] for m in models], np.int64)[:, None], g, axis=1)
+        state = cls(names, cpu, mem, free, mem_free, valid, model, model_names)
+        state.uuids = [[f"{names[i]}-gpu{j}" for j in range(gpus[i])] for i in range(n)]
+        state.vendors = [["nvidia"] * gpus[i] for i in range(n)]
+        state.acc_labels = [[{} for _ in range(gpus[i])] for i in range(n)]
+        return state
+
+    # ---- mutation -------------------------------------------------------------------------
+    def take(self, claim: Claim) -> None:
+        """Allocate ``claim``; the caller has checked it fits."""
+        self._apply(claim, -1)
+
+    def give(self, claim: Claim) -> None:
+        """Free ``claim`` (undo of ``take``, or a preempted job's member)."""
+        self._apply(claim, +1)
+
+    def _apply(self, claim: Claim, sign: int) -> None:
+        i = claim.node
+        self.cpu_free[i] += sign * claim.cpu_milli
+        self.mem_free[i] += sign * claim.memory_mib
+        for j, milli, mib in claim.gpus:
+            self.gpu_free[i, j] += sign * milli
+            self.gpu_mem_free[i, j] += sign * mib
+        for listener in self.listeners:
+            listener(i)
+
+    # ---- totals ---------------------------------------------------------------------------
+    def total_free_milli(self) -> int:
+        return int(self.gpu_free[self.gpu_valid].sum())
