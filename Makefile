@@ -1,17 +1,20 @@
 # gpupool: `make demo` runs the pool on this machine; `make test` runs every test.
 SHELL := /bin/bash
-PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
-PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
+# scripts/setup.sh picks python3.11, 3.12, 3.13 or python3 (>= 3.11); PYTHON=... overrides.
+export PYTHON
+# extra pytest arguments, e.g. make test PYTEST_ARGS="-k cli -x"
+PYTEST_ARGS ?=
 
 .PHONY: setup demo test lint clean
 
 setup: $(STAMP)
 
+# Re-run setup whenever the dependency list or the setup itself changes.
 $(STAMP): pyproject.toml Makefile scripts/setup.sh
-	PYTHON=$(PYTHON) bash scripts/setup.sh
+	bash scripts/setup.sh
 	touch $@
 
 demo: setup
@@ -20,8 +23,9 @@ demo: setup
 lint: setup
 	$(VENV)/bin/lint-imports
 
-test: setup lint
+test: setup
+	$(MAKE) --no-print-directory lint
 	$(VENV)/bin/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) test-artifacts .pytest_cache
+	rm -rf $(VENV) test-artifacts .pytest_cache .gpupool-demo

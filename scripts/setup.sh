@@ -1,12 +1,47 @@
 #!/usr/bin/env bash
 # Creates .venv and installs everything gpupool needs: torch (CPU) first, then the rest.
+# Safe to re-run (make re-runs it when pyproject.toml, the Makefile or this file change).
+# Others append their own clearly marked blocks below the core block; edit only your block.
 set -euo pipefail
-PYTHON=${PYTHON:-python3.11}
 cd "$(dirname "$0")/.."
-[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+
+# ---- core: Python >= 3.11, .venv, torch pinned first, then gpupool and its test deps ----------
+TORCH_VERSION=2.13.0
+
+python_ok() {  # true when $1 is a Python >= 3.11 with the venv module
+  command -v "$1" >/dev/null 2>&1 &&
+    "$1" -c 'import sys, venv; sys.exit(0 if sys.version_info >= (3, 11) else 1)' >/dev/null 2>&1
+}
+
+if [ -z "${PYTHON:-}" ]; then
+  for candidate in python3.11 python3.12 python3.13 python3; do
+    if python_ok "$candidate"; then PYTHON=$candidate; break; fi
+  done
+fi
+if [ -z "${PYTHON:-}" ] || ! python_ok "$PYTHON"; then
+  echo "setup: need Python >= 3.11 with the venv module (found: ${PYTHON:-none})." >&2
+  echo "       Install one (e.g. apt-get install python3.11 python3.11-venv) or set PYTHON=/path/to/python3.x" >&2
+  exit 1
+fi
+
+if [ -x .venv/bin/python ] && ! .venv/bin/python -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)'; then
+  echo "setup: .venv has a Python older than 3.11; recreating it with $PYTHON" >&2
+  rm -rf .venv
+fi
+if [ ! -x .venv/bin/python ]; then
+  echo "setup: creating .venv with $("$PYTHON" --version 2>&1)"
+  "$PYTHON" -m venv .venv
+fi
 PIP=".venv/bin/pip"
 $PIP install -q -U pip wheel setuptools
-# torch first and pinned, so nothing later pulls a CUDA build.
-$PIP install -q "torch==2.13.0"
-echo "torch==2.13.0" > .venv/torch-pin.txt
+
+# torch first and pinned, so nothing later replaces it (or pulls a CUDA build).
+# TORCH_INDEX_URL (e.g. https://download.pytorch.org/whl/cpu) picks the CPU-only build.
+echo "torch==${TORCH_VERSION}" > .venv/torch-pin.txt
+if ! .venv/bin/python -c "import torch, sys; sys.exit(0 if torch.__version__.split('+')[0] == '${TORCH_VERSION}' else 1)" 2>/dev/null; then
+  echo "setup: installing torch==${TORCH_VERSION}"
+  $PIP install -q ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} "torch==${TORCH_VERSION}"
+fi
+echo "setup: installing gpupool (editable) with its test dependencies"
 $PIP install -q -c .venv/torch-pin.txt -e ".[test]"
+# ---- end of core block --------------------------------------------------------------------------
