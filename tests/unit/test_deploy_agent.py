@@ -63,12 +63,12 @@ def test_systemd_unit_and_env_example(tmp_path):
     parser = configparser.ConfigParser(strict=False, interpolation=None)
     parser.optionxform = str
     parser.read_string(unit.read_text())
-    assert parser["Service"]["ExecStart"].endswith("-m agent.main")
+    assert parser["Service"]["ExecStart"].endswith("-m agent")
     assert parser["Service"]["EnvironmentFile"] == "/etc/gpupool/agent.env"
     assert parser["Install"]["WantedBy"] == "multi-user.target"
     env = (ROOT / "deploy" / "systemd" / "agent.env.example").read_text()
     keys = {line.split("=", 1)[0] for line in env.splitlines() if line and not line.startswith("#")}
-    assert {"GPUPOOL_SERVER_URL", "GPUPOOL_AGENT_TOKEN", "GPUPOOL_AGENT_BACKEND"} <= keys
+    assert {"GPUPOOL_AGENT_SERVER_URL", "GPUPOOL_AGENT_TOKEN", "GPUPOOL_AGENT_BACKEND"} <= keys
     if shutil.which("systemd-analyze") is None:
         pytest.skip("systemd-analyze not installed; the unit was only parsed")
     # Verify a copy whose interpreter and env file exist on this machine.
@@ -79,3 +79,22 @@ def test_systemd_unit_and_env_example(tmp_path):
     result = subprocess.run(["systemd-analyze", "verify", str(copy)], capture_output=True, text=True,
                             timeout=60)
     assert result.returncode == 0, result.stderr
+
+
+def test_deploy_files_use_only_settings_the_agent_knows(tmp_path):
+    """The agent stops on an unknown GPUPOOL_AGENT_* variable, so every one we ship must load."""
+    config = pytest.importorskip("agent.config")
+    env_example = (ROOT / "deploy" / "systemd" / "agent.env.example").read_text()
+    systemd_env = dict(line.split("=", 1) for line in env_example.splitlines()
+                       if line and not line.startswith("#"))
+    (cm,) = _docs(KUBE / "agent" / "configmap.yaml")
+    (ds,) = _docs(KUBE / "agent" / "daemonset.yaml")
+    pod_env = dict(cm["data"])
+    for e in ds["spec"]["template"]["spec"]["containers"][0]["env"]:
+        pod_env[e["name"]] = e.get("value", "from-" + next(iter(e["valueFrom"])))
+    for environ in (systemd_env, pod_env):
+        assert {"GPUPOOL_AGENT_SERVER_URL", "GPUPOOL_AGENT_TOKEN", "GPUPOOL_AGENT_BACKEND"} <= set(environ)
+        environ["GPUPOOL_AGENT_STATE_DIR"] = str(tmp_path)
+        loaded = config.load_config(environ=environ)  # ConfigError names any unknown setting
+        assert loaded.exporter_port == 9400 and loaded.backend == "nvml"
+    assert config.load_config(environ=pod_env).node_name == "from-fieldRef"
