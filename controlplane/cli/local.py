@@ -22,7 +22,7 @@ from rich.markup import escape
 from rich.panel import Panel
 
 from controlplane.cli import runtime
-from controlplane.cli.config import write_config
+from controlplane.cli.config import config_path, read_config, write_config
 from controlplane.cli.errors import CliError, console, err_console, handle_errors
 from controlplane.client import GpupoolClient, GpupoolError
 
@@ -46,21 +46,29 @@ def server(
 
 @handle_errors
 def agent(
-    server_url: str = typer.Option(..., "--server", "-s", envvar="GPUPOOL_SERVER",
-                                   help="control plane URL"),
-    token: str = typer.Option(..., "--token", "-t", envvar="GPUPOOL_BOOTSTRAP_TOKEN",
-                              help="bootstrap token for registering this node"),
+    server_url: str = typer.Option(None, "--server", "-s", help="control plane URL "
+                                   "(default: GPUPOOL_AGENT_SERVER_URL or the config file)"),
+    token: str = typer.Option(None, "--token", "-t", envvar="GPUPOOL_BOOTSTRAP_TOKEN",
+                              help="bootstrap token for registering this node (first start only)"),
     node: str = typer.Option(None, "--node", "-n", help="node name (default: hostname)"),
-    backend: str = typer.Option("nvml", "--backend", "-b",
-                                help="'nvml' or 'simulate:4xH100-80GB'"),
+    backend: str = typer.Option(None, "--backend", "-b",
+                                help="'nvml' (default) or 'simulate:1x4xH100-80GB'"),
+    simulate: str = typer.Option(None, "--simulate", metavar="GPUSxMODEL",
+                                 help="shorthand for --backend simulate:GPUSxMODEL"),
     state_dir: Path = typer.Option(None, "--state-dir", help="where the agent keeps its state"),
-    exporter_port: int = typer.Option(0, "--exporter-port", min=0, max=65535,
-                                      help="Prometheus exporter port (0 = off; 9400 usual)"),
-    mps: str = typer.Option("off", "--mps", help="managed | external | off"),
+    exporter_port: int = typer.Option(None, "--exporter-port", min=0, max=65535,
+                                      help="Prometheus exporter + /healthz port (0 = off; 9400)"),
+    mps: str = typer.Option(None, "--mps", help="managed (default) | external | off"),
+    heartbeat_interval: float = typer.Option(None, "--heartbeat-interval", min=0.1,
+                                             help="seconds between heartbeats"),
+    config_file: Path = typer.Option(None, "--config", help="YAML file of agent settings"),
 ) -> None:
     """Run a node agent: registers this node's GPUs and runs the jobs placed on it."""
-    runtime.run_agent(server_url=server_url, token=token, node=node or socket.gethostname(),
-                      backend=backend, state_dir=state_dir, exporter_port=exporter_port, mps=mps)
+    if simulate:
+        backend = f"simulate:{simulate}"
+    runtime.run_agent(server_url=server_url, token=token, node_name=node, backend=backend,
+                      state_dir=state_dir, exporter_port=exporter_port, mps=mps,
+                      heartbeat_interval_s=heartbeat_interval, config_file=config_file)
 
 
 @handle_errors
@@ -78,8 +86,9 @@ def up(
     if _port_busy(host, port):
         raise CliError(f"port {port} on {host} is already in use; pick another with --port")
     boot_token = _bootstrap_token(home)
-    env = {**os.environ, "GPUPOOL_HOME": str(home), "GPUPOOL_BOOTSTRAP_TOKEN": boot_token}
-    admin_token, fresh = runtime.prepare_database(env)
+    admin_token, fresh = _admin_token()
+    env = {**os.environ, "GPUPOOL_HOME": str(home), "GPUPOOL_BOOTSTRAP_TOKEN": boot_token,
+           "GPUPOOL_ADMIN_TOKEN": admin_token}
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
     logs = home / "logs"
     logs.mkdir(exist_ok=True)
@@ -94,11 +103,13 @@ def up(
         children.append(_spawn("server", ["server", "--host", host, "--port", str(port)], env, logs))
         with console.status(f"starting the control plane on {url} ..."):
             _wait_ready(url, children)
+        _check_admin(url, admin_token)
         cfg_path = write_config(url, admin_token)
         for name, spec in nodes:
             children.append(_spawn(f"agent-{name}", [
                 "agent", "--server", url, "--token", boot_token, "--node", name,
-                "--backend", spec, "--state-dir", str(home / "agents" / name)], env, logs))
+                "--backend", spec, "--state-dir", str(home / "agents" / name),
+                "--exporter-port", "0"], env, logs))
         with console.status(f"waiting for {len(nodes)} node(s) to register ..."):
             _wait_nodes(url, admin_token, {n for n, _ in nodes}, children)
         _banner(url, admin_token, fresh, nodes, cfg_path, logs)
@@ -138,6 +149,29 @@ def _bootstrap_token(home: Path) -> str:
     with os.fdopen(fd, "w") as fh:
         fh.write(token)
     return token
+
+
+def _admin_token() -> tuple[str, bool]:
+    """The admin token of the CLI config (reused), else a new one; True when new.
+
+    The server seeds the first admin with GPUPOOL_ADMIN_TOKEN on an empty database only.
+    """
+    token = os.environ.get("GPUPOOL_TOKEN") or read_config().get("token")
+    if token:
+        return str(token), False
+    return "gpa_" + secrets.token_urlsafe(32), True
+
+
+def _check_admin(url: str, token: str) -> None:
+    with GpupoolClient(url, token, timeout=10.0) as client:
+        try:
+            client.whoami()
+        except GpupoolError as e:
+            if e.status == 401:
+                raise CliError(
+                    f"the database of {runtime.gpupool_home()} already has an admin whose token is "
+                    f"not in {config_path()}; set GPUPOOL_TOKEN, or use a fresh GPUPOOL_HOME") from None
+            raise
 
 
 def _port_busy(host: str, port: int) -> bool:

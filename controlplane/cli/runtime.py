@@ -6,7 +6,6 @@ import os
 import re
 from pathlib import Path
 
-from controlplane.cli.config import read_config
 from controlplane.cli.errors import CliError
 
 
@@ -65,22 +64,6 @@ def _settings(env: dict | None = None):
         os.environ.update(saved)
 
 
-def prepare_database(env: dict) -> tuple[str | None, bool]:
-    """Migrate the database and create the first admin; (admin token, True if just created).
-
-    On a database that already has its admin the token comes from the CLI config file.
-    """
-    settings = _settings(env)
-    try:
-        from controlplane.server import bootstrap
-    except ImportError as e:
-        raise CliError(f"this build has no control-plane server ({e})") from None
-    token = bootstrap(settings)
-    if token:
-        return token, True
-    return read_config().get("token"), False
-
-
 def run_server(host: str, port: int) -> None:
     try:
         from controlplane.server import run_server as _run
@@ -89,9 +72,15 @@ def run_server(host: str, port: int) -> None:
     _run(host, port, _settings())
 
 
-def run_agent(**options) -> None:
+def run_agent(**overrides) -> None:
+    """Run the node agent until SIGTERM; None options fall back to GPUPOOL_AGENT_* env / file."""
     try:
-        from agent.main import AgentConfig, run_agent as _run
+        from agent.config import ConfigError, load_config
+        from agent.devices.base import BackendUnavailable
+        from agent.main import run_agent as _run
     except ImportError as e:
         raise CliError(f"this build has no node agent ({e})") from None
-    _run(AgentConfig(**options))
+    try:
+        _run(load_config(overrides))
+    except (ConfigError, BackendUnavailable) as e:
+        raise CliError(str(e)) from None
