@@ -91,7 +91,7 @@ def test_deploy_files_use_only_settings_the_agent_knows(tmp_path):
     (ds,) = _docs(KUBE / "agent" / "daemonset.yaml")
     pod_env = dict(cm["data"])
     for e in ds["spec"]["template"]["spec"]["containers"][0]["env"]:
-        pod_env[e["name"]] = e.get("value", "from-" + next(iter(e["valueFrom"])))
+        pod_env[e["name"]] = e["value"] if "value" in e else "from-" + next(iter(e["valueFrom"]))
     for environ in (systemd_env, pod_env):
         assert {"GPUPOOL_AGENT_SERVER_URL", "GPUPOOL_AGENT_TOKEN", "GPUPOOL_AGENT_BACKEND"} <= set(environ)
         environ["GPUPOOL_AGENT_STATE_DIR"] = str(tmp_path)
