@@ -1,0 +1,1 @@
+"""Slice enforcement, layered: visibility env, MPS limits, framework caps, memory watchdog."""

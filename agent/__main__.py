@@ -1,0 +1,54 @@
+"""``python -m agent``: run the node agent without the CLI (tests, systemd)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from agent.config import ConfigError, load_config
+
+
+def parse_args(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(prog="python -m agent", description="gpupool node agent. Every "
+                                "option can also come from GPUPOOL_AGENT_<NAME> or a YAML --config.")
+    p.add_argument("--server", dest="server_url", help="control plane URL (http://host:8000)")
+    p.add_argument("--token", help="bootstrap token (only needed the first time)")
+    p.add_argument("--node-name")
+    p.add_argument("--address", help="address where this node's job endpoints are reached")
+    p.add_argument("--backend", help='"nvml" or "simulate:<nodes>x<gpus>x<model>"')
+    p.add_argument("--simulate", metavar="SPEC", help="shorthand for --backend simulate:SPEC")
+    p.add_argument("--state-dir")
+    p.add_argument("--mps", choices=["managed", "external", "off"])
+    p.add_argument("--exporter-port", type=int, help="Prometheus + /healthz port; 0 = off")
+    p.add_argument("--heartbeat-interval", dest="heartbeat_interval_s", type=float)
+    p.add_argument("--poll-wait", dest="poll_wait_s", type=float)
+    p.add_argument("--tick", dest="tick_s", type=float)
+    p.add_argument("--memory-grace", dest="memory_grace_s", type=float)
+    p.add_argument("--log-level")
+    p.add_argument("--config", dest="config_file", help="YAML file of settings")
+    ns = vars(p.parse_args(argv))
+    simulate = ns.pop("simulate")
+    if simulate:
+        ns["backend"] = f"simulate:{simulate}"
+    return ns
+
+
+def main(argv: list[str] | None = None) -> int:
+    from agent.devices.base import BackendUnavailable
+
+    try:
+        config = load_config(parse_args(argv))
+        from agent.main import run_agent
+
+        run_agent(config)
+    except (ConfigError, BackendUnavailable, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except RuntimeError as exc:  # e.g. the exporter port is taken
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

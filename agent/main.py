@@ -1,0 +1,365 @@
+"""The node agent: registers, heartbeats, long-polls assignments, runs and supervises jobs.
+
+Threads: the main thread supervises (exits, stop escalation, telemetry + memory watchdog, every
+``tick_s``); "control" registers then long-polls assignments; "heartbeat" sends health and buffered
+telemetry; "sender" ships the status outbox and log chunks. Nothing that talks to the server can
+stall supervision. With the server unreachable the jobs keep running and every status report and a
+bounded window of samples wait on disk (agent/buffer.py) until it is back.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from typing import Any
+
+from agent.attribution import job_ancestry
+from agent.buffer import DiskQueue
+from agent.client import AgentClient, NotAuthorized, Rejected, ServerUnreachable
+from agent.config import AgentConfig
+from agent.enforce.mps import MpsController
+from agent.runtime import logs
+from agent.runtime.manager import STREAMS, Job, Runtime
+from agent.state import StateDir
+from agent.telemetry import TelemetrySampler
+from controlplane.core import wire
+
+log = logging.getLogger("gpupool.agent")
+STATUS_BATCH = 200
+SAMPLE_BATCH = 4000
+LOG_BATCH_BYTES = 512 * 1024
+
+
+class Agent:
+    def __init__(self, config: AgentConfig, backend: Any = None) -> None:
+        from agent.devices import open_backend
+
+        self.config = config
+        self.state = StateDir(config.state_dir)
+        if backend is None:
+            options = {"node": config.node_name} if config.backend.startswith("sim") else {}
+            backend = open_backend(config.backend, **options)
+        self.backend = backend
+        simulated = getattr(backend, "name", "").startswith("sim")
+        self.mps = MpsController(config.mps, self.state.root, applicable=not simulated,
+                                 reason_off="simulated accelerators" if simulated else "")
+        self.address = config.node_address()
+        self.runtime = Runtime(self.state, node_name=config.node_name, address=self.address,
+                               report=self._report, mps=self.mps, backend=backend,
+                               watchdog_grace_s=config.memory_grace_s)
+        self.sampler = TelemetrySampler(backend, self.runtime.managed_jobs,
+                                        ancestry=job_ancestry(self.runtime.root_pids))
+        self.status_outbox = DiskQueue(self.state.root / "outbox" / "status.jsonl")
+        self.sample_outbox = DiskQueue(self.state.root / "outbox" / "telemetry.jsonl",
+                                       max_items=config.telemetry_buffer)
+        self.client = AgentClient(config.server_url)
+        self.node_id: str | None = None
+        self.heartbeat_interval = config.heartbeat_interval_s
+        self.connected = False
+        self.stopping = threading.Event()
+        self._wake_sender = threading.Event()
+        self._registered = threading.Event()
+        self._unknown_stops: set[str] = set()
+        self.exporter = None
+
+    # ------------------------------------------------------------------ reports
+    def _report(self, kind: wire.StatusKind, job: Job, **fields: Any) -> None:
+        report = wire.StatusReport(seq=self.state.next_seq(), job_id=job.order.job_id,
+                                   attempt_id=job.attempt_id, rank=job.order.rank, kind=kind,
+                                   ts=time.time(), enforcement=job.record.get("enforcement", {}),
+                                   **fields)
+        self.status_outbox.push(report.model_dump(mode="json"))
+        self._wake_sender.set()
+
+    def _report_unknown_stop(self, order: wire.StopOrder) -> None:
+        if order.attempt_id in self._unknown_stops:
+            return
+        self._unknown_stops.add(order.attempt_id)
+        report = wire.StatusReport(seq=self.state.next_seq(), job_id=order.job_id,
+                                   attempt_id=order.attempt_id, kind=wire.StatusKind.KILLED,
+                                   ts=time.time(), reason=f"not running on node {self.config.node_name}")
+        self.status_outbox.push(report.model_dump(mode="json"))
+        self._wake_sender.set()
+
+    # ------------------------------------------------------------------ registration
+    def _register(self) -> None:
+        """Reuse the node token from the state dir, else register with the bootstrap token."""
+        ident = self.state.load_identity()
+        if ident and ident.get("server_url") == self.config.server_url and ident.get("node_token"):
+            self.node_id, self.client.token = ident["node_id"], ident["node_token"]
+            log.info("using node token from %s (node id %s)", self.state.root, self.node_id)
+            self._registered.set()
+            return
+        request = wire.RegisterRequest(node=self._node_info(), accelerators=self.sampler.accelerators)
+        delay = 0.5
+        while not self.stopping.is_set():
+            try:
+                res = self.client.register(request, self.config.token)
+                break
+            except ServerUnreachable as exc:
+                log.warning("control plane unreachable, retrying registration: %s", exc)
+            except (NotAuthorized, Rejected) as exc:
+                log.error("registration refused: %s", exc)
+            self.stopping.wait(delay)
+            delay = min(delay * 2, 10.0)
+        else:
+            return
+        self.node_id, self.client.token = res.node_id, res.node_token
+        self.heartbeat_interval = min(self.heartbeat_interval, res.heartbeat_interval_s)
+        self.state.save_identity({"server_url": self.config.server_url, "node_id": res.node_id,
+                                  "node_token": res.node_token, "node_name": self.config.node_name})
+        log.info("registered node %s as %s with %d accelerators", self.config.node_name, res.node_id,
+                 len(request.accelerators))
+        self._registered.set()
+
+    def _reregister(self, why: Exception) -> None:
+        log.error("node token refused (%s)", why)
+        if not self.config.token:
+            self.stopping.wait(5.0)
+            return
+        self._registered.clear()
+        self.state.clear_identity()
+        self._register()
+
+    def _node_info(self) -> wire.NodeInfo:
+        mem = 0
+        try:
+            with open("/proc/meminfo") as fh:
+                for line in fh:
+                    if line.startswith("MemTotal:"):
+                        mem = int(line.split()[1]) // 1024
+        except OSError:
+            pass
+        return wire.NodeInfo(hostname=self.config.node_name, address=self.address,
+                             cpu_milli=(os.cpu_count() or 1) * 1000, memory_mib=mem,
+                             labels=self.config.labels, backend=getattr(self.backend, "name", "unknown"))
+
+    def _set_connected(self, ok: bool, why: object = None) -> None:
+        if ok and not self.connected:
+            log.info("control plane reachable at %s", self.config.server_url)
+        elif not ok and self.connected:
+            log.warning("control plane unreachable (%s); jobs keep running, reports are buffered", why)
+        self.connected = ok
+
+    # ------------------------------------------------------------------ loops
+    def _control_loop(self) -> None:
+        self._register()
+        if self.stopping.is_set():
+            return
+        for name, target in (("heartbeat", self._heartbeat_loop), ("sender", self._sender_loop)):
+            threading.Thread(target=target, name=name, daemon=True).start()
+        epoch, delay = 0, 0.5
+        while not self.stopping.is_set():
+            try:
+                a = self.client.assignments(self.config.poll_wait_s, epoch)
+            except ServerUnreachable as exc:
+                self._set_connected(False, exc)
+                self.stopping.wait(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            except NotAuthorized as exc:
+                self._reregister(exc)
+                continue
+            except Rejected as exc:
+                log.error("assignments: %s", exc)
+                self.stopping.wait(5.0)
+                continue
+            self._set_connected(True)
+            delay = 0.5
+            self._apply(a)
+            epoch = a.epoch
+
+    def _apply(self, a: wire.Assignments) -> None:
+        stopping = {s.attempt_id for s in a.stop}
+        for order in a.stop:
+            if not self.runtime.stop(order.attempt_id, order.reason, order.grace_s, order.epoch):
+                self._report_unknown_stop(order)
+        for order in a.start:
+            if order.attempt_id not in stopping:
+                self.runtime.start(order)
+        desired = set(a.desired_attempts) | {o.attempt_id for o in a.start}
+        for attempt in self.runtime.running_attempts():
+            job = self.runtime.job(attempt)
+            if attempt not in desired and job is not None and job.state == "running":
+                self.runtime.stop(attempt, f"stale: attempt no longer assigned to node "
+                                           f"{self.config.node_name}", job.order.grace_s)
+
+    def _heartbeat_loop(self) -> None:
+        while not self.stopping.is_set():
+            snap = self.sampler.latest
+            if snap is not None:
+                self.sample_outbox.extend([s.model_dump(mode="json") for s in snap.samples])
+            drained = self._send_heartbeat(snap)
+            if not drained:
+                self.stopping.wait(self.heartbeat_interval)
+
+    def _send_heartbeat(self, snap: Any) -> bool:
+        """One heartbeat with up to SAMPLE_BATCH buffered samples; True if more are waiting."""
+        samples = self.sample_outbox.peek(SAMPLE_BATCH)
+        health = self.backend.health()
+        hb = wire.Heartbeat(node_id=self.node_id or "", ts=time.time(),
+                            healthy=all(health.values()) if health else True,
+                            samples=[wire.AcceleratorSample.model_validate(s) for s in samples],
+                            slice_usage=snap.slice_usage() if snap is not None else [],
+                            running_attempts=self.runtime.running_attempts())
+        try:
+            res = self.client.heartbeat(hb)
+        except ServerUnreachable as exc:
+            self._set_connected(False, exc)
+            return False
+        except NotAuthorized as exc:
+            log.error("heartbeat refused: %s", exc)
+            return False
+        except Rejected as exc:
+            log.error("heartbeat rejected, dropping %d samples: %s", len(samples), exc)
+            self.sample_outbox.pop(len(samples))
+            return False
+        self._set_connected(True)
+        self.sample_outbox.pop(len(samples))
+        self.heartbeat_interval = min(self.config.heartbeat_interval_s, res.heartbeat_interval_s)
+        return len(self.sample_outbox) > 0
+
+    def _sender_loop(self) -> None:
+        while not self.stopping.is_set():
+            self._wake_sender.clear()
+            try:
+                self._flush_status()
+                self._ship_logs()
+                self._flush_status()  # a final report that waited for its logs
+            except ServerUnreachable as exc:
+                self._set_connected(False, exc)
+                self.stopping.wait(1.0)
+            except NotAuthorized as exc:
+                log.error("status/logs refused: %s", exc)
+                self.stopping.wait(5.0)
+            self._wake_sender.wait(self.config.tick_s)
+
+    def _flush_status(self) -> None:
+        while not self.stopping.is_set():
+            items = self.status_outbox.peek(STATUS_BATCH)
+            if not items:
+                return
+            batch = wire.StatusBatch(node_id=self.node_id or "",
+                                     reports=[wire.StatusReport.model_validate(i) for i in items])
+            try:
+                self.client.status(batch)
+            except Rejected as exc:
+                log.error("status reports rejected, dropping seq %s..%s: %s", items[0]["seq"],
+                          items[-1]["seq"], exc)
+            self.status_outbox.pop(len(items))
+            self._set_connected(True)
+
+    def _ship_logs(self) -> None:
+        chunks: list[tuple[str, str, int, wire.LogChunk]] = []
+        budget = LOG_BATCH_BYTES
+        for job in self.runtime.log_jobs():
+            for stream in STREAMS:
+                offset = job.record["offsets"][stream]
+                data, end = logs.read_chunk(job.job_dir / f"{stream}.log", offset, min(budget, logs.MAX_CHUNK))
+                if end > offset:
+                    budget -= end - offset
+                    chunks.append((job.attempt_id, stream, end, wire.LogChunk(
+                        job_id=job.order.job_id, attempt_id=job.attempt_id, rank=job.order.rank,
+                        stream=stream, offset=offset, data=data)))
+            if budget <= 0:
+                break
+        if not chunks:
+            return
+        try:
+            self.client.logs(wire.LogBatch(node_id=self.node_id or "", chunks=[c[3] for c in chunks]))
+        except Rejected as exc:
+            log.error("log chunks rejected, skipping them: %s", exc)
+        for attempt, stream, end, _ in chunks:
+            self.runtime.advance_offset(attempt, stream, end)
+        self._set_connected(True)
+        if budget <= 0:
+            self._wake_sender.set()
+
+    def _supervise_once(self) -> None:
+        self.runtime.tick()
+        try:
+            snap = self.sampler.sample()
+        except Exception as exc:  # a device error must not stop supervision
+            log.error("telemetry sample failed: %s", exc)
+            return
+        self.runtime.enforce_memory({(r.attempt_id, r.accelerator_uuid): r.memory_used_mib
+                                     for r in snap.slices})
+
+    # ------------------------------------------------------------------ run
+    def health(self) -> dict[str, Any]:
+        return {"ok": True, "registered": self._registered.is_set(), "connected": self.connected,
+                "node_id": self.node_id, "jobs": len(self.runtime.root_pids()),
+                "buffered_status_reports": len(self.status_outbox),
+                "buffered_samples": len(self.sample_outbox),
+                "dropped_samples": self.sample_outbox.dropped}
+
+    def start_exporter(self) -> None:
+        if not self.config.exporter_port:
+            return
+        from agent.exporter import AgentExporter
+
+        self.exporter = AgentExporter(lambda: self.sampler.latest, hostname=self.config.node_name,
+                                      port=self.config.exporter_port, health=self.health)
+        port = self.exporter.start()
+        log.info("metrics and /healthz on port %d", port)
+
+    def check_can_register(self) -> None:
+        """Fail fast (ValueError) when there is neither a stored node token nor a bootstrap token."""
+        ident = self.state.load_identity()
+        if ident and ident.get("server_url") == self.config.server_url and ident.get("node_token"):
+            return
+        if not self.config.token:
+            raise ValueError(f"no node token in {self.state.root} for {self.config.server_url} and "
+                             "no bootstrap token: pass --token (or GPUPOOL_AGENT_TOKEN) to register")
+
+    def run(self) -> None:
+        self.check_can_register()
+        adopted = self.runtime.adopt_all()
+        if adopted:
+            log.info("re-adopted %d running job(s): %s", len(adopted), ", ".join(adopted))
+        self._supervise_once()
+        self.start_exporter()
+        threading.Thread(target=self._control_loop, name="control", daemon=True).start()
+        try:
+            while not self.stopping.is_set():
+                self._supervise_once()
+                self.stopping.wait(self.config.tick_s)
+        finally:
+            self.shutdown()
+
+    def shutdown(self) -> None:
+        self.stopping.set()
+        self.runtime.shutdown()
+        if self.exporter is not None:
+            self.exporter.stop()
+        self.client.close()
+        self.backend.close()
+        log.info("agent stopped; %d job(s) left running for the next start to re-adopt",
+                 len(self.runtime.root_pids()))
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(stream=sys.stdout, level=getattr(logging, level.upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def run_agent(config: AgentConfig) -> None:
+    """Run the agent until SIGTERM/SIGINT (call from the main thread). Jobs outlive the agent."""
+    setup_logging(config.log_level)
+    agent = Agent(config)
+
+    def _stop(signum: int, _frame: object) -> None:
+        log.info("received %s, stopping", signal.Signals(signum).name)
+        agent.stopping.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    log.info("gpupool agent %s on %s: server %s, backend %s, state %s, mps %s",
+             wire.NodeInfo.model_fields["agent_version"].default, config.node_name,
+             config.server_url, config.backend, config.state_dir, agent.mps.mode)
+    agent.run()
