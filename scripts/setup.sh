@@ -45,3 +45,15 @@ fi
 echo "setup: installing gpupool (editable) with its test dependencies"
 $PIP install -q -c .venv/torch-pin.txt -e ".[test]"
 # ---- end of core block --------------------------------------------------------------------------
+
+# --- dashboard & monitoring test tools (engineer F) -----------------------------------------
+# Browser tests drive Debian's Chromium via Playwright (never `playwright install`), and the
+# monitoring test runs a real Prometheus + promtool. Installed only when missing; needs root.
+if ! command -v chromium >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium prometheus
+  else
+    echo "note: install the Debian packages 'chromium' and 'prometheus' for the e2e tests" >&2
+  fi
+fi
+# --- end dashboard & monitoring block ---------------------------------------------------------

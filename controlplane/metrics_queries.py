@@ -1,0 +1,113 @@
+"""Grouped, index-friendly reads of the pool's state for /metrics and the dashboard's Overview.
+
+Each function runs a few GROUP BY queries (no per-row Python loops over jobs), so one call stays
+in the low milliseconds at 1,000 nodes x 8 GPUs and 10,000 jobs. Results are plain dicts.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import and_, case, func, select
+
+from controlplane.db.models import (AcceleratorRow, EventRow, JobRow, LeaseRow, MemberRow, NodeRow,
+                                    QueueRow, SliceRow, TeamRow)
+
+ACTIVE = ("scheduled", "running")
+TRANSITION_KINDS = frozenset({"submitted", "scheduled", "running", "succeeded", "failed",
+                              "cancelled", "lost", "requeued", "preempted", "pending"})
+
+
+def capacity_by_model(s) -> list[dict]:  # noqa: ANN001
+    """Accelerators, capacity, allocation, health and mean utilisation per (vendor, model)."""
+    q = (select(AcceleratorRow.vendor, AcceleratorRow.model, func.count(),
+                func.sum(AcceleratorRow.memory_mib), func.sum(AcceleratorRow.allocated_milli),
+                func.sum(AcceleratorRow.allocated_memory_mib),
+                func.sum(case((AcceleratorRow.healthy.is_(False), 1), else_=0)),
+                func.avg(AcceleratorRow.gpu_util_pct))
+         .group_by(AcceleratorRow.vendor, AcceleratorRow.model)
+         .order_by(AcceleratorRow.vendor, AcceleratorRow.model))
+    out = []
+    for vendor, model, n, mem, alloc, alloc_mem, unhealthy, util in s.execute(q):
+        out.append({"vendor": vendor, "model": model, "count": int(n), "milli": int(n) * 1000,
+                    "memory_mib": int(mem or 0), "allocated_milli": int(alloc or 0),
+                    "allocated_memory_mib": int(alloc_mem or 0), "unhealthy": int(unhealthy or 0),
+                    "util": float(util or 0.0) / 100.0})
+    return out
+
+
+def queue_usage(s, now: float) -> list[dict]:  # noqa: ANN001
+    """Every queue with guarantee, limit, allocation (from live slices), jobs and oldest pending."""
+    alloc = dict(s.execute(
+        select(JobRow.queue_id, func.sum(SliceRow.compute_milli))
+        .join(MemberRow, MemberRow.id == SliceRow.member_id)
+        .join(JobRow, JobRow.id == MemberRow.job_id)
+        .group_by(JobRow.queue_id)).all())
+    counts: dict[tuple[int, str], int] = {}
+    oldest: dict[int, float] = {}
+    for qid, status, n, first in s.execute(
+            select(JobRow.queue_id, JobRow.status, func.count(), func.min(JobRow.created_at))
+            .where(JobRow.status.in_(("pending",) + ACTIVE))
+            .group_by(JobRow.queue_id, JobRow.status)):
+        counts[(qid, status)] = int(n)
+        if status == "pending":
+            oldest[qid] = float(first)
+    out = []
+    for q, team in s.execute(select(QueueRow, TeamRow.name).join(TeamRow, TeamRow.id == QueueRow.team_id)
+                             .order_by(TeamRow.name, QueueRow.name)):
+        allocated = int(alloc.get(q.id) or 0)
+        out.append({
+            "id": q.id, "name": q.name, "team": team, "guarantee_milli": int(q.guarantee_milli or 0),
+            "limit_milli": None if q.limit_milli is None else int(q.limit_milli),
+            "weight": float(q.weight), "allocated_milli": allocated,
+            "used_ratio": (allocated / q.guarantee_milli) if q.guarantee_milli else None,
+            "borrowed": max(0, allocated - int(q.guarantee_milli or 0)),
+            "pending": counts.get((q.id, "pending"), 0),
+            "running": sum(counts.get((q.id, st), 0) for st in ACTIVE),
+            "oldest_pending_s": (now - oldest[q.id]) if q.id in oldest else 0.0,
+        })
+    return out
+
+
+def pending_by_reason(s) -> dict[tuple[str, str, str], int]:  # noqa: ANN001
+    """(team, queue, reason code) -> pending job count; 'unknown' before the scheduler ran."""
+    code = JobRow.pending_reason["code"].as_string()
+    q = (select(TeamRow.name, QueueRow.name, code, func.count())
+         .select_from(JobRow)
+         .join(QueueRow, QueueRow.id == JobRow.queue_id)
+         .join(TeamRow, TeamRow.id == QueueRow.team_id)
+         .where(JobRow.status == "pending")
+         .group_by(TeamRow.name, QueueRow.name, code))
+    return {(t, qn, c or "unknown"): int(n) for t, qn, c, n in s.execute(q)}
+
+
+def node_summary(s, now: float) -> dict:  # noqa: ANN001
+    states = {st: int(n) for st, n in s.execute(select(NodeRow.state, func.count()).group_by(NodeRow.state))}
+    cordoned = s.scalar(select(func.count()).select_from(NodeRow).where(NodeRow.cordoned.is_(True))) or 0
+    beats = [(name, max(0.0, now - ts)) for name, ts in
+             s.execute(select(NodeRow.name, NodeRow.last_heartbeat_at))]
+    return {"node_states": states, "cordoned": int(cordoned), "heartbeats": beats}
+
+
+def read_pool(db, now: float, after_event_id: int) -> dict:  # noqa: ANN001
+    """Everything /metrics reports from the database, in one read transaction."""
+    with db.read() as s:
+        job_states = {st: int(n) for st, n in s.execute(
+            select(JobRow.status, func.count()).where(JobRow.status.in_(("pending",) + ACTIVE))
+            .group_by(JobRow.status))}
+        leader = s.scalar(select(func.count()).select_from(LeaseRow).where(
+            and_(LeaseRow.name.like("%sched%"), LeaseRow.expires_at > now, LeaseRow.holder != "")))
+        trans_rows = s.execute(
+            select(EventRow.kind, func.count(), func.max(EventRow.id))
+            .where(EventRow.id > after_event_id, EventRow.object_type == "job")
+            .group_by(EventRow.kind)).all()
+        last_id = s.scalar(select(func.max(EventRow.id))) or after_event_id
+        pool = {"models": capacity_by_model(s), "queues": queue_usage(s, now),
+                "pending": pending_by_reason(s), "job_states": job_states,
+                "leader": bool(leader), **node_summary(s, now)}
+    transitions: dict[str, int] = {}
+    for kind, n, _ in trans_rows:
+        if kind in TRANSITION_KINDS:
+            to = "pending" if kind in ("submitted", "requeued") else kind
+            transitions[to] = transitions.get(to, 0) + int(n)
+    pool["transitions"] = transitions
+    pool["last_event_id"] = int(last_id)
+    return pool
