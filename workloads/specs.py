@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 
 from controlplane.core.resources import Constraints, Request
+from workloads.spec_parts import AdapterSpec, DatasetSpec, FinetuneMethod, ModelSpec, TrainingSpec
 
 PRIORITY_CLASSES = {"low": -100, "normal": 0, "high": 100, "critical": 1000}
 
@@ -116,7 +117,104 @@ class CustomSpec(SpecBase):
         return data
 
 
-JobSpec = Annotated[Union[CustomSpec], Field(discriminator="kind")]
+class _Packaged(SpecBase):
+    """A packaged workload: when ``resources`` is omitted it is derived from the estimate."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    @model_validator(mode="after")
+    def _derive_resources(self) -> "_Packaged":
+        self._check()
+        if "resources" not in self.model_fields_set:
+            from workloads.estimate import suggest_resources
+
+            self.resources = suggest_resources(self)
+        return self
+
+    def _check(self) -> None:
+        """Cross-field checks of each kind (raise ValueError naming the field)."""
+
+
+class PretrainSpec(_Packaged):
+    """Pre-train a causal LM built from ``model`` on local text/jsonl at ``data``."""
+
+    kind: Literal["pretrain"] = "pretrain"
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    dataset: DatasetSpec = Field(default_factory=DatasetSpec)
+    training: TrainingSpec = Field(default_factory=TrainingSpec)
+
+    def _check(self) -> None:
+        if not self.data:
+            raise ValueError("data: a pretrain job needs a local text or jsonl path")
+        if self.training.seq_len > self.model.max_seq_len:
+            raise ValueError(
+                f"training.seq_len {self.training.seq_len} exceeds model.max_seq_len {self.model.max_seq_len}"
+            )
+
+
+class FinetuneSpec(_Packaged):
+    """Fine-tune a local base model (or a pre-train job's output) fully or through a PEFT adapter."""
+
+    kind: Literal["finetune"] = "finetune"
+    base_model: str = Field(..., min_length=1, description="local model directory (e.g. a pretrain output)")
+    method: FinetuneMethod = "lora"
+    adapter: AdapterSpec = Field(default_factory=AdapterSpec)
+    dataset: DatasetSpec = Field(default_factory=DatasetSpec)
+    training: TrainingSpec = Field(default_factory=lambda: TrainingSpec(steps=50, lr=1e-3, zero_stage=0))
+    model: ModelSpec | None = Field(None, description="architecture of the base model, for estimates only")
+
+    def _check(self) -> None:
+        if not self.data:
+            raise ValueError("data: a finetune job needs a local text or jsonl path")
+        if self.adapter.merge and self.method not in ("lora", "ia3"):
+            raise ValueError(f"adapter.merge: only lora and ia3 adapters can be merged, not {self.method}")
+
+
+class EvaluateSpec(_Packaged):
+    """Perplexity on a validation split and optional generations for a prompt set."""
+
+    kind: Literal["evaluate"] = "evaluate"
+    model_path: str = Field(..., min_length=1, description="local model directory")
+    adapter_path: str | None = Field(None, description="PEFT adapter directory applied on top")
+    dataset: DatasetSpec = Field(default_factory=DatasetSpec)
+    seq_len: int = Field(128, ge=8)
+    batch_size: int = Field(8, ge=1)
+    max_batches: int = Field(50, ge=1)
+    prompts: list[str] = Field(default_factory=list)
+    max_new_tokens: int = Field(32, ge=1, le=4096)
+    model: ModelSpec | None = Field(None, description="architecture, for estimates only")
+
+    def _check(self) -> None:
+        if not self.data and not self.prompts:
+            raise ValueError("data: give a validation text/jsonl path, prompts, or both")
+
+
+class InferenceSpec(_Packaged):
+    """Serve a local model with vLLM's OpenAI-compatible server on the slice's port."""
+
+    kind: Literal["inference"] = "inference"
+    model_path: str = Field(..., min_length=1, description="local model directory")
+    served_model_name: str | None = None
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    quantization: str | None = Field(None, description="awq, gptq, fp8, bitsandbytes, ...")
+    kv_cache_dtype: Literal["auto", "fp8", "fp8_e4m3", "fp8_e5m2", "bfloat16", "float16"] = "auto"
+    tensor_parallel_size: int = Field(1, ge=1, le=64)
+    pipeline_parallel_size: int = Field(1, ge=1, le=64)
+    max_model_len: int | None = Field(None, ge=16)
+    max_num_seqs: int = Field(64, ge=1, le=4096)
+    gpu_memory_utilization: float | None = Field(
+        None, gt=0, le=1, description="default: the slice's memory share (GPUPOOL_MEMORY_FRACTION)"
+    )
+    skip_tokenizer_init: bool = False
+    enforce_eager: bool = True
+    extra_args: list[str] = Field(default_factory=list, description="more `vllm serve` flags")
+    metrics_interval_s: float = Field(5.0, gt=0, le=3600)
+    model: ModelSpec | None = Field(None, description="architecture, for estimates only")
+
+
+JobSpec = Annotated[
+    Union[CustomSpec, PretrainSpec, FinetuneSpec, EvaluateSpec, InferenceSpec], Field(discriminator="kind")
+]
 _ADAPTER: TypeAdapter[Any] = TypeAdapter(JobSpec)
 
 

@@ -1,0 +1,1 @@
+"""Pre-train a causal LM built from a config, on DeepSpeed (``python -m workloads.pretrain``)."""

@@ -1,0 +1,119 @@
+"""Where a workload runs: rank and world from the agent's env, device, precision, slice memory cap."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+
+class WorkloadError(Exception):
+    """A problem the user can fix; the entry point prints it (no traceback) and exits with code 2."""
+
+
+@dataclass
+class Runtime:
+    rank: int
+    world_size: int
+    local_rank: int
+    device: Any  # torch.device
+    precision: str  # fp32 | bf16 | fp16
+    output_dir: str
+    notes: list[str]
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def log(self, msg: str) -> None:
+        print(f"[rank {self.rank}] {msg}", flush=True)
+
+
+def dist_env() -> tuple[int, int, int]:
+    """(rank, world_size, local_rank) from the rendezvous the agent set (single process otherwise)."""
+    try:
+        rank = int(os.environ.get("RANK", "0"))
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+    except ValueError as exc:
+        raise WorkloadError(f"rendezvous env: {exc}") from None
+    if not 0 <= rank < world:
+        raise WorkloadError(f"rendezvous env: RANK {rank} is outside WORLD_SIZE {world}")
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    os.environ.setdefault("MASTER_PORT", "29500")
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(local))
+    return rank, world, local
+
+
+def choose_precision(requested: str, device_type: str, bf16_ok: bool) -> tuple[str, str | None]:
+    """bf16/fp16 where the device supports it, fp32 otherwise (with a note when downgraded)."""
+    if device_type != "cuda":
+        if requested in ("bf16", "fp16"):
+            return "fp32", f"precision {requested} is not used on {device_type}; training in fp32"
+        return "fp32", None
+    if requested == "auto":
+        return ("bf16" if bf16_ok else "fp16"), None
+    if requested == "bf16" and not bf16_ok:
+        return "fp16", "this GPU has no bf16; training in fp16"
+    return requested, None
+
+
+def setup(requested_precision: str = "auto", output: str | None = None) -> Runtime:
+    """Resolve rank, device (with the slice's memory cap) and precision for this process."""
+    import torch
+
+    rank, world, local = dist_env()
+    notes: list[str] = []
+    if torch.cuda.is_available():
+        device = torch.device("cuda", local % torch.cuda.device_count())
+        torch.cuda.set_device(device)
+        frac = os.environ.get("GPUPOOL_MEMORY_FRACTION")
+        if frac:
+            torch.cuda.set_per_process_memory_fraction(min(max(float(frac), 0.01), 1.0), device)
+            notes.append(f"memory capped at {float(frac):.3f} of the GPU (GPUPOOL_MEMORY_FRACTION)")
+        bf16_ok = torch.cuda.is_bf16_supported()
+    else:
+        device, bf16_ok = torch.device("cpu"), False
+        threads = os.environ.get("GPUPOOL_CPU_THREADS")
+        if threads:
+            torch.set_num_threads(max(1, int(threads)))
+    precision, note = choose_precision(requested_precision, device.type, bf16_ok)
+    if note:
+        notes.append(note)
+    out = output or os.environ.get("GPUPOOL_OUTPUT_DIR") or os.path.abspath("output")
+    os.makedirs(out, exist_ok=True)
+    return Runtime(rank=rank, world_size=world, local_rank=local, device=device, precision=precision,
+                   output_dir=out, notes=notes)
+
+
+def read_spec_json(argv: list[str]) -> dict[str, Any]:
+    """The ``--spec-json JSON`` (or ``--spec-file PATH``) argument as a dict."""
+    for flag in ("--spec-json", "--spec-file"):
+        if flag in argv:
+            i = argv.index(flag)
+            if i + 1 >= len(argv):
+                raise WorkloadError(f"{flag} needs a value")
+            raw = argv[i + 1] if flag == "--spec-json" else open(argv[i + 1], encoding="utf-8").read()
+            try:
+                data = json.loads(raw)
+            except ValueError as exc:
+                raise WorkloadError(f"{flag}: not valid JSON ({exc})") from None
+            if not isinstance(data, dict):
+                raise WorkloadError(f"{flag}: expected a JSON object")
+            return data
+    raise WorkloadError("usage: python -m workloads.<kind> --spec-json '{...}' | --spec-file spec.json")
+
+
+def run_main(fn: Any) -> None:
+    """Run an entry point: user errors print one clear line and exit 2."""
+    try:
+        code = fn(sys.argv[1:])
+    except WorkloadError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        sys.exit(2)
+    except ValueError as exc:  # includes pydantic.ValidationError
+        print(f"error: invalid spec or data: {exc}", file=sys.stderr, flush=True)
+        sys.exit(2)
+    sys.exit(code or 0)
