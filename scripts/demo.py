@@ -3,7 +3,8 @@
 Files named demo-unfit-*.yaml are expected to stay pending with a reason; every other example is
 expected to succeed, and the demo-share-* jobs to share one GPU. The pool keeps serving until
 Ctrl-C; with DEMO_EXIT=1 the demo stops it and exits 0 when everything went as expected, 1 if not.
-Env: DEMO_PORT (default: a free port), DEMO_SIMULATE (default 1x4xH100-80GB), DEMO_TIMEOUT (s).
+Env: DEMO_PORT (default: a free port), DEMO_HOME (default .gpupool-demo/home; wiped first),
+DEMO_SIMULATE (default 1x4xH100-80GB), DEMO_TIMEOUT (seconds to wait for the examples).
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ def tail(path: Path, n: int = 20) -> str:
 
 class Demo:
     def __init__(self) -> None:
-        self.home = ROOT / ".gpupool-demo" / "home"
+        self.home = Path(os.environ.get("DEMO_HOME") or ROOT / ".gpupool-demo" / "home").resolve()
         self.port = int(os.environ.get("DEMO_PORT") or free_port())
         self.url = f"http://127.0.0.1:{self.port}"
         self.shape = os.environ.get("DEMO_SIMULATE", "1x4xH100-80GB")
@@ -59,8 +60,13 @@ class Demo:
     # -- the pool ------------------------------------------------------------------------
     def start_pool(self) -> str:
         """Start `gpupool up` in a fresh home; returns the admin token once the node is ready."""
+        marker = self.home / ".gpupool-demo-home"
+        if self.home.exists() and any(self.home.iterdir()) and not marker.exists():
+            raise SystemExit(f"DEMO_HOME {self.home} is not empty and not a demo home; "
+                             "refusing to wipe it")
         shutil.rmtree(self.home, ignore_errors=True)
         self.home.mkdir(parents=True)
+        marker.touch()
         env = {k: v for k, v in os.environ.items()
                if not k.startswith("GPUPOOL_") or k in ("GPUPOOL_REQUIRE_POSTGRES",)}
         env.update({"GPUPOOL_HOME": str(self.home), "PYTHONUNBUFFERED": "1",

@@ -33,7 +33,7 @@ local.register(app)
 
 try:  # the scheduler's trace-replay benchmark, when that package provides it
     from controlplane.cli.bench import app as _bench_app
-except ImportError:
+except Exception:  # noqa: BLE001 - a broken optional sub-app must not break the whole CLI
     _bench_app = None
 if _bench_app is not None:
     app.add_typer(_bench_app, name="bench")
