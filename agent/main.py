@@ -60,6 +60,8 @@ class Agent:
         self.node_id: str | None = None
         self.heartbeat_interval = config.heartbeat_interval_s
         self.connected = False
+        self.samples_delivered = 0
+        self.reports_delivered = 0
         self.stopping = threading.Event()
         self._wake_sender = threading.Event()
         self._registered = threading.Event()
@@ -220,6 +222,7 @@ class Agent:
             return False
         self._set_connected(True)
         self.sample_outbox.pop(len(samples))
+        self.samples_delivered += len(samples)
         self.heartbeat_interval = min(self.config.heartbeat_interval_s, res.heartbeat_interval_s)
         return len(self.sample_outbox) > 0
 
@@ -251,6 +254,7 @@ class Agent:
                 log.error("status reports rejected, dropping seq %s..%s: %s", items[0]["seq"],
                           items[-1]["seq"], exc)
             self.status_outbox.pop(len(items))
+            self.reports_delivered += len(items)
             self._set_connected(True)
 
     def _ship_logs(self) -> None:
@@ -295,7 +299,9 @@ class Agent:
                 "node_id": self.node_id, "jobs": len(self.runtime.root_pids()),
                 "buffered_status_reports": len(self.status_outbox),
                 "buffered_samples": len(self.sample_outbox),
-                "dropped_samples": self.sample_outbox.dropped}
+                "dropped_samples": self.sample_outbox.dropped,
+                "samples_delivered": self.samples_delivered,
+                "reports_delivered": self.reports_delivered}
 
     def start_exporter(self) -> None:
         if not self.config.exporter_port:

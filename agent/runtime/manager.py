@@ -75,13 +75,14 @@ class Runtime:
         self.log_flush_s = log_flush_s
         self.clock = clock
         self.jobs: dict[str, Job] = {}
+        self.finished: set[str] = set()  # done and logs shipped: only remembered to ignore replays
         self.lock = threading.RLock()
 
     # ------------------------------------------------------------------ start / adopt
     def start(self, order: StartOrder) -> None:
         """Start ``order`` unless this attempt is already known (orders are replayed)."""
         with self.lock:
-            if order.attempt_id in self.jobs:
+            if order.attempt_id in self.jobs or order.attempt_id in self.finished:
                 return
             job_dir = self.state.job_dir(order.attempt_id)
             record: dict[str, Any] = {"order": order.model_dump(mode="json"), "state": "running",
@@ -323,9 +324,17 @@ class Runtime:
         return self.jobs.get(attempt_id)
 
     def log_jobs(self) -> list[Job]:
+        """Jobs whose logs may still hold unshipped bytes (finished, shipped ones are retired)."""
         with self.lock:
-            return [j for j in self.jobs.values() if j.state in ("running", "exited")
-                    or any(j.record["offsets"][s] < logs.size(j.job_dir / f"{s}.log") for s in STREAMS)]
+            out = []
+            for attempt, j in list(self.jobs.items()):
+                if j.state == "done" and all(j.record["offsets"][s] >= logs.size(j.job_dir / f"{s}.log")
+                                             for s in STREAMS):
+                    del self.jobs[attempt]
+                    self.finished.add(attempt)
+                else:
+                    out.append(j)
+            return out
 
     def advance_offset(self, attempt_id: str, stream: str, offset: int) -> None:
         with self.lock:

@@ -1,0 +1,224 @@
+"""Helpers for end-to-end tests: real agent processes (python -m agent) and a small API client."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+FINAL = {"succeeded", "failed", "cancelled"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(pred, timeout: float, what: str, interval: float = 0.1) -> Any:
+    end = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < end:
+        last = pred()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+class AgentProc:
+    """One node agent as a separate process, on simulated GPUs, with fast loops for tests."""
+
+    def __init__(self, server_url: str, bootstrap_token: str, root: Path, name: str,
+                 gpus: str = "1x1xH100-80GB", heartbeat_s: float = 0.5) -> None:
+        self.server_url, self.token, self.name, self.gpus = server_url, bootstrap_token, name, gpus
+        self.state_dir = root / f"agent-{name}"
+        self.log_path = root / f"agent-{name}.log"
+        self.heartbeat_s = heartbeat_s
+        self.port = free_port()
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "AgentProc":
+        env = {k: v for k, v in os.environ.items() if not k.startswith("GPUPOOL_")}
+        env["PYTHONUNBUFFERED"] = "1"
+        cmd = [sys.executable, "-m", "agent", "--server", self.server_url, "--token", self.token,
+               "--node-name", self.name, "--simulate", self.gpus, "--state-dir", str(self.state_dir),
+               "--exporter-port", str(self.port), "--heartbeat-interval", str(self.heartbeat_s),
+               "--poll-wait", "2", "--tick", "0.2", "--memory-grace", "0.5", "--log-level", "DEBUG"]
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=open(self.log_path, "ab"),
+                                     stderr=subprocess.STDOUT)
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def health(self) -> dict:
+        try:
+            return httpx.get(f"http://127.0.0.1:{self.port}/healthz", timeout=2).json()
+        except (httpx.HTTPError, ValueError):
+            return {}
+
+    def wait_connected(self, timeout: float = 30) -> dict:
+        def ok():
+            assert self.proc is not None and self.proc.poll() is None, self.log()
+            h = self.health()
+            return h if h.get("registered") and h.get("connected") else None
+        return wait_until(ok, timeout, f"agent {self.name} connected")
+
+    def kill(self) -> None:
+        """SIGKILL: the agent dies at once, its jobs (own sessions) keep running."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+    def job_pids(self, job_id: str | None = None) -> list[int]:
+        """Session leaders (shims) of the jobs this agent started (all, or one job's), from its state."""
+        return [pid for pid, _ in self._job_procs(job_id)]
+
+    def _job_procs(self, job_id: str | None = None) -> list[tuple[int, int | None]]:
+        import json
+
+        out = []
+        for rec in (self.state_dir / "jobs").glob("*/record.json"):
+            data = json.loads(rec.read_text())
+            if data.get("pid") and (job_id is None or data["order"]["job_id"] == str(job_id)):
+                out.append((int(data["pid"]), data.get("start_ticks")))
+        return out
+
+    def job_alive(self, job_id: str) -> bool:
+        """True while any process of this job's attempts on this node still runs."""
+        from agent.procfs import is_alive
+
+        return any(is_alive(pid, ticks) for pid, ticks in self._job_procs(job_id))
+
+    def reap_jobs(self) -> None:
+        """Kill every job process this agent started (test teardown: nothing may outlive a test)."""
+        for pid in self.job_pids():
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+
+class Api:
+    """Just enough of the REST API for the tests (admin token)."""
+
+    def __init__(self, url: str, token: str) -> None:
+        self.http = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=15)
+
+    def submit(self, spec: dict) -> dict:
+        r = self.http.post("/api/v1/jobs", json=spec)
+        assert r.status_code in (200, 201), r.text
+        return r.json()
+
+    def job(self, job_id: str) -> dict:
+        r = self.http.get(f"/api/v1/jobs/{job_id}")
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    def cancel(self, job_id: str) -> dict:
+        r = self.http.post(f"/api/v1/jobs/{job_id}/cancel")
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    def logs(self, job_id: str) -> str:
+        r = self.http.get(f"/api/v1/jobs/{job_id}/logs", params={"tail": 10000})
+        assert r.status_code == 200, r.text
+        return r.text
+
+    def events(self, job_id: str) -> list[dict]:
+        r = self.http.get(f"/api/v1/jobs/{job_id}/events")
+        assert r.status_code == 200, r.text
+        return r.json()["items"]
+
+    def nodes(self) -> list[dict]:
+        return self.http.get("/api/v1/nodes").json()["items"]
+
+    def wait_status(self, job_id: str, statuses: set[str] | str, timeout: float = 30) -> dict:
+        statuses = {statuses} if isinstance(statuses, str) else statuses
+
+        def check():
+            job = self.job(job_id)
+            if job["status"] in statuses:
+                return job
+            if job["status"] in FINAL:
+                raise AssertionError(f"job {job_id} ended {job['status']}: {job}")
+            return None
+        return wait_until(check, timeout, f"job {job_id} {statuses}", interval=0.2)
+
+
+def py_job(name: str, code: str, gpu: float = 0.25, **extra: Any) -> dict:
+    """A custom job spec running ``python -c code`` (the agent's interpreter)."""
+    spec = {"name": name, "command": ["python", "-c", code], "resources": {"gpu": gpu, "cpu_milli": 100,
+            "memory_mib": 64}, "grace_s": 2}
+    spec.update(extra)
+    return spec
+
+
+def wait_file_code(path: Path) -> str:
+    """Python source that waits until ``path`` exists (a test's release switch)."""
+    return f"import os,time\nwhile not os.path.exists({str(path)!r}): time.sleep(0.05)\n"
+
+
+class ServerProc:
+    """The control plane as its own process (``gpupool server``) on a fixed loopback port.
+
+    A fixed port and database let a test stop the server and start it again where the agents
+    expect it (the outage test).
+    """
+
+    def __init__(self, root: Path, *, port: int | None = None, env: dict[str, str] | None = None) -> None:
+        self.root = root
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.admin_token = "gpa_e2e_admin_" + os.urandom(6).hex()
+        self.bootstrap_token = "gpb_e2e_boot_" + os.urandom(6).hex()
+        self.env = env or {}
+        self.proc: subprocess.Popen | None = None
+        self.log_path = root / "server.log"
+
+    def start(self, timeout: float = 60) -> "ServerProc":
+        env = {k: v for k, v in os.environ.items() if not k.startswith("GPUPOOL_")}
+        env.update({"GPUPOOL_HOME": str(self.root / "home"),
+                    "GPUPOOL_DATABASE_URL": f"sqlite:///{self.root / 'gpupool.db'}",
+                    "GPUPOOL_ADMIN_TOKEN": self.admin_token,
+                    "GPUPOOL_BOOTSTRAP_TOKEN": self.bootstrap_token,
+                    "PYTHONUNBUFFERED": "1", **self.env})
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "controlplane.cli.main", "server", "--host", "127.0.0.1",
+             "--port", str(self.port)], cwd=ROOT, env=env, stdout=open(self.log_path, "ab"),
+            stderr=subprocess.STDOUT, start_new_session=True)
+
+        def ready():
+            assert self.proc is not None and self.proc.poll() is None, self.log_path.read_text()
+            try:
+                return httpx.get(self.url + "/readyz", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+        wait_until(ready, timeout, "server ready", interval=0.2)
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
