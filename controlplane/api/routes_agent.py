@@ -1,0 +1,60 @@
+"""/api/v1/agent: the node agent protocol (controlplane/core/wire.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.concurrency import run_in_threadpool
+
+from controlplane.api.deps import agent, get_db, get_settings, principal
+from controlplane.core import wire
+from controlplane.core.states import Role
+from controlplane.db.database import Database
+from controlplane.services import agent as svc
+from controlplane.services import nodes
+from controlplane.services.auth import Principal
+from controlplane.services.errors import Forbidden
+from controlplane.settings import Settings
+
+router = APIRouter(prefix="/api/v1/agent", tags=["agent"])
+
+
+@router.post("/register")
+def register(req: wire.RegisterRequest, who: Principal = Depends(principal),
+             db: Database = Depends(get_db), settings: Settings = Depends(get_settings)) -> wire.RegisterResponse:
+    if who.role not in (Role.BOOTSTRAP, Role.ADMIN):
+        raise Forbidden("registering a node needs a bootstrap token (or an admin token)")
+    return nodes.register(db, who, req, settings.heartbeat_interval_s)
+
+
+@router.post("/heartbeat")
+def heartbeat(hb: wire.Heartbeat, who: Principal = Depends(agent), db: Database = Depends(get_db),
+              settings: Settings = Depends(get_settings)) -> wire.HeartbeatResponse:
+    return nodes.heartbeat(db, who, hb, settings.heartbeat_interval_s)
+
+
+@router.get("/assignments")
+async def assignments(request: Request, wait: float = Query(0, ge=0, le=300),
+                      epoch: int | None = Query(None, ge=0),
+                      who: Principal = Depends(agent), db: Database = Depends(get_db)) -> wire.Assignments:
+    """Answers at once when the node's epoch differs from ``epoch``; else waits up to ``wait``."""
+    settings: Settings = request.app.state.settings
+    deadline = time.monotonic() + wait
+    while epoch is not None and time.monotonic() < deadline:
+        current = await run_in_threadpool(svc.node_epoch, db, who.node_id)
+        if current != epoch or await request.is_disconnected():
+            break
+        await asyncio.sleep(min(settings.assignment_poll_s, max(0.0, deadline - time.monotonic())))
+    return await run_in_threadpool(svc.assignments, db, who)
+
+
+@router.post("/status")
+def status(batch: wire.StatusBatch, who: Principal = Depends(agent), db: Database = Depends(get_db)) -> wire.Ack:
+    return svc.report_status(db, who, batch)
+
+
+@router.post("/logs")
+def logs(batch: wire.LogBatch, who: Principal = Depends(agent), db: Database = Depends(get_db)) -> wire.Ack:
+    return svc.ingest_logs(db, who, batch)

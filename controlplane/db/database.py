@@ -1,0 +1,40 @@
+"""One handle on the database: engine, session factory and a small in-process cache."""
+
+from __future__ import annotations
+
+import threading
+from contextlib import contextmanager
+from collections.abc import Iterator
+
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from controlplane.db.base import make_engine, make_session_factory
+
+
+class Database:
+    """Engine + sessions; ``tx()`` is one transaction (commit on success, rollback on error)."""
+
+    def __init__(self, url: str, *, pool_size: int = 10, engine: Engine | None = None):
+        self.url = url
+        self.engine = engine or make_engine(url, pool_size=pool_size)
+        self.sessions: sessionmaker = make_session_factory(self.engine)
+        self.cache: dict = {}
+        self.cache_lock = threading.Lock()
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.engine.dialect.name == "postgresql"
+
+    @contextmanager
+    def tx(self) -> Iterator[Session]:
+        with self.sessions.begin() as session:
+            yield session
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        with self.sessions() as session:  # closing keeps loaded attributes readable
+            yield session
+
+    def dispose(self) -> None:
+        self.engine.dispose()

@@ -1,0 +1,230 @@
+"""SQLAlchemy 2 typed tables (*Row). Times are float epoch seconds; JSON columns hold specs etc.
+
+Capacity rule: slices on one accelerator never exceed 1000 milli or its memory. The database
+keeps it: triggers (migration 0001) add/subtract each slice to the accelerator's counters in
+the same transaction, and CHECK constraints on those counters reject any over-commit.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (BigInteger, Boolean, CheckConstraint, Float, ForeignKey, Index, Integer,
+                        String, Text, UniqueConstraint)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from controlplane.db.base import Base
+
+BigInt = BigInteger().with_variant(Integer(), "sqlite")  # sqlite autoincrement needs INTEGER
+
+
+class TeamRow(Base):
+    __tablename__ = "teams"
+    id: Mapped[int] = mapped_column(BigInt, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class UserRow(Base):
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(BigInt, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id"))
+    role: Mapped[str] = mapped_column(String(16))  # admin | member
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class TokenRow(Base):
+    """API tokens: only the sha256 of the secret is stored. kind: user | node | bootstrap."""
+
+    __tablename__ = "api_tokens"
+    id: Mapped[int] = mapped_column(BigInt, primary_key=True, autoincrement=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str] = mapped_column(String(128), default="")
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
+    node_id: Mapped[int | None] = mapped_column(ForeignKey("nodes.id"), nullable=True)
+    created_at: Mapped[float] = mapped_column(Float)
+    revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class NodeRow(Base):
+    __tablename__ = "nodes"
+    id: Mapped[int] = mapped_column(BigInt, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(253), unique=True)
+    address: Mapped[str] = mapped_column(String(253))
+    state: Mapped[str] = mapped_column(String(16), index=True)  # ready | not_ready | draining
+    cordoned: Mapped[bool] = mapped_column(Boolean, default=False)
+    cpu_milli: Mapped[int] = mapped_column(BigInt)
+    memory_mib: Mapped[int] = mapped_column(BigInt)
+    labels: Mapped[dict] = mapped_column(default=dict)
+    backend: Mapped[str] = mapped_column(String(32))
+    agent_version: Mapped[str] = mapped_column(String(32))
+    epoch: Mapped[int] = mapped_column(BigInt, default=1)  # bumped when its assignments change
+    last_heartbeat_at: Mapped[float] = mapped_column(Float)
+    registered_at: Mapped[float] = mapped_column(Float)
+
+
+class AcceleratorRow(Base):
+    __tablename__ = "accelerators"
+    __table_args__ = (
+        CheckConstraint("allocated_milli BETWEEN 0 AND 1000", name="milli_within_one"),
+        CheckConstraint("allocated_memory_mib >= 0 AND allocated_memory_mib <= memory_mib",
+                        name="memory_within_device"),
+    )
+    uuid: Mapped[str] = mapped_column(String(128), primary_key=True)
+    node_id: Mapped[int] = mapped_column(ForeignKey("nodes.id"), index=True)
+    index: Mapped[int] = mapped_column(Integer)
+    vendor: Mapped[str] = mapped_column(String(32))
+    model: Mapped[str] = mapped_column(String(64))
+    product_name: Mapped[str] = mapped_column(String(128), default="")
+    memory_mib: Mapped[int] = mapped_column(BigInt)
+    compute_capability: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    numa_node: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    interconnect_domain: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    labels: Mapped[dict] = mapped_column(default=dict)
+    healthy: Mapped[bool] = mapped_column(Boolean, default=True)
+    allocated_milli: Mapped[int] = mapped_column(Integer, default=0)
+    allocated_memory_mib: Mapped[int] = mapped_column(BigInt, default=0)
+    unmanaged_memory_mib: Mapped[int] = mapped_column(BigInt, default=0)
+    gpu_util_pct: Mapped[float | None] = mapped_column(Float, nullable=True)
+    telemetry: Mapped[dict | None] = mapped_column(nullable=True)  # latest AcceleratorSample
+
+
+class QueueRow(Base):
+    """A team's queue; names are unique within a team (every team has its own "default")."""
+
+    __tablename__ = "queues"
+    __table_args__ = (UniqueConstraint("team_id", "name", name="uq_queues_team_name"),)
+    id: Mapped[int] = mapped_column(BigInt, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(64))
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id"))
+    guarantee_milli: Mapped[int] = mapped_column(BigInt, default=0)
+    limit_milli: Mapped[int | None] = mapped_column(BigInt, nullable=True)
+    weight: Mapped[float] = mapped_column(Float, default=1.0)
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class JobRow(Base):
+    __tablename__ = "jobs"
+    __table_args__ = (
+        UniqueConstraint("user_id", "idempotency_key", name="uq_jobs_idempotency"),
+        Index("ix_jobs_status_id", "status", "id"),
+        Index("ix_jobs_team_id", "team_id", "id"),
+    )
+    id: Mapped[int] = mapped_column(BigInt, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(128))
+    kind: Mapped[str] = mapped_column(String(32))
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id"))
+    queue_id: Mapped[int] = mapped_column(ForeignKey("queues.id"), index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    status: Mapped[str] = mapped_column(String(16))
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    spec: Mapped[dict] = mapped_column()
+    request: Mapped[dict] = mapped_column()
+    pending_reason: Mapped[dict | None] = mapped_column(nullable=True)
+    status_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=1)
+    exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    endpoint: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    progress: Mapped[dict | None] = mapped_column(nullable=True)
+    idempotency_key: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    created_at: Mapped[float] = mapped_column(Float)
+    started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class AttemptRow(Base):
+    """One try at running a job. stop_kind: cancel | preempt | lost | failure (why it stops)."""
+
+    __tablename__ = "attempts"
+    id: Mapped[int] = mapped_column(BigInt, primary_key=True, autoincrement=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), index=True)
+    number: Mapped[int] = mapped_column(Integer)
+    active: Mapped[bool] = mapped_column(Boolean, default=True, index=True)
+    master_node_id: Mapped[int] = mapped_column(ForeignKey("nodes.id"))
+    master_addr: Mapped[str] = mapped_column(String(253))
+    master_port: Mapped[int] = mapped_column(Integer)
+    stop_kind: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    stop_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    placement: Mapped[list] = mapped_column(default=list)  # [{"rank","node","slices":[...]}]
+    created_at: Mapped[float] = mapped_column(Float)
+    finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class MemberRow(Base):
+    """One rank of an attempt on one node. state: assigned | running | exited."""
+
+    __tablename__ = "attempt_members"
+    __table_args__ = (UniqueConstraint("attempt_id", "rank", name="uq_members_rank"),
+                      Index("ix_members_node_state", "node_id", "state"))
+    id: Mapped[int] = mapped_column(BigInt, primary_key=True, autoincrement=True)
+    attempt_id: Mapped[int] = mapped_column(ForeignKey("attempts.id"))
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"))
+    rank: Mapped[int] = mapped_column(Integer)
+    node_id: Mapped[int] = mapped_column(ForeignKey("nodes.id"))
+    cpu_milli: Mapped[int] = mapped_column(BigInt, default=0)
+    memory_mib: Mapped[int] = mapped_column(BigInt, default=0)
+    state: Mapped[str] = mapped_column(String(16), default="assigned")
+    delivered: Mapped[bool] = mapped_column(Boolean, default=False)  # start order handed out
+    pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class SliceRow(Base):
+    """A granted piece of one accelerator; exists only while the process may be running."""
+
+    __tablename__ = "slices"
+    __table_args__ = (
+        CheckConstraint("compute_milli BETWEEN 0 AND 1000", name="slice_milli"),
+        CheckConstraint("memory_mib >= 0", name="slice_memory"),
+    )
+    id: Mapped[int] = mapped_column(BigInt, primary_key=True, autoincrement=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("attempt_members.id"), index=True)
+    accelerator_uuid: Mapped[str] = mapped_column(ForeignKey("accelerators.uuid"), index=True)
+    compute_milli: Mapped[int] = mapped_column(Integer)
+    memory_mib: Mapped[int] = mapped_column(BigInt)
+
+
+class EventRow(Base):
+    __tablename__ = "events"
+    __table_args__ = (Index("ix_events_job", "job_id", "id"), Index("ix_events_node", "node_id", "id"))
+    id: Mapped[int] = mapped_column(BigInt, primary_key=True, autoincrement=True)
+    ts: Mapped[float] = mapped_column(Float)
+    kind: Mapped[str] = mapped_column(String(64))
+    object_type: Mapped[str] = mapped_column(String(32))
+    object_id: Mapped[str] = mapped_column(String(253))
+    job_id: Mapped[int | None] = mapped_column(BigInt, nullable=True)
+    node_id: Mapped[int | None] = mapped_column(BigInt, nullable=True)
+    team_id: Mapped[int | None] = mapped_column(BigInt, nullable=True)
+    actor: Mapped[str] = mapped_column(String(128))
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    data: Mapped[dict | None] = mapped_column(nullable=True)
+
+
+class LeaseRow(Base):
+    __tablename__ = "leases"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(128), default="")
+    expires_at: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class LogChunkRow(Base):
+    __tablename__ = "log_chunks"
+    __table_args__ = (UniqueConstraint("attempt_id", "rank", "stream", "offset", name="uq_log_offset"),
+                      Index("ix_log_job", "job_id", "id"))
+    id: Mapped[int] = mapped_column(BigInt, primary_key=True, autoincrement=True)
+    job_id: Mapped[int] = mapped_column(BigInt)
+    attempt_id: Mapped[int] = mapped_column(BigInt)
+    rank: Mapped[int] = mapped_column(Integer)
+    stream: Mapped[str] = mapped_column(String(16))
+    offset: Mapped[int] = mapped_column(BigInt)
+    data: Mapped[str] = mapped_column(Text)
+
+
+class StatusSeenRow(Base):
+    """(node, seq) of status reports already applied, so agent replays are no-ops."""
+
+    __tablename__ = "status_seen"
+    node_id: Mapped[int] = mapped_column(BigInt, primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInt, primary_key=True)

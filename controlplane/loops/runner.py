@@ -1,0 +1,91 @@
+"""Background loops in server threads: scheduling (only the lease holder) and node liveness."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+
+from controlplane.db.database import Database
+from controlplane.loops import lease, liveness
+from controlplane.services.scheduling import SchedulingService
+from controlplane.settings import Settings
+
+log = logging.getLogger("gpupool.loops")
+LEASE = "scheduler"
+
+
+def _schedule_fn(policy: str):  # noqa: ANN202
+    from controlplane import scheduler
+
+    config_cls = getattr(scheduler, "SchedulerConfig", None)
+    try:
+        config = config_cls(policy=policy) if config_cls else None
+    except TypeError:
+        config = config_cls() if config_cls else None
+    return scheduler.schedule, config
+
+
+class Loops:
+    """Runs one cycle every ``scheduler_interval_s`` while holding the lease; sweeps liveness."""
+
+    def __init__(self, db: Database, settings: Settings):
+        self.db = db
+        self.settings = settings
+        self.holder = settings.replica_id or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        self.service = SchedulingService(db, port_range=(settings.master_port_min,
+                                                         settings.master_port_max))
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.cycles = 0
+        self.is_leader = False
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="gpupool-loops", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread:
+            self._thread.join(timeout=10)
+        if self.is_leader:
+            try:
+                lease.release(self.db, LEASE, self.holder)
+            except Exception:  # noqa: BLE001
+                pass
+
+    def kick(self) -> None:
+        """Run the next cycle now (e.g. after a submit)."""
+        self._wake.set()
+
+    def _run(self) -> None:
+        schedule, config = _schedule_fn(self.settings.scheduler_policy)
+        next_sweep = 0.0
+        while not self._stop.is_set():
+            started = time.monotonic()
+            try:
+                self.is_leader = lease.try_acquire(self.db, LEASE, self.holder,
+                                                   self.settings.scheduler_lease_s)
+                if self.is_leader:
+                    if started >= next_sweep:
+                        liveness.sweep(self.db, self.settings.heartbeat_timeout_s)
+                        liveness.lost_node_leftovers(self.db)
+                        next_sweep = started + self.settings.liveness_interval_s
+                    self.cycle(schedule, config)
+            except Exception:  # noqa: BLE001 - a bad cycle must not kill the loop
+                log.exception("scheduling cycle failed; retrying next interval")
+            self._wake.wait(max(0.0, self.settings.scheduler_interval_s - (time.monotonic() - started)))
+            self._wake.clear()
+
+    def cycle(self, schedule=None, config=None) -> dict:  # noqa: ANN001
+        if schedule is None:
+            schedule, config = _schedule_fn(self.settings.scheduler_policy)
+        snap = self.service.snapshot(time.time())
+        decision = schedule(snap, config)
+        result = self.service.apply(decision, actor=f"scheduler:{self.holder}")
+        self.cycles += 1
+        return result

@@ -1,0 +1,86 @@
+"""The control-plane server: ``create_app(settings)`` and ``run_server(host, port, settings)``.
+
+``create_app`` migrates the database, bootstraps an empty one (team/queue "default", user
+"admin"; the new admin token is on ``app.state.admin_token``, None when not new) and runs the
+scheduling and liveness loops in this process while the app is served.
+``gpupool server`` and ``gpupool up`` call ``run_server``; ``python -m controlplane.server``
+does the same.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from controlplane.api.app import build_app
+from controlplane.db import migrate
+from controlplane.db.database import Database
+from controlplane.loops.runner import Loops
+from controlplane.services.auth import bootstrap
+from controlplane.settings import Settings
+
+log = logging.getLogger("gpupool.server")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    url = settings.db_url()
+    db = Database(url, pool_size=20)
+    migrate.upgrade(url, engine=db.engine)
+    admin_token = bootstrap(db, admin_token=settings.admin_token,
+                            bootstrap_token=settings.bootstrap_token)
+    loops = Loops(db, settings) if settings.run_loops else None
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI):  # noqa: ANN202
+        if loops is not None:
+            loops.start()
+        try:
+            yield
+        finally:
+            if loops is not None:
+                loops.stop()
+            db.dispose()
+
+    app = build_app(db, settings, loops=loops, lifespan=lifespan)
+    app.state.admin_token = admin_token
+    return app
+
+
+def run_server(host: str = "127.0.0.1", port: int = 8080, settings: Settings | None = None,
+               *, print_token: bool = True) -> None:
+    """Serve the API with uvicorn (httptools, uvloop) plus the loops, until interrupted."""
+    import uvicorn
+
+    settings = settings or Settings()
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = create_app(settings)
+    if print_token and app.state.admin_token:
+        print(f"gpupool: first start; admin token (shown once, store it): {app.state.admin_token}",
+              flush=True)
+    uvicorn.run(app, host=host, port=port, log_level=settings.log_level.lower(), loop="uvloop",
+                http="httptools", access_log=False, timeout_graceful_shutdown=5)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m controlplane.server",
+                                     description="Run the gpupool control-plane server")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8080)
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings()
+    except Exception as err:  # noqa: BLE001 - pydantic names the bad variable
+        print(f"gpupool: invalid settings: {err}", file=sys.stderr)
+        return 2
+    run_server(args.host, args.port, settings)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,160 @@
+"""Bearer tokens (only sha256 hashes stored), principals, and first-start bootstrap."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from controlplane.core.states import Role
+from controlplane.db.base import now
+from controlplane.db.database import Database
+from controlplane.db.models import NodeRow, QueueRow, TeamRow, TokenRow, UserRow
+from controlplane.services.errors import Forbidden, Unauthorized
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: a user (admin or member of a team), a node's agent, or a bootstrap token."""
+
+    role: Role
+    token_id: int
+    user_id: int | None = None
+    user: str | None = None
+    team_id: int | None = None
+    team: str | None = None
+    node_id: int | None = None
+    node: str | None = None
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == Role.ADMIN
+
+    @property
+    def actor(self) -> str:
+        if self.user:
+            return f"user:{self.user}"
+        if self.node:
+            return f"node:{self.node}"
+        return f"token:{self.token_id}"
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_secret(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_urlsafe(32)}"
+
+
+def authenticate(db: Database, token: str | None, cache_s: float = 2.0) -> Principal:
+    """The principal behind a bearer token; 401 when missing, unknown or revoked."""
+    if not token:
+        raise Unauthorized("missing bearer token: send 'Authorization: Bearer <token>'")
+    digest = hash_token(token)
+    hit = db.cache.get(("tok", digest))
+    if hit and hit[1] > time.monotonic():
+        return hit[0]
+    with db.read() as s:
+        tok = s.scalar(select(TokenRow).where(TokenRow.token_hash == digest))
+        if tok is None or tok.revoked:
+            raise Unauthorized("invalid or revoked token")
+        principal = _principal(s, tok)
+    db.cache[("tok", digest)] = (principal, time.monotonic() + cache_s)
+    return principal
+
+
+def forget_cached_tokens(db: Database) -> None:
+    for key in [k for k in list(db.cache) if k[0] == "tok"]:
+        db.cache.pop(key, None)
+
+
+def _principal(s, tok: TokenRow) -> Principal:  # noqa: ANN001
+    if tok.kind == "node":
+        node = s.get(NodeRow, tok.node_id)
+        return Principal(Role.AGENT, tok.id, node_id=node.id, node=node.name)
+    if tok.kind == "bootstrap":
+        return Principal(Role.BOOTSTRAP, tok.id)
+    user = s.get(UserRow, tok.user_id)
+    team = s.get(TeamRow, user.team_id)
+    return Principal(Role(user.role), tok.id, user_id=user.id, user=user.name,
+                     team_id=team.id, team=team.name)
+
+
+def require_user(who: Principal) -> Principal:
+    if who.role not in (Role.ADMIN, Role.MEMBER):
+        raise Forbidden(f"a {who.role.value} token may not call this endpoint; use a user token")
+    return who
+
+
+def require_admin(who: Principal) -> Principal:
+    if who.role != Role.ADMIN:
+        raise Forbidden("only admins may do this")
+    return who
+
+
+def require_agent(who: Principal) -> Principal:
+    if who.role != Role.AGENT:
+        raise Forbidden("only a node agent token may call this endpoint")
+    return who
+
+
+def bootstrap(db: Database, *, admin_token: str | None = None,
+              bootstrap_token: str | None = None) -> str | None:
+    """On an empty database create team+queue "default" and user "admin"; return its new token.
+
+    Returns None when the database was already bootstrapped (the token is only shown once).
+    Also registers the configured agent bootstrap token. Safe when replicas race.
+    """
+    if bootstrap_token:
+        _ensure_token(db, bootstrap_token, kind="bootstrap", name="settings bootstrap token")
+    with db.read() as s:
+        if s.scalar(select(TeamRow.id).limit(1)) is not None:
+            if admin_token:
+                _ensure_admin_token(db, admin_token)
+            return None
+    token = admin_token or new_secret("gpa")
+    try:
+        with db.tx() as s:
+            ts = now()
+            team = TeamRow(name="default", created_at=ts)
+            s.add(team)
+            s.flush()
+            s.add(QueueRow(name="default", team_id=team.id, created_at=ts))
+            user = UserRow(name="admin", team_id=team.id, role="admin", created_at=ts)
+            s.add(user)
+            s.flush()
+            s.add(TokenRow(token_hash=hash_token(token), kind="user", name="bootstrap admin",
+                           user_id=user.id, created_at=ts))
+            from controlplane.services.events import record
+
+            record(s, "bootstrap", "team", "default", "system",
+                   reason="first start: created team, queue and admin user")
+    except IntegrityError:  # another replica bootstrapped at the same moment
+        if admin_token:
+            _ensure_admin_token(db, admin_token)
+        return None
+    return token
+
+
+def _ensure_admin_token(db: Database, token: str) -> None:
+    with db.read() as s:
+        admin = s.scalar(select(UserRow).where(UserRow.name == "admin"))
+    if admin is not None:
+        _ensure_token(db, token, kind="user", name="configured admin token", user_id=admin.id)
+
+
+def _ensure_token(db: Database, token: str, **fields) -> None:  # noqa: ANN003
+    digest = hash_token(token)
+    with db.read() as s:
+        if s.scalar(select(TokenRow.id).where(TokenRow.token_hash == digest)) is not None:
+            return
+    try:
+        with db.tx() as s:
+            s.add(TokenRow(token_hash=digest, created_at=now(), **fields))
+    except IntegrityError:
+        pass

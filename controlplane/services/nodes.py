@@ -1,0 +1,210 @@
+"""Nodes and accelerators: agent registration and heartbeats, admin cordon/drain, capacity."""
+
+from __future__ import annotations
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from controlplane.core import wire
+from controlplane.db.base import now
+from controlplane.db.database import Database
+from controlplane.db.models import AcceleratorRow, MemberRow, NodeRow, TokenRow
+from controlplane.services import events
+from controlplane.services.auth import Principal, hash_token, new_secret
+from controlplane.services.errors import MAX_INT, Forbidden, Invalid, NotFound
+from controlplane.services.serialize import iso
+
+
+def register(db: Database, who: Principal, req: wire.RegisterRequest,
+             heartbeat_interval_s: float) -> wire.RegisterResponse:
+    """Create or refresh the node and its accelerators; returns a fresh node token."""
+    if req.protocol != wire.PROTOCOL_VERSION:
+        raise Invalid("protocol", f"server speaks protocol {wire.PROTOCOL_VERSION}, agent sent {req.protocol}")
+    info = req.node
+    for field in ("cpu_milli", "memory_mib"):
+        if not 0 <= getattr(info, field) <= 2**53:
+            raise Invalid(f"node.{field}", "out of range")
+    for i, acc in enumerate(req.accelerators):
+        if not 0 < acc.memory_mib <= MAX_INT * 16:
+            raise Invalid(f"accelerators.{i}.memory_mib", "must be positive")
+    token = new_secret("gpn")
+    ts = now()
+    with db.tx() as s:
+        node = s.scalar(select(NodeRow).where(NodeRow.name == info.hostname).with_for_update())
+        if node is None:
+            node = NodeRow(name=info.hostname, state="ready", cordoned=False, epoch=1,
+                           registered_at=ts, address=info.address, cpu_milli=info.cpu_milli,
+                           memory_mib=info.memory_mib, labels=info.labels, backend=info.backend,
+                           agent_version=info.agent_version, last_heartbeat_at=ts)
+            s.add(node)
+            s.flush()
+            kind = "node_registered"
+        else:
+            node.address, node.cpu_milli, node.memory_mib = info.address, info.cpu_milli, info.memory_mib
+            node.labels, node.backend, node.agent_version = info.labels, info.backend, info.agent_version
+            node.last_heartbeat_at = ts
+            node.epoch += 1
+            if node.state == "not_ready":
+                node.state = "ready"
+            s.execute(update(TokenRow).where(TokenRow.node_id == node.id, TokenRow.kind == "node")
+                      .values(revoked=True))
+            kind = "node_reregistered"
+        seen = set()
+        for acc in req.accelerators:
+            seen.add(acc.uuid)
+            row = s.get(AcceleratorRow, acc.uuid)
+            fields = dict(node_id=node.id, index=acc.index, vendor=acc.vendor, model=acc.model,
+                          product_name=acc.name, compute_capability=acc.compute_capability,
+                          numa_node=acc.numa_node, interconnect_domain=acc.interconnect_domain,
+                          labels=acc.labels, healthy=True)
+            if row is None:
+                s.add(AcceleratorRow(uuid=acc.uuid, memory_mib=acc.memory_mib, allocated_milli=0,
+                                     allocated_memory_mib=0, unmanaged_memory_mib=0, **fields))
+            else:
+                for k, v in fields.items():
+                    setattr(row, k, v)
+                if acc.memory_mib >= row.allocated_memory_mib:
+                    row.memory_mib = acc.memory_mib
+        for row in s.scalars(select(AcceleratorRow).where(AcceleratorRow.node_id == node.id)):
+            if row.uuid not in seen:
+                row.healthy = False  # vanished from the node: never place on it again
+        s.add(TokenRow(token_hash=hash_token(token), kind="node", name=f"node {info.hostname}",
+                       node_id=node.id, created_at=ts))
+        events.record(s, kind, "node", info.hostname, who.actor, node_id=node.id,
+                      data={"accelerators": len(req.accelerators), "backend": info.backend})
+        node_id = node.id
+    return wire.RegisterResponse(node_id=str(node_id), node_token=token,
+                                 heartbeat_interval_s=heartbeat_interval_s)
+
+
+def check_node(who: Principal, node_id: str) -> int:
+    if str(who.node_id) != str(node_id):
+        raise Forbidden(f"this agent token belongs to node {who.node_id}, not {node_id!r}")
+    return who.node_id  # type: ignore[return-value]
+
+
+def heartbeat(db: Database, who: Principal, hb: wire.Heartbeat, interval_s: float) -> wire.HeartbeatResponse:
+    """Mark the node alive (server clock) and store each accelerator's latest sample."""
+    node_id = check_node(who, hb.node_id)
+    ts = now()
+    with db.tx() as s:
+        back = s.execute(update(NodeRow).where(NodeRow.id == node_id, NodeRow.state == "not_ready")
+                         .values(state="ready", last_heartbeat_at=ts))
+        if back.rowcount:
+            events.record(s, "node_ready", "node", who.node, who.actor, node_id=node_id,
+                          reason="heartbeats resumed")
+        else:
+            s.execute(update(NodeRow).where(NodeRow.id == node_id).values(last_heartbeat_at=ts))
+        if hb.samples:
+            s.connection().execute(
+                update(AcceleratorRow.__table__)
+                .where(AcceleratorRow.__table__.c.uuid == _bind("b_uuid"),
+                       AcceleratorRow.__table__.c.node_id == node_id)
+                .values(telemetry=_bind("b_tel"), healthy=_bind("b_healthy"),
+                        gpu_util_pct=_bind("b_util"), unmanaged_memory_mib=_bind("b_unmanaged")),
+                [{"b_uuid": x.uuid, "b_tel": x.model_dump(mode="json"),
+                  "b_healthy": bool(x.healthy and hb.healthy), "b_util": x.gpu_util_pct,
+                  "b_unmanaged": int(max(0.0, min(x.unmanaged_memory_mib, 2**40)))}
+                 for x in hb.samples])
+    return wire.HeartbeatResponse(heartbeat_interval_s=interval_s)
+
+
+def _bind(name: str):  # noqa: ANN202
+    from sqlalchemy import bindparam
+
+    return bindparam(name)
+
+
+def accelerator_dict(a: AcceleratorRow) -> dict:
+    return {"uuid": a.uuid, "index": a.index, "vendor": a.vendor, "model": a.model,
+            "memory_mib": a.memory_mib, "healthy": a.healthy, "allocated_milli": a.allocated_milli,
+            "allocated_memory_mib": a.allocated_memory_mib, "telemetry": a.telemetry}
+
+
+def node_dict(n: NodeRow, accs: list[AcceleratorRow]) -> dict:
+    return {"id": str(n.id), "name": n.name, "address": n.address, "state": n.state,
+            "cordoned": n.cordoned, "cpu_milli": n.cpu_milli, "memory_mib": n.memory_mib,
+            "labels": n.labels or {}, "backend": n.backend,
+            "last_heartbeat_at": iso(n.last_heartbeat_at),
+            "accelerators": [accelerator_dict(a) for a in sorted(accs, key=lambda a: a.index)]}
+
+
+def _accs_by_node(s: Session, node_ids: list[int]) -> dict[int, list[AcceleratorRow]]:
+    out: dict[int, list[AcceleratorRow]] = {i: [] for i in node_ids}
+    for a in s.scalars(select(AcceleratorRow).where(AcceleratorRow.node_id.in_(node_ids))):
+        out.setdefault(a.node_id, []).append(a)
+    return out
+
+
+def list_nodes(db: Database) -> dict:
+    with db.read() as s:
+        nodes = list(s.scalars(select(NodeRow).order_by(NodeRow.name)))
+        accs = _accs_by_node(s, [n.id for n in nodes])
+        return {"items": [node_dict(n, accs[n.id]) for n in nodes]}
+
+
+def _node(s: Session, name: str, *, lock: bool = False) -> NodeRow:
+    q = select(NodeRow).where(NodeRow.name == name)
+    node = s.scalar(q.with_for_update() if lock else q)
+    if node is None:
+        raise NotFound(f"no node named {name!r}; see GET /api/v1/nodes")
+    return node
+
+
+def get_node(db: Database, name: str) -> dict:
+    with db.read() as s:
+        node = _node(s, name)
+        return node_dict(node, _accs_by_node(s, [node.id])[node.id])
+
+
+def set_cordon(db: Database, who: Principal, name: str, *, cordon: bool, drain: bool = False) -> dict:
+    """Cordon: no new placements. Drain: cordon and stop its jobs (requeued). Uncordon: undo."""
+    from controlplane.services.lifecycle import request_stop
+    from controlplane.db.models import JobRow
+
+    with db.tx() as s:
+        node = _node(s, name, lock=True)
+        node.cordoned = cordon
+        if drain:
+            node.state = "draining" if node.state != "not_ready" else node.state
+        elif not cordon and node.state == "draining":
+            node.state = "ready"
+        kind = "node_drained" if drain else ("node_cordoned" if cordon else "node_uncordoned")
+        events.record(s, kind, "node", name, who.actor, node_id=node.id)
+        if drain:
+            job_ids = set(s.scalars(select(MemberRow.job_id).where(
+                MemberRow.node_id == node.id, MemberRow.state.in_(("assigned", "running")))))
+            for job_id in sorted(job_ids):
+                job = s.scalar(select(JobRow).where(JobRow.id == job_id).with_for_update())
+                request_stop(s, job, "preempt", f"node {name} drained by {who.actor}", who.actor)
+        s.flush()
+        return node_dict(node, _accs_by_node(s, [node.id])[node.id])
+
+
+def list_accelerators(db: Database) -> dict:
+    with db.read() as s:
+        names = dict(s.execute(select(NodeRow.id, NodeRow.name)).all())
+        rows = s.scalars(select(AcceleratorRow).order_by(AcceleratorRow.node_id, AcceleratorRow.index))
+        return {"items": [{**accelerator_dict(a), "node": names.get(a.node_id)} for a in rows]}
+
+
+def capacity(db: Database) -> dict:
+    """Totals and per (vendor, model): size, allocated and in use (from telemetry utilisation)."""
+    with db.read() as s:
+        rows = list(s.scalars(select(AcceleratorRow)))
+    groups: dict[tuple[str, str], dict] = {}
+    totals = {"accelerators": 0, "gpu_milli": 0, "memory_mib": 0, "allocated_milli": 0,
+              "allocated_memory_mib": 0, "in_use_milli": 0}
+    for a in rows:
+        g = groups.setdefault((a.vendor, a.model), {"vendor": a.vendor, "model": a.model,
+                              "accelerators": 0, "gpu_milli": 0, "allocated_milli": 0,
+                              "memory_mib": 0, "allocated_memory_mib": 0, "in_use_milli": 0})
+        in_use = int(round((a.gpu_util_pct or 0) * 10))
+        for bucket in (g, totals):
+            bucket["accelerators"] += 1
+            bucket["gpu_milli"] += 1000
+            bucket["memory_mib"] += a.memory_mib
+            bucket["allocated_milli"] += a.allocated_milli
+            bucket["allocated_memory_mib"] += a.allocated_memory_mib
+            bucket["in_use_milli"] += in_use
+    return {"totals": totals, "by_model": sorted(groups.values(), key=lambda g: (g["vendor"], g["model"]))}

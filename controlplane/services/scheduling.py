@@ -1,0 +1,194 @@
+"""One scheduling cycle: Snapshot from the database -> pure schedule() -> apply the Decision.
+
+The Decision is applied in one transaction; each placement in its own savepoint that
+re-checks the job is still pending and the nodes usable, and the database triggers and
+CHECK constraints refuse any slice that no longer fits: that placement is skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+
+from controlplane.core.resources import Accelerator, Node, Request
+from controlplane.core.snapshot import (Decision, MemberPlacement, PendingJob, Queue, RunningJob,
+                                        Snapshot)
+from controlplane.core.resources import SliceGrant
+from controlplane.db.base import now
+from controlplane.db.database import Database
+from controlplane.db.models import (AcceleratorRow, AttemptRow, JobRow, MemberRow, NodeRow,
+                                    QueueRow, SliceRow, TeamRow)
+from controlplane.services import events, lifecycle
+from workloads.specs import parse_job_spec
+
+log = logging.getLogger("gpupool.scheduling")
+
+
+class _Skip(Exception):
+    pass
+
+
+class SchedulingService:
+    """Builds snapshots and applies decisions; caches each job's parsed Request."""
+
+    def __init__(self, db: Database, *, port_range: tuple[int, int] = (29500, 29999)):
+        self.db = db
+        self.port_range = port_range
+        self._requests: dict[int, tuple[Request, int, bool]] = {}
+        self._reasons: dict[int, dict | None] = {}
+
+    def _request(self, job: JobRow) -> tuple[Request, int, bool]:
+        hit = self._requests.get(job.id)
+        if hit is None:
+            spec = parse_job_spec(job.spec)
+            hit = (spec.resources.to_request(), int(spec.min_runtime_s), bool(spec.preemptible))
+            self._requests[job.id] = hit
+        return hit
+
+    def snapshot(self, ts: float) -> Snapshot:
+        with self.db.read() as s:
+            teams = dict(s.execute(select(TeamRow.id, TeamRow.name)).all())
+            queue_rows = list(s.scalars(select(QueueRow)))
+            qname = {q.id: f"{teams[q.team_id]}/{q.name}" for q in queue_rows}
+            queues = [Queue(name=qname[q.id], team=teams[q.team_id], guarantee_milli=q.guarantee_milli,
+                            limit_milli=q.limit_milli, weight=q.weight) for q in queue_rows]
+            nodes: dict[int, Node] = {}
+            for n in s.scalars(select(NodeRow).order_by(NodeRow.id)):
+                nodes[n.id] = Node(name=n.name, cpu_milli=n.cpu_milli, memory_mib=n.memory_mib,
+                                   labels=dict(n.labels or {}),
+                                   cordoned=n.cordoned or n.state == "draining",
+                                   ready=n.state != "not_ready")
+            for a in s.scalars(select(AcceleratorRow).order_by(AcceleratorRow.node_id, AcceleratorRow.index)):
+                if a.node_id in nodes:
+                    nodes[a.node_id].accelerators.append(Accelerator(
+                        uuid=a.uuid, node=nodes[a.node_id].name, index=a.index, vendor=a.vendor,
+                        model=a.model, memory_mib=a.memory_mib, labels=dict(a.labels or {}),
+                        numa_node=a.numa_node, interconnect_domain=a.interconnect_domain,
+                        healthy=a.healthy, allocated_milli=a.allocated_milli,
+                        allocated_memory_mib=a.allocated_memory_mib,
+                        unmanaged_memory_mib=a.unmanaged_memory_mib))
+            for node_id, cpu, mem in s.execute(select(MemberRow.node_id, MemberRow.cpu_milli,
+                                                      MemberRow.memory_mib)
+                                               .where(MemberRow.state.in_(lifecycle.LIVE))):
+                if node_id in nodes:
+                    nodes[node_id].allocated_cpu_milli += cpu
+                    nodes[node_id].allocated_memory_mib += mem
+            pending = []
+            for job in s.scalars(select(JobRow).where(JobRow.status == "pending").order_by(JobRow.id)):
+                req, _, preemptible = self._request(job)
+                self._reasons[job.id] = job.pending_reason
+                pending.append(PendingJob(job_id=str(job.id), queue=qname.get(job.queue_id, "?"),
+                                          request=req, priority=job.priority, submitted_seq=job.id,
+                                          preemptible=preemptible))
+            running = []
+            q = (select(JobRow, AttemptRow).join(AttemptRow, AttemptRow.job_id == JobRow.id)
+                 .where(JobRow.status.in_(("scheduled", "running")), AttemptRow.active.is_(True),
+                        AttemptRow.stop_kind.is_(None)))
+            for job, attempt in s.execute(q):
+                req, min_runtime, preemptible = self._request(job)
+                members = tuple(MemberPlacement(
+                    rank=m["rank"], node=m["node"], cpu_milli=m.get("cpu_milli", 0),
+                    memory_mib=m.get("memory_mib", 0),
+                    slices=tuple(SliceGrant(x["accelerator_uuid"], x["compute_milli"], x["memory_mib"])
+                                 for x in m["slices"])) for m in attempt.placement)
+                running.append(RunningJob(job_id=str(job.id), queue=qname.get(job.queue_id, "?"),
+                                          request=req, members=members, priority=job.priority,
+                                          started_at=job.started_at or attempt.created_at,
+                                          min_runtime_s=min_runtime, preemptible=preemptible))
+        return Snapshot(nodes=list(nodes.values()), queues=queues, pending=pending,
+                        running=running, now=ts)
+
+    def apply(self, decision: Decision, actor: str = "scheduler") -> dict:
+        """Apply placements (each re-checked), preemptions and pending reasons in one transaction."""
+        placed = skipped = 0
+        with self.db.tx() as s:
+            node_rows = {n.name: n for n in s.scalars(select(NodeRow))}
+            touched: set[int] = set()
+            for p in decision.placements:
+                try:
+                    with s.begin_nested():
+                        touched |= self._place(s, p, node_rows, actor)
+                    placed += 1
+                except (_Skip, IntegrityError) as err:
+                    skipped += 1
+                    log.info("placement of job %s skipped: %s", p.job_id, str(err).splitlines()[0][:200])
+            lifecycle.bump_epochs(s, touched)
+            for pre in decision.preemptions:
+                job = s.scalar(select(JobRow).where(JobRow.id == int(pre.job_id)).with_for_update())
+                if job is not None and job.status in ("scheduled", "running"):
+                    lifecycle.request_stop(s, job, "preempt", pre.reason, actor)
+            changes = []
+            for job_id, reason in decision.pending.items():
+                value = {"code": reason.code, "message": reason.message,
+                         "details": dict(reason.details), "unschedulable": reason.unschedulable}
+                if self._reasons.get(int(job_id)) != value:
+                    changes.append({"b_id": int(job_id), "b_reason": value})
+                    self._reasons[int(job_id)] = value
+            if changes:
+                from sqlalchemy import bindparam
+
+                t = JobRow.__table__
+                s.connection().execute(update(t).where(t.c.id == bindparam("b_id"), t.c.status == "pending")
+                                       .values(pending_reason=bindparam("b_reason")), changes)
+        return {"placed": placed, "skipped": skipped, "preempted": len(decision.preemptions),
+                "pending": len(decision.pending)}
+
+    def _place(self, s, p, node_rows: dict[str, NodeRow], actor: str) -> set[int]:  # noqa: ANN001
+        job_id = int(p.job_id)
+        nodes = []
+        for m in p.members:
+            node = node_rows.get(m.node)
+            if node is None:
+                raise _Skip(f"node {m.node} is gone")
+            s.refresh(node)
+            if node.state != "ready" or node.cordoned:
+                raise _Skip(f"node {m.node} is {node.state}{' and cordoned' if node.cordoned else ''}")
+            nodes.append(node)
+        done = s.execute(update(JobRow).where(JobRow.id == job_id, JobRow.status == "pending")
+                         .values(status="scheduled", attempt=JobRow.attempt + 1, pending_reason=None,
+                                 status_reason="scheduled", endpoint=None))
+        if done.rowcount != 1:
+            raise _Skip("job is no longer pending")
+        job = s.get(JobRow, job_id)
+        s.refresh(job)
+        master = nodes[0]
+        port = self._free_port(s, master.id)
+        placement = [{"rank": m.rank, "node": m.node, "cpu_milli": m.cpu_milli,
+                      "memory_mib": m.memory_mib, "slices": [asdict(g) for g in m.slices]}
+                     for m in p.members]
+        attempt = AttemptRow(job_id=job_id, number=job.attempt, active=True, master_node_id=master.id,
+                             master_addr=master.address, master_port=port, placement=placement,
+                             created_at=now())
+        s.add(attempt)
+        s.flush()
+        for m, node in zip(p.members, nodes):
+            member = MemberRow(attempt_id=attempt.id, job_id=job_id, rank=m.rank, node_id=node.id,
+                               cpu_milli=m.cpu_milli, memory_mib=m.memory_mib, state="assigned",
+                               delivered=False)
+            s.add(member)
+            s.flush()
+            for g in m.slices:
+                s.add(SliceRow(member_id=member.id, accelerator_uuid=g.accelerator_uuid,
+                               compute_milli=g.compute_milli, memory_mib=g.memory_mib))
+            s.flush()  # the capacity trigger + CHECK run here; IntegrityError -> skipped
+        events.record(s, "scheduled", "job", job_id, actor, job_id=job_id, team_id=job.team_id,
+                      reason=f"attempt {job.attempt} on {', '.join(sorted({m.node for m in p.members}))}",
+                      data={"attempt": job.attempt, "placement": placement})
+        return {n.id for n in nodes}
+
+    def _free_port(self, s, node_id: int) -> int:  # noqa: ANN001
+        used = set(s.scalars(select(AttemptRow.master_port).where(
+            AttemptRow.master_node_id == node_id, AttemptRow.active.is_(True))))
+        lo, hi = self.port_range
+        for port in range(lo, hi + 1):
+            if port not in used:
+                return port
+        raise _Skip(f"no free rendezvous port in {lo}-{hi} on the rank-0 node")
+
+    def forget(self, job_ids: list[int]) -> None:
+        for j in job_ids:
+            self._requests.pop(j, None)
+            self._reasons.pop(j, None)

@@ -1,0 +1,40 @@
+"""Server settings from GPUPOOL_* environment variables (pydantic-settings), with safe defaults."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Everything the control-plane server reads from its environment."""
+
+    model_config = SettingsConfigDict(env_prefix="GPUPOOL_", extra="ignore")
+
+    home: Path = Field(default_factory=lambda: Path.home() / ".local" / "share" / "gpupool")
+    database_url: str | None = None  # default: sqlite at $GPUPOOL_HOME/gpupool.db
+    bootstrap_token: str | None = None  # agents register with this (or admin-created ones)
+    admin_token: str | None = None  # seeds the first admin's token instead of a random one
+    heartbeat_timeout_s: float = 40.0
+    heartbeat_interval_s: float = 10.0
+    scheduler_interval_s: float = 2.0
+    scheduler_policy: str = "firstfit"
+    scheduler_lease_s: float = 15.0
+    liveness_interval_s: float = 5.0
+    master_port_min: int = 29500
+    master_port_max: int = 29999
+    auth_cache_s: float = 2.0  # how long a verified token is trusted without a DB read
+    assignment_poll_s: float = 0.25
+    run_loops: bool = True
+    log_level: str = "info"
+    replica_id: str | None = None
+
+    def db_url(self) -> str:
+        """The SQLAlchemy URL to use (creates $GPUPOOL_HOME for the SQLite default)."""
+        if self.database_url:
+            return self.database_url
+        home = Path(self.home).expanduser()
+        home.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{home / 'gpupool.db'}"

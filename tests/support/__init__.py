@@ -1,0 +1,1 @@
+"""Shared test helpers: real databases (SQLite, PostgreSQL) and real server processes."""
