@@ -6,7 +6,7 @@ import threading
 
 import pytest
 from sqlalchemy import text
-from sqlalchemy.exc import IntegrityError, InternalError, OperationalError
+from sqlalchemy.exc import IntegrityError, InternalError, OperationalError, ProgrammingError
 
 from controlplane.core.resources import SliceGrant
 from controlplane.core.snapshot import Decision, MemberPlacement, Placement
@@ -64,7 +64,7 @@ def test_counters_cannot_be_forced_past_the_device(db) -> None:  # noqa: ANN001
     member = make_member(db, make_job(db), "n1")
     with db.engine.begin() as c:
         c.execute(INSERT, {"m": member, "u": gpu, "c": 300, "mem": 300})
-    with pytest.raises((IntegrityError, OperationalError, InternalError)), db.engine.begin() as c:
+    with pytest.raises((IntegrityError, OperationalError, InternalError, ProgrammingError)), db.engine.begin() as c:
         c.execute(text("UPDATE slices SET compute_milli = 999"))  # slices are immutable
     assert _counters(db, gpu) == (300, 300)
 
