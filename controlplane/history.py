@@ -40,11 +40,11 @@ def bucket(ts: float, size: float = BUCKET_S) -> float:
     return float(int(ts // size) * size)
 
 
-def collect_rows(s, now: float) -> list[dict]:  # noqa: ANN001
+def collect_rows(s, now: float, bucket_s: float = BUCKET_S) -> list[dict]:  # noqa: ANN001
     """The rows describing the pool at ``now`` (not yet written)."""
     from controlplane.metrics_queries import capacity_by_model, queue_usage
 
-    ts = bucket(now)
+    ts = bucket(now, bucket_s)
     models = capacity_by_model(s)
     queues = queue_usage(s, now)
     rows = []
@@ -65,10 +65,11 @@ def collect_rows(s, now: float) -> list[dict]:  # noqa: ANN001
     return rows
 
 
-def sample(db, now: float, *, retention_s: float = DEFAULT_RETENTION_S) -> int:  # noqa: ANN001
+def sample(db, now: float, *, retention_s: float = DEFAULT_RETENTION_S,  # noqa: ANN001
+           bucket_s: float = BUCKET_S) -> int:
     """Write this minute's rows (ignored when already written) and prune old ones; rows written."""
     with db.tx() as s:
-        rows = collect_rows(s, now)
+        rows = collect_rows(s, now, bucket_s)
         dialect = s.get_bind().dialect.name
         ins = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(UsageSampleRow)
         written = 0
@@ -77,6 +78,8 @@ def sample(db, now: float, *, retention_s: float = DEFAULT_RETENTION_S) -> int: 
                 index_elements=["scope", "key", "ts"]))
             written = max(result.rowcount or 0, 0)
         s.execute(delete(UsageSampleRow).where(UsageSampleRow.ts < now - retention_s))
+    with db.read() as s:
+        record_telemetry(db, s)
     return written
 
 
@@ -98,3 +101,33 @@ def series(db, scope: str, *, since: float, keys: list[str] | None = None) -> di
             d["pending"].append(r.pending_jobs)
             d["running"].append(r.running_jobs)
     return out
+
+
+RING_POINTS = 60
+
+
+def record_telemetry(db, s) -> None:  # noqa: ANN001
+    """Append each accelerator's latest (ts, util %, memory used MiB) to an in-memory ring.
+
+    Feeds the per-GPU sparklines on the Nodes pages; kept per Database in ``db.cache``.
+    """
+    from collections import deque
+
+    from controlplane.db.models import AcceleratorRow
+
+    with db.cache_lock:
+        ring = db.cache.setdefault("telemetry_ring", {})
+    for uuid, tel in s.execute(select(AcceleratorRow.uuid, AcceleratorRow.telemetry)):
+        if not tel:
+            continue
+        points = ring.get(uuid)
+        if points is None:
+            points = ring[uuid] = deque(maxlen=RING_POINTS)
+        ts = tel.get("ts")
+        if points and points[-1][0] == ts:
+            continue
+        points.append((ts, tel.get("gpu_util_pct"), tel.get("memory_used_mib")))
+
+
+def telemetry_points(db, uuid: str) -> list[tuple]:  # noqa: ANN001
+    return list(db.cache.get("telemetry_ring", {}).get(uuid, ()))

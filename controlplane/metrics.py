@@ -7,8 +7,8 @@ transition counter are computed from the database at scrape time with a handful 
 queries, cached for ``cache_s`` so concurrent scrapes cost one read. Nothing touches
 prometheus_client's global registry, so tests may start many apps in one process.
 
-Wiring: ``install(app, db)`` adds the latency middleware, GET /metrics and ``app.state.metrics``;
-loops call ``metrics_of(app).observe_cycle(...)``.
+Wiring: ``install(app, db)`` adds the latency middleware and ``app.state.metrics``; the dashboard
+router serves GET /metrics and (controlplane/web/wiring.py) times the scheduling loop's cycles.
 """
 
 from __future__ import annotations
@@ -21,11 +21,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from controlplane.core.states import JobState
 
 LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 CYCLE_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
-_TRANSITION_KINDS = {s.value for s in JobState} | {"submitted", "requeued", "preempted"}
 
 
 class ControlPlaneMetrics:
@@ -183,16 +181,20 @@ def _families(pool: dict, transitions: dict[str, float]) -> Iterator:
 
 
 def install(app, db) -> ControlPlaneMetrics:  # noqa: ANN001
-    """Give ``app`` its own metrics: latency middleware, GET /metrics, ``app.state.metrics``."""
-    from controlplane.metrics_http import add_metrics_route, LatencyMiddleware
+    """Give ``app`` its own metrics before it starts: latency middleware and ``app.state.metrics``.
 
-    existing = getattr(app.state, "metrics", None)
-    if isinstance(existing, ControlPlaneMetrics):
+    GET /metrics is served by the dashboard router (controlplane.web); when a server never calls
+    this, the router's lifespan installs the same things itself.
+    """
+    from controlplane.metrics_http import LatencyMiddleware
+
+    existing = metrics_of(app)
+    if existing is not None:
         return existing
     metrics = ControlPlaneMetrics(db)
     app.state.metrics = metrics
     app.add_middleware(LatencyMiddleware, metrics=metrics)
-    add_metrics_route(app)
+    app.state.metrics_middleware = True
     return metrics
 
 
@@ -202,5 +204,4 @@ def metrics_of(app) -> ControlPlaneMetrics | None:  # noqa: ANN001
     return value if isinstance(value, ControlPlaneMetrics) else None
 
 
-__all__ = ["ControlPlaneMetrics", "PoolCollector", "install", "metrics_of", "CONTENT_TYPE_LATEST",
-           "_TRANSITION_KINDS"]
+__all__ = ["ControlPlaneMetrics", "PoolCollector", "install", "metrics_of", "CONTENT_TYPE_LATEST"]

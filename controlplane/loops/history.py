@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 
 from controlplane.history import BUCKET_S, DEFAULT_RETENTION_S, sample
@@ -22,7 +23,8 @@ async def history_loop(db, *, interval_s: float = BUCKET_S,  # noqa: ANN001
     stop = stop or asyncio.Event()
     while not stop.is_set():
         try:
-            await asyncio.to_thread(sample, db, time.time(), retention_s=retention_s)
+            await asyncio.to_thread(sample, db, time.time(), retention_s=retention_s,
+                                    bucket_s=min(interval_s, BUCKET_S))
         except Exception:  # noqa: BLE001 - a failed sample must not end the loop
             log.exception("history sample failed; retrying next interval")
         try:
@@ -32,5 +34,11 @@ async def history_loop(db, *, interval_s: float = BUCKET_S,  # noqa: ANN001
 
 
 def start_history_loop(db, **kwargs) -> asyncio.Task:  # noqa: ANN001, ANN003
-    """Start the loop on the running event loop (call from the app's lifespan/startup)."""
+    """Start the loop on the running event loop (call from the app's lifespan/startup).
+
+    GPUPOOL_HISTORY_INTERVAL_S and GPUPOOL_HISTORY_RETENTION_S override the defaults.
+    """
+    kwargs.setdefault("interval_s", float(os.environ.get("GPUPOOL_HISTORY_INTERVAL_S", BUCKET_S)))
+    kwargs.setdefault("retention_s", float(os.environ.get("GPUPOOL_HISTORY_RETENTION_S",
+                                                          DEFAULT_RETENTION_S)))
     return asyncio.get_running_loop().create_task(history_loop(db, **kwargs), name="gpupool-history")
