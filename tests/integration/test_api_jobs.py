@@ -1,0 +1,215 @@
+"""Job lifecycle through a real server and fake agents: idempotent submit, pages, run, cancel,
+failure, lost node requeue, drain, logs and events."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from tests.support.fake_agent import FakeAgent
+from tests.support.fixtures import server_fixture
+
+server = server_fixture({"GPUPOOL_HEARTBEAT_TIMEOUT_S": "1.5"})
+
+
+def spec(name: str, model: str, gpu: float = 0.5, **extra) -> dict:  # noqa: ANN003
+    return {"name": name, "command": ["python", "-c", "print(1)"],
+            "resources": {"gpu": gpu, "models": [model]}, **extra}
+
+
+def agent_for(server, tag: str, gpus: int = 1) -> tuple[FakeAgent, str]:  # noqa: ANN001
+    model = f"M-{tag}-{uuid.uuid4().hex[:6]}"
+    agent = FakeAgent(server.url, server.bootstrap_token, f"node-{tag}-{uuid.uuid4().hex[:6]}",
+                      gpus=gpus, model=model)
+    agent.register()
+    return agent, model
+
+
+def wait_for(fn, timeout: float = 15.0, agents: tuple = (), finish: bool = False):  # noqa: ANN001, ANN201
+    """Poll ``fn`` (keeping ``agents`` alive and stepping them) until it returns truthy."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for a in agents:
+            a.heartbeat()
+            a.step(finish=finish)
+        value = fn()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"condition not met in {timeout}s")
+
+
+def job(c, job_id: str) -> dict:  # noqa: ANN001
+    return c.get(f"/api/v1/jobs/{job_id}").json()
+
+
+def test_idempotent_submit(server) -> None:  # noqa: ANN001
+    body = spec("idem", "none-such", gpu=8)
+    with server.client() as c:
+        first = c.post("/api/v1/jobs", json=body, headers={"Idempotency-Key": "k-1"})
+        again = c.post("/api/v1/jobs", json=body, headers={"Idempotency-Key": "k-1"})
+        other = c.post("/api/v1/jobs", json=body, headers={"Idempotency-Key": "k-2"})
+        assert (first.status_code, again.status_code, other.status_code) == (201, 200, 201)
+        assert first.json()["id"] == again.json()["id"] != other.json()["id"]
+
+        def submit(_: int) -> tuple[int, str]:
+            r = c.post("/api/v1/jobs", json=body, headers={"Idempotency-Key": "race"})
+            return r.status_code, r.json()["id"]
+
+        with ThreadPoolExecutor(8) as pool:
+            results = list(pool.map(submit, range(8)))
+        assert len({i for _, i in results}) == 1
+        assert sorted(code for code, _ in results).count(201) == 1
+        assert len([j for j in c.get("/api/v1/jobs", params={"limit": 1000}).json()["items"]
+                    if j["name"] == "idem"]) == 3
+
+
+def test_pagination_and_filters(server) -> None:  # noqa: ANN001
+    with server.client() as c:
+        c.post("/api/v1/teams", json={"name": "pages"})
+        ids = [c.post("/api/v1/jobs", json={**spec(f"p{i}", "none-such", gpu=8), "team": "pages"}).json()["id"]
+               for i in range(7)]
+        seen, cursor, pages = [], None, 0
+        while True:
+            page = c.get("/api/v1/jobs", params={"team": "pages", "limit": 3,
+                                                 **({"cursor": cursor} if cursor else {})}).json()
+            seen += [j["id"] for j in page["items"]]
+            pages += 1
+            cursor = page["next_cursor"]
+            if not cursor:
+                break
+        assert seen == list(reversed(ids)) and pages == 3
+        assert c.get("/api/v1/jobs", params={"team": "pages", "status": "running"}).json()["items"] == []
+        assert len(c.get("/api/v1/jobs", params={"team": "pages", "status": "pending,running",
+                                                 "queue": "default"}).json()["items"]) == 7
+        r = c.get("/api/v1/jobs", params={"status": "bogus"})
+        assert r.status_code == 422 and r.json()["errors"][0]["field"] == "status"
+        r = c.get("/api/v1/jobs", params={"cursor": "abc"})
+        assert r.status_code == 422 and r.json()["errors"][0]["field"] == "cursor"
+        r = c.get("/api/v1/jobs", params={"limit": 0})
+        assert r.status_code == 422 and r.json()["errors"][0]["field"] == "limit"
+        # every pending job says why it is pending
+        wait_for(lambda: all(j["pending_reason"] for j in c.get(
+            "/api/v1/jobs", params={"team": "pages"}).json()["items"]))
+
+
+def test_job_runs_to_success_with_logs_progress_and_events(server) -> None:  # noqa: ANN001
+    agent, model = agent_for(server, "ok")
+    with server.client() as c:
+        job_id = c.post("/api/v1/jobs", json=spec("ok", model)).json()["id"]
+        order = wait_for(lambda: agent.assignments()["start"])[0]
+        assert order["job_id"] == job_id and order["slices"][0]["compute_milli"] == 500
+        assert order["argv"][:2] == ["python", "-c"] and order["rendezvous"]["world_size"] == 1
+        assert job(c, job_id)["status"] == "scheduled"
+        agent.report(job_id, order["attempt_id"], "started")
+        assert job(c, job_id)["status"] == "running"
+        agent.log(job_id, order["attempt_id"], 0, "hello\nGPUPOOL_PROGRESS {\"step\": 7}\n")
+        agent.log(job_id, order["attempt_id"], 0, "hello\n")  # replay: ignored
+        agent.log(job_id, order["attempt_id"], 6, "world\n")
+        acc = c.get(f"/api/v1/nodes/{agent.hostname}").json()["accelerators"][0]
+        assert acc["allocated_milli"] == 500
+        assert c.get(f"/api/v1/jobs/{job_id}/logs").text.count("hello") == 1
+        assert c.get(f"/api/v1/jobs/{job_id}/logs", params={"tail": 1}).text == "world\n"
+        assert job(c, job_id)["progress"] == {"step": 7}
+        agent.report(job_id, order["attempt_id"], "exited", exit_code=0, seq=9000)
+        agent.report(job_id, order["attempt_id"], "exited", exit_code=3, seq=9000)  # replay: no-op
+        done = job(c, job_id)
+        assert done["status"] == "succeeded" and done["exit_code"] == 0 and done["finished_at"]
+        assert done["placement"][0]["node"] == agent.hostname
+        kinds = [e["kind"] for e in c.get(f"/api/v1/jobs/{job_id}/events").json()["items"]]
+        assert kinds == ["submitted", "scheduled", "running", "succeeded"]
+        acc = c.get(f"/api/v1/nodes/{agent.hostname}").json()["accelerators"][0]
+        assert acc["allocated_milli"] == 0
+        with c.stream("GET", f"/api/v1/jobs/{job_id}/logs", params={"follow": "true"}) as r:
+            assert "world" in r.read().decode()
+        assert c.post(f"/api/v1/jobs/{job_id}/cancel").status_code == 409
+    agent.close()
+
+
+def test_cancel_pending_and_running(server) -> None:  # noqa: ANN001
+    agent, model = agent_for(server, "cancel")
+    with server.client() as c:
+        pending = c.post("/api/v1/jobs", json=spec("never", model, gpu=4)).json()["id"]
+        r = c.post(f"/api/v1/jobs/{pending}/cancel")
+        assert r.status_code == 200 and r.json()["status"] == "cancelled"
+        assert c.post(f"/api/v1/jobs/{pending}/cancel").status_code == 409
+        running = c.post("/api/v1/jobs", json=spec("run", model)).json()["id"]
+        wait_for(lambda: job(c, running)["status"] == "running", agents=(agent,))
+        r = c.post(f"/api/v1/jobs/{running}/cancel")
+        assert r.status_code == 200 and r.json()["status"] == "running"  # until the agent confirms
+        acc = c.get(f"/api/v1/nodes/{agent.hostname}").json()["accelerators"][0]
+        assert acc["allocated_milli"] == 500  # slices held until the process is gone
+        agent.step()  # obeys the stop order, reports killed
+        done = job(c, running)
+        assert done["status"] == "cancelled" and "cancelled by user:admin" in done["status_reason"]
+        acc = c.get(f"/api/v1/nodes/{agent.hostname}").json()["accelerators"][0]
+        assert acc["allocated_milli"] == 0
+    agent.close()
+
+
+def test_failure_is_final_without_retry_on_failure(server) -> None:  # noqa: ANN001
+    agent, model = agent_for(server, "fail")
+    with server.client() as c:
+        job_id = c.post("/api/v1/jobs", json=spec("fail", model)).json()["id"]
+        wait_for(lambda: job(c, job_id)["status"] == "running", agents=(agent,))
+        agent.step(exit_code=3)
+        done = job(c, job_id)
+        assert done["status"] == "failed" and done["exit_code"] == 3
+        retried = c.post("/api/v1/jobs", json=spec("retry", model, retry={"on_failure": True,
+                                                                           "max_attempts": 2})).json()["id"]
+        wait_for(lambda: job(c, retried)["status"] == "running", agents=(agent,))
+        agent.step(exit_code=1)
+        wait_for(lambda: job(c, retried)["attempt"] == 2 and job(c, retried)["status"] == "running",
+                 agents=(agent,))
+        agent.step(exit_code=1)
+        assert job(c, retried)["status"] == "failed"
+    agent.close()
+
+
+def test_lost_node_requeues_then_runs_elsewhere(server) -> None:  # noqa: ANN001
+    doomed, model = agent_for(server, "lost")
+    with server.client() as c:
+        job_id = c.post("/api/v1/jobs", json=spec("lost", model)).json()["id"]
+        wait_for(lambda: job(c, job_id)["status"] == "running", agents=(doomed,))
+        # the node stops heartbeating: past the timeout it is not_ready and the job requeued
+        requeued = wait_for(lambda: (j := job(c, job_id))["status"] == "pending" and j, timeout=20)
+        assert requeued["attempt"] == 1 and "lost" in requeued["status_reason"]
+        node = c.get(f"/api/v1/nodes/{doomed.hostname}").json()
+        assert node["state"] == "not_ready" and node["accelerators"][0]["allocated_milli"] == 0
+        rescue = FakeAgent(server.url, server.bootstrap_token, f"rescue-{uuid.uuid4().hex[:6]}",
+                           gpus=1, model=model)
+        rescue.register()
+        wait_for(lambda: job(c, job_id)["status"] == "succeeded", agents=(rescue,), finish=True)
+        final = job(c, job_id)
+        assert final["attempt"] == 2 and final["placement"][0]["node"] == rescue.hostname
+        kinds = [e["kind"] for e in c.get(f"/api/v1/jobs/{job_id}/events").json()["items"]]
+        assert "lost" in kinds and "requeued" in kinds
+        # the lost node comes back with a heartbeat
+        assert doomed.heartbeat().status_code == 200
+        assert c.get(f"/api/v1/nodes/{doomed.hostname}").json()["state"] == "ready"
+        rescue.close()
+    doomed.close()
+
+
+def test_drain_requeues_running_jobs_and_cordon_blocks_new_ones(server) -> None:  # noqa: ANN001
+    agent, model = agent_for(server, "drain")
+    with server.client() as c:
+        job_id = c.post("/api/v1/jobs", json=spec("drain", model)).json()["id"]
+        wait_for(lambda: job(c, job_id)["status"] == "running", agents=(agent,))
+        node = c.post(f"/api/v1/nodes/{agent.hostname}/drain").json()
+        assert node["cordoned"] and node["state"] == "draining"
+        agent.step(finish=False)  # stop order -> killed
+        j = wait_for(lambda: (x := job(c, job_id))["status"] == "pending" and x)
+        assert "drained" in j["status_reason"]
+        time.sleep(0.6)
+        agent.heartbeat()
+        assert agent.assignments()["start"] == []  # cordoned: nothing new
+        reason = wait_for(lambda: job(c, job_id)["pending_reason"])
+        assert reason["code"]
+        assert c.post(f"/api/v1/nodes/{agent.hostname}/uncordon").json()["cordoned"] is False
+        wait_for(lambda: job(c, job_id)["status"] == "running", agents=(agent,))
+        assert c.post("/api/v1/nodes/no-such-node/cordon").status_code == 404
+    agent.close()
