@@ -192,14 +192,17 @@ class ServerProc:
         self.env = env or {}
         self.proc: subprocess.Popen | None = None
         self.log_path = root / "server.log"
+        self.started_once = False
 
     def start(self, timeout: float = 60) -> "ServerProc":
         env = {k: v for k, v in os.environ.items() if not k.startswith("GPUPOOL_")}
         env.update({"GPUPOOL_HOME": str(self.root / "home"),
                     "GPUPOOL_DATABASE_URL": f"sqlite:///{self.root / 'gpupool.db'}",
-                    "GPUPOOL_ADMIN_TOKEN": self.admin_token,
                     "GPUPOOL_BOOTSTRAP_TOKEN": self.bootstrap_token,
                     "PYTHONUNBUFFERED": "1", **self.env})
+        if not self.started_once:  # seeds the admin token; the database keeps it for a restart
+            env["GPUPOOL_ADMIN_TOKEN"] = self.admin_token
+        self.started_once = True
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "controlplane.cli.main", "server", "--host", "127.0.0.1",
              "--port", str(self.port)], cwd=ROOT, env=env, stdout=open(self.log_path, "ab"),
