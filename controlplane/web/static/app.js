@@ -10,7 +10,8 @@
       fill: s.fill || undefined, points: { show: spec.ts.length < 3 } })));
     const data = [spec.ts].concat(spec.series.map(s => s.values));
     const opts = { width: el.clientWidth || 600, height: 220, series: series,
-      axes: [{}, { label: spec.unit || "", size: 56 }], legend: { live: false } };
+      axes: [{}, { label: spec.unit || "", size: 56 }], legend: { live: false },
+      scales: { y: { range: (u, min, max) => [0, Math.max(1, max * 1.1)] } } };
     el.innerHTML = "";
     new uPlot(opts, data, el);
   }
