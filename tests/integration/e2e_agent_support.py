@@ -177,10 +177,8 @@ def wait_file_code(path: Path) -> str:
 
 
 class ServerProc:
-    """The control plane as its own process (``gpupool server``) on a fixed loopback port.
-
-    A fixed port and database let a test stop the server and start it again where the agents
-    expect it (the outage test).
+    """The control plane as its own process (A's ``tests.support.server.start_server``) on a fixed
+    loopback port and SQLite file, so a test can stop it and start it again where agents expect it.
     """
 
     def __init__(self, root: Path, *, port: int | None = None, env: dict[str, str] | None = None) -> None:
@@ -189,39 +187,23 @@ class ServerProc:
         self.url = f"http://127.0.0.1:{self.port}"
         self.admin_token = "gpa_e2e_admin_" + os.urandom(6).hex()
         self.bootstrap_token = "gpb_e2e_boot_" + os.urandom(6).hex()
+        self.db_url = f"sqlite:///{root / 'gpupool.db'}"
         self.env = env or {}
-        self.proc: subprocess.Popen | None = None
+        self.handle = None
         self.log_path = root / "server.log"
-        self.started_once = False
 
     def start(self, timeout: float = 60) -> "ServerProc":
-        env = {k: v for k, v in os.environ.items() if not k.startswith("GPUPOOL_")}
-        env.update({"GPUPOOL_HOME": str(self.root / "home"),
-                    "GPUPOOL_DATABASE_URL": f"sqlite:///{self.root / 'gpupool.db'}",
-                    "GPUPOOL_BOOTSTRAP_TOKEN": self.bootstrap_token,
-                    "PYTHONUNBUFFERED": "1", **self.env})
-        if not self.started_once:  # seeds the admin token; the database keeps it for a restart
-            env["GPUPOOL_ADMIN_TOKEN"] = self.admin_token
-        self.started_once = True
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "controlplane.cli.main", "server", "--host", "127.0.0.1",
-             "--port", str(self.port)], cwd=ROOT, env=env, stdout=open(self.log_path, "ab"),
-            stderr=subprocess.STDOUT, start_new_session=True)
+        from tests.support.server import start_server
 
-        def ready():
-            assert self.proc is not None and self.proc.poll() is None, self.log_path.read_text()
-            try:
-                return httpx.get(self.url + "/readyz", timeout=1).status_code == 200
-            except httpx.HTTPError:
-                return False
-        wait_until(ready, timeout, "server ready", interval=0.2)
+        env = dict(self.env)
+        if self.handle is not None:
+            # the database already holds the admin token; seeding it again is not needed
+            env["GPUPOOL_ADMIN_TOKEN"] = ""
+        self.handle = start_server(self.db_url, env, port=self.port, home=self.root / "home",
+                                   admin_token=self.admin_token, bootstrap_token=self.bootstrap_token,
+                                   timeout=timeout, log_path=self.log_path)
         return self
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        if self.handle is not None:
+            self.handle.stop(timeout=20)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from e2e_agent_support import AgentProc, Api, ServerProc, py_job, wait_file_code, wait_until
+from tests.integration.e2e_agent_support import AgentProc, Api, ServerProc, py_job, wait_file_code, wait_until
 
 pytestmark = [pytest.mark.timeout(120)]
 

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from e2e_agent_support import AgentProc, Api, ServerProc, py_job, wait_file_code, wait_until
+from tests.integration.e2e_agent_support import AgentProc, Api, ServerProc, py_job, wait_file_code, wait_until
 
 FAST = {"GPUPOOL_HEARTBEAT_INTERVAL_S": "0.5", "GPUPOOL_SCHEDULER_INTERVAL_S": "0.2",
         "GPUPOOL_LIVENESS_INTERVAL_S": "0.5"}
