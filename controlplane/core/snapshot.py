@@ -70,8 +70,13 @@ class Snapshot:
 
 @dataclass(frozen=True, slots=True)
 class Placement:
+    """Run ``job_id`` with these members. ``preempts``: jobs that must be stopped (and their
+    slices freed) first, because this placement uses their room; they are also listed in
+    ``Decision.preemptions`` with ``for_job_id == job_id``."""
+
     job_id: str
     members: tuple[MemberPlacement, ...]
+    preempts: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +98,14 @@ class PendingReason:
 
 @dataclass(slots=True)
 class Decision:
+    """What the scheduler decided for one cycle.
+
+    - ``placements``: jobs to start now, with every member's node and slices. Apply the
+      preemptions a placement names in ``preempts`` before it, in the same transaction.
+    - ``preemptions``: running jobs to stop and requeue; ``reason`` is a sentence for people.
+    - ``pending``: a reason for every pending job not placed (``unschedulable``: never fits).
+    """
+
     placements: list[Placement] = field(default_factory=list)
     preemptions: list[Preemption] = field(default_factory=list)
     pending: dict[str, PendingReason] = field(default_factory=dict)

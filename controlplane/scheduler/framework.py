@@ -89,7 +89,7 @@ class ScorePlugin(Protocol):
 
 
 class Plan:
-    """Assume claims on the state; ``rollback`` undoes them all, ``commit`` keeps them."""
+    """Assume claims on the state; ``rollback`` undoes them (to a savepoint), ``commit`` keeps them."""
 
     def __init__(self, state: ClusterState):
         self.state = state
@@ -103,10 +103,13 @@ class Plan:
         self.state.give(claim)
         self.log.append(ClaimUndo(claim, taken=False))
 
-    def rollback(self) -> None:
-        for entry in reversed(self.log):
+    def savepoint(self) -> int:
+        return len(self.log)
+
+    def rollback(self, to: int = 0) -> None:
+        while len(self.log) > to:
+            entry = self.log.pop()
             (self.state.give if entry.taken else self.state.take)(entry.claim)
-        self.log.clear()
 
     def commit(self) -> None:
         self.log.clear()

@@ -45,9 +45,23 @@ def build_state(nodes: Sequence[TraceNode]) -> ClusterState:
 
 
 def workload_of(pods: Sequence[TracePod]) -> Workload:
-    """The typical shapes of the trace (paper: most popular until 95% of pods)."""
-    return Workload.typical(TaskShape(p.cpu_milli, p.num_gpu, p.gpu_milli, p.gpu_spec)
-                            for p in pods)
+    """The typical shapes of the trace (paper: most popular until 95% of pods).
+
+    Each shape also carries the median host memory of its pods; the paper's FGD ignores it,
+    the default policy uses it to see GPUs stranded by a node's memory running out.
+    """
+    memory: dict[TaskShape, list[int]] = {}
+    for p in pods:
+        memory.setdefault(TaskShape(p.cpu_milli, p.num_gpu, p.gpu_milli, p.gpu_spec),
+                          []).append(p.memory_mib)
+    typical = Workload.typical(TaskShape(p.cpu_milli, p.num_gpu, p.gpu_milli, p.gpu_spec)
+                               for p in pods)
+    shapes = []
+    for s in typical.shapes:
+        values = sorted(memory[s])
+        shapes.append(TaskShape(s.cpu_milli, s.num_gpu, s.gpu_milli, s.models,
+                                values[len(values) // 2]))
+    return Workload(shapes, typical.weights)
 
 
 def arrival_order(pods: Sequence[TracePod], capacity_milli: int, seed: int,

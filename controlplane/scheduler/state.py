@@ -65,6 +65,9 @@ class ClusterState:
         self.acc_labels: list[list[dict[str, str]]] = [[] for _ in range(self.n)]
         self.vendors: list[list[str]] = [[] for _ in range(self.n)]
         self.acc_mem_cap = self.gpu_mem_free.copy()
+        self.cpu_cap = self.cpu_free.copy()  # whole-node capacity (for "can never fit")
+        self.mem_cap = self.mem_free.copy()
+        self.reserved = np.zeros(self.n, dtype=bool)  # held for a blocked queue head
 
     # ---- construction -------------------------------------------------------------------
     @classmethod
@@ -98,6 +101,8 @@ class ClusterState:
                     [x.free_memory_mib for x in nodes], free, mem, valid, model, models,
                     [not x.cordoned and x.ready for x in nodes], domain, numa)
         state.acc_mem_cap = cap
+        state.cpu_cap = np.array([x.cpu_milli for x in nodes], np.int64)
+        state.mem_cap = np.array([x.memory_mib for x in nodes], np.int64)
         for i, node in enumerate(nodes):
             state.uuids[i] = [a.uuid for a in node.accelerators]
             state.node_labels[i] = dict(node.labels)

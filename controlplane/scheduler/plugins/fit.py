@@ -52,7 +52,7 @@ def idle_mask(state: ClusterState) -> np.ndarray:
 
 
 def node_fits(state: ClusterState, shape: MemberShape) -> np.ndarray:
-    return state.node_ok & (state.cpu_free >= shape.cpu_milli) & (state.mem_free >= shape.memory_mib)
+    return state.node_ok & ~state.reserved & (state.cpu_free >= shape.cpu_milli) & (state.mem_free >= shape.memory_mib)
 
 
 def fraction_memory(state: ClusterState, shape: MemberShape) -> np.ndarray:

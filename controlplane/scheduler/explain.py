@@ -1,0 +1,113 @@
+"""Pending reasons a person can act on: what is short, by how much, and where it is closest.
+
+Called only for jobs that did not fit, so it may look at the whole state with numpy.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from controlplane.core.resources import WHOLE
+from controlplane.core.snapshot import PendingReason
+from controlplane.scheduler.framework import Context, MemberShape
+from controlplane.scheduler.plugins.fit import allowed_mask, fraction_memory, idle_mask
+from controlplane.scheduler.queues import gpus
+
+
+def _want(shape: MemberShape, models: list[str]) -> str:
+    kind = "/".join(models) if models else "GPU"
+    if shape.whole:
+        return f"{shape.whole} free {kind}" + ("" if shape.whole == 1 else "s")
+    mem = f" and {shape.gpu_memory_mib} MiB" if shape.gpu_memory_mib else ""
+    return f"{gpus(shape.milli)} of a {kind} ({shape.milli} milli{mem})"
+
+
+def _models(ctx: Context, mask: np.ndarray) -> list[str]:
+    ids = sorted(set(ctx.state.gpu_model[mask].tolist()))
+    return [ctx.state.models[i] for i in ids if i >= 0]
+
+
+def constraint_reason(ctx: Context, shape: MemberShape) -> PendingReason | None:
+    """'Can never fit' reasons: no matching accelerator, or no node large enough."""
+    state = ctx.state
+    c = shape.constraints
+    if shape.whole or shape.milli:
+        allowed = allowed_mask(ctx, c)
+        if not allowed.any():
+            have = ", ".join(f"{m} x {int((state.gpu_model[state.gpu_valid] == i).sum())}"
+                             for i, m in enumerate(state.models)) or "no accelerators"
+            want = []
+            if c.models:
+                want.append(f"models {'|'.join(c.models)}")
+            if c.vendor:
+                want.append(f"vendor {c.vendor}")
+            if c.min_memory_mib:
+                want.append(f"at least {c.min_memory_mib} MiB")
+            if c.labels:
+                want.append("labels " + ", ".join(f"{k}={v}" for k, v in c.labels))
+            return PendingReason("constraints",
+                                 f"no accelerator matches {' and '.join(want) or 'the request'} "
+                                 f"(pool has: {have})", {"pool": have}, unschedulable=True)
+        per_node = allowed.sum(axis=1)
+        need = max(shape.whole, 1)
+        big = (per_node >= need) & (state.cpu_cap >= shape.cpu_milli) & (
+            state.mem_cap >= shape.memory_mib)
+        if shape.milli and shape.gpu_memory_mib:
+            big &= (allowed & (state.acc_mem_cap >= shape.gpu_memory_mib)).any(axis=1)
+        if not big.any():
+            return PendingReason(
+                "capacity", f"no node can ever hold one member: it needs {_want(shape, [])}, "
+                f"{shape.cpu_milli} CPU milli and {shape.memory_mib} MiB; the largest node has "
+                f"{int(per_node.max())} matching GPUs and {int(state.cpu_cap.max())} CPU milli",
+                {"max_gpus_per_node": int(per_node.max())}, unschedulable=True)
+    elif not ((state.cpu_cap >= shape.cpu_milli) & (state.mem_cap >= shape.memory_mib)).any():
+        return PendingReason("capacity", f"no node has {shape.cpu_milli} CPU milli and "
+                             f"{shape.memory_mib} MiB in total", {}, unschedulable=True)
+    return None
+
+
+def capacity_reason(ctx: Context, shape: MemberShape, gang: int, placed: int) -> PendingReason:
+    """Why no (or not enough) spot is free now; names the closest node."""
+    state = ctx.state
+    if not (state.node_ok).any():
+        return PendingReason("cordoned", "every node is cordoned or not ready", {})
+    usable = state.node_ok & ~state.reserved
+    host_ok = usable & (state.cpu_free >= shape.cpu_milli) & (state.mem_free >= shape.memory_mib)
+    details: dict = {"nodes_with_cpu_and_memory": int(host_ok.sum())}
+    if shape.whole or shape.milli:
+        allowed = allowed_mask(ctx, shape.constraints)
+        models = _models(ctx, allowed)
+        if shape.whole:
+            counts = (idle_mask(state) & allowed).sum(axis=1)
+            gpu_ok = counts >= shape.whole
+        else:
+            room = (allowed & (state.gpu_free >= shape.milli)
+                    & (state.gpu_mem_free >= fraction_memory(state, shape)))
+            gpu_ok = room.any(axis=1)
+        free = np.where(allowed, state.gpu_free, 0).sum(axis=1) * usable
+        best = int(np.argmax(free))
+        block = (f"the largest free block is {gpus(int(free[best]))} GPU on {state.names[best]}"
+                 if free[best] > 0 else "no matching GPU has anything free")
+        details |= {"nodes_with_gpus": int((gpu_ok & usable).sum()),
+                    "largest_free_milli": int(free[best]), "largest_free_node": state.names[best]}
+        if (gpu_ok & usable).any() and not (gpu_ok & host_ok).any():
+            cpu_best = int(np.argmax(np.where(gpu_ok & usable, state.cpu_free, -1)))
+            msg = (f"{int((gpu_ok & usable).sum())} node(s) have {_want(shape, models)} but not "
+                   f"{shape.cpu_milli} CPU milli and {shape.memory_mib} MiB; {state.names[cpu_best]} "
+                   f"has {int(state.cpu_free[cpu_best])} CPU milli and "
+                   f"{int(state.mem_free[cpu_best])} MiB free")
+        else:
+            topo = " on one NVLink domain" if shape.whole > 1 and (state.gpu_domain >= 0).any() else ""
+            msg = f"no node has {_want(shape, models)}{topo}; {block}"
+        if gang > 1:
+            msg = (f"gang of {gang} needs {gang} member spots, {placed} fit; " + msg)
+            details["gang_fit"] = placed
+        if state.reserved.any():
+            msg += f"; {int(state.reserved.sum())} node(s) are held for a waiting job"
+        return PendingReason("gang" if gang > 1 else "capacity", msg, details)
+    best = int(np.argmax(np.where(usable, state.cpu_free, -1)))
+    msg = (f"no node has {shape.cpu_milli} CPU milli and {shape.memory_mib} MiB free; "
+           f"{state.names[best]} has {int(state.cpu_free[best])} CPU milli")
+    if gang > 1:
+        msg = f"gang of {gang} needs {gang} member spots, {placed} fit; " + msg
+    return PendingReason("gang" if gang > 1 else "capacity", msg, details)

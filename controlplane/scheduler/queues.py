@@ -1,0 +1,124 @@
+"""Queue accounting: usage against guarantee and limit, and weighted DRF order between queues.
+
+Usage is GPU compute milli (the quota unit), also kept per accelerator model for model
+guarantees, plus CPU and memory for the dominant-resource share. A queue above its guarantee
+is *borrowing*; its newest jobs are the ones a reclaim may take back.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from controlplane.core.resources import WHOLE, Request
+from controlplane.core.snapshot import PendingJob, Queue, RunningJob, Snapshot
+
+
+def gpus(milli: int) -> str:
+    """Milli as a short GPU count for messages: 7500 -> '7.5'."""
+    return f"{milli / WHOLE:.2f}".rstrip("0").rstrip(".")
+
+
+@dataclass(slots=True)
+class QueueUsage:
+    queue: Queue
+    gpu_milli: int = 0
+    cpu_milli: int = 0
+    memory_mib: int = 0
+    by_model: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def borrowed_milli(self) -> int:
+        return max(0, self.gpu_milli - self.queue.guarantee_milli)
+
+    def model_guarantee(self, model: str) -> int | None:
+        for name, milli in self.queue.model_guarantees_milli:
+            if name == model:
+                return milli
+        return None
+
+
+class QuotaBook:
+    """Usage of every queue, updated as the cycle places and preempts jobs."""
+
+    def __init__(self, snapshot: Snapshot, model_of: dict[str, str]):
+        self.usage = {q.name: QueueUsage(q) for q in snapshot.queues}
+        self.model_of = model_of  # accelerator uuid -> model
+        total_gpu = sum(len(n.accelerators) for n in snapshot.nodes) * WHOLE
+        self.totals = (max(total_gpu, 1), max(sum(n.cpu_milli for n in snapshot.nodes), 1),
+                       max(sum(n.memory_mib for n in snapshot.nodes), 1))
+        for job in snapshot.running:
+            self.add(job.queue, job.request, self.models_of(job))
+
+    def of(self, queue: str) -> QueueUsage:
+        if queue not in self.usage:  # a job in an unknown queue: no guarantee, no limit
+            self.usage[queue] = QueueUsage(Queue(queue, team=queue))
+        return self.usage[queue]
+
+    def models_of(self, job: RunningJob) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for member in job.members:
+            for grant in member.slices:
+                model = self.model_of.get(grant.accelerator_uuid, "")
+                out[model] = out.get(model, 0) + grant.compute_milli
+        return out
+
+    def add(self, queue: str, req: Request, models: dict[str, int], sign: int = 1) -> None:
+        u = self.of(queue)
+        u.gpu_milli += sign * req.total_gpu_milli
+        u.cpu_milli += sign * req.cpu_milli * req.gang
+        u.memory_mib += sign * req.memory_mib * req.gang
+        for model, milli in models.items():
+            u.by_model[model] = u.by_model.get(model, 0) + sign * milli
+
+    def dominant_share(self, queue: str) -> float:
+        u = self.of(queue)
+        gpu, cpu, mem = self.totals
+        share = max(u.gpu_milli / gpu, u.cpu_milli / cpu, u.memory_mib / mem)
+        return share / max(u.queue.weight, 1e-9)
+
+    def over_limit(self, job: PendingJob) -> str | None:
+        """A readable quota message when placing ``job`` would pass its queue's limit."""
+        u = self.of(job.queue)
+        limit = u.queue.limit_milli
+        if limit is None or u.gpu_milli + job.request.total_gpu_milli <= limit:
+            return None
+        q = u.queue
+        return (f"quota: {q.team} uses {gpus(u.gpu_milli)} of its {gpus(q.guarantee_milli)} GPU "
+                f"guarantee and its limit is {gpus(limit)}; this job needs "
+                f"{gpus(job.request.total_gpu_milli)} more")
+
+    def within_guarantee(self, job: PendingJob) -> bool:
+        u = self.of(job.queue)
+        return u.gpu_milli + job.request.total_gpu_milli <= u.queue.guarantee_milli
+
+
+def job_order(job: PendingJob) -> tuple[int, int, str]:
+    """Within a queue: higher priority first, then older."""
+    return (-job.priority, job.submitted_seq, job.job_id)
+
+
+def fair_order(pending: list[PendingJob], book: QuotaBook) -> Iterator[PendingJob]:
+    """Jobs one at a time from the queue with the lowest weighted dominant share.
+
+    The caller updates ``book`` after each placement, so the order follows the cycle's
+    own decisions (weighted DRF). Ties: queue name.
+    """
+    per_queue: dict[str, list[PendingJob]] = {}
+    for job in pending:
+        per_queue.setdefault(job.queue, []).append(job)
+    for jobs in per_queue.values():
+        jobs.sort(key=job_order, reverse=True)  # pop() from the end = next job
+    heap = [(book.dominant_share(q), q) for q in per_queue]
+    heapq.heapify(heap)
+    while heap:
+        share, queue = heapq.heappop(heap)
+        current = book.dominant_share(queue)
+        if current > share + 1e-12:  # usage changed since pushed: re-queue with the new share
+            heapq.heappush(heap, (current, queue))
+            continue
+        jobs = per_queue[queue]
+        yield jobs.pop()
+        if jobs:
+            heapq.heappush(heap, (book.dominant_share(queue), queue))
