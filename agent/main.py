@@ -30,7 +30,7 @@ from controlplane.core import wire
 
 log = logging.getLogger("gpupool.agent")
 STATUS_BATCH = 200
-SAMPLE_BATCH = 4000
+SAMPLE_BATCH = 1000
 LOG_BATCH_BYTES = 512 * 1024
 
 
@@ -202,10 +202,13 @@ class Agent:
     def _send_heartbeat(self, snap: Any) -> bool:
         """One heartbeat with up to SAMPLE_BATCH buffered samples; True if more are waiting."""
         samples = self.sample_outbox.peek(SAMPLE_BATCH)
+        batch = [wire.AcceleratorSample.model_validate(s) for s in samples]
+        if len(self.sample_outbox) > len(samples) and snap is not None:
+            batch.extend(snap.samples)  # replaying a backlog: the newest sample stays last
         health = self.backend.health()
         hb = wire.Heartbeat(node_id=self.node_id or "", ts=time.time(),
                             healthy=all(health.values()) if health else True,
-                            samples=[wire.AcceleratorSample.model_validate(s) for s in samples],
+                            samples=batch,
                             slice_usage=snap.slice_usage() if snap is not None else [],
                             running_attempts=self.runtime.running_attempts())
         try:
