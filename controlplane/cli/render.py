@@ -168,28 +168,28 @@ def job_detail(job: dict) -> Group:
     if reason:
         label = "pending because" if job.get("status") == "pending" else "reason"
         info.add_row(label, Text(reason, style="yellow" if job.get("status") == "pending" else ""))
+    if isinstance(job.get("progress"), dict):
+        for label, cell in progress_rows(job["progress"]):
+            info.add_row(label, cell)
     parts: list[Any] = [info]
-    frac = progress_fraction(job.get("progress"))
-    if frac is not None or job.get("progress"):
-        parts.append(progress_block(job.get("progress") or {}))
     members = job.get("placement") or []
     if members:
         parts.append(placement_table(members))
     return Group(*parts)
 
 
-def progress_block(progress: dict) -> Table:
-    grid = Table.grid(padding=(0, 2))
-    grid.add_column(style="bold")
-    grid.add_column()
+def progress_rows(progress: dict) -> list[tuple[str, Any]]:
+    """A progress bar with step/total, and the other reported figures (loss, tokens/s...)."""
+    rows: list[tuple[str, Any]] = []
     frac = progress_fraction(progress)
     if frac is not None:
-        bar = ProgressBar(total=1.0, completed=frac, width=40)
-        grid.add_row("progress", Group(bar, Text(fmt_progress(progress))))
+        line = Table.grid(padding=(0, 1))
+        line.add_row(ProgressBar(total=1.0, completed=frac, width=40), Text(fmt_progress(progress)))
+        rows.append(("progress", line))
     extras = {k: v for k, v in progress.items() if k not in ("step", "total")}
     if extras:
-        grid.add_row("metrics", escape(", ".join(f"{k}={_short(v)}" for k, v in extras.items())))
-    return grid
+        rows.append(("metrics", escape(", ".join(f"{k}={_short(v)}" for k, v in extras.items()))))
+    return rows
 
 
 def _short(v: Any) -> str:

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from controlplane.cli.main import app
 from controlplane.client import GpupoolClient
-from tests.support import start_server
+from tests.support.server import start_server
 
 pytestmark = pytest.mark.timeout(180)
 ROOT = Path(__file__).resolve().parents[2]
@@ -104,7 +104,9 @@ def test_submit_jobs_job_logs(cli, pool, tmp_path):
     job_id = out.strip()
     with GpupoolClient(pool.url, pool.admin_token) as c:
         job = c.wait_for_job(job_id, timeout=60)
-    assert job["status"] == "succeeded", job
+        assert job["status"] == "succeeded", job
+        # the last log chunks (and so the last progress line) may land just after the exit report
+        c.wait_for_job(job_id, timeout=15, until=lambda j: (j.get("progress") or {}).get("step") == 3)
 
     code, out, _ = cli("jobs")
     assert code == 0 and "cli-ok" in out and "succeeded" in out and job_id in out
