@@ -24,6 +24,8 @@ def parse_args(argv: list[str] | None = None) -> dict:
     p.add_argument("--poll-wait", dest="poll_wait_s", type=float)
     p.add_argument("--tick", dest="tick_s", type=float)
     p.add_argument("--memory-grace", dest="memory_grace_s", type=float)
+    p.add_argument("--stop-jobs-on-exit", action="store_const", const=True, default=None,
+                   help="stop running jobs when the agent stops (default: leave them for re-adoption)")
     p.add_argument("--log-level")
     p.add_argument("--config", dest="config_file", help="YAML file of settings")
     ns = vars(p.parse_args(argv))

@@ -44,6 +44,8 @@ class AgentConfig(BaseModel):
     tick_s: float = Field(0.5, gt=0, le=10, description="supervision and watchdog period")
     memory_grace_s: float | None = Field(1.0, ge=0, description="watchdog grace; None = off")
     telemetry_buffer: int = Field(20000, ge=10, description="samples kept while the server is down")
+    stop_jobs_on_exit: bool = Field(False, description="stop jobs when the agent stops (default: "
+                                     "leave them running for the next start to re-adopt)")
     labels: dict[str, str] = Field(default_factory=dict)
     log_level: str = "INFO"
     config_file: Path | None = None

@@ -64,6 +64,7 @@ class Agent:
         self.reports_delivered = 0
         self.stopping = threading.Event()
         self._wake_sender = threading.Event()
+        self._send_lock = threading.Lock()
         self._registered = threading.Event()
         self._unknown_stops: set[str] = set()
         self.exporter = None
@@ -244,23 +245,34 @@ class Agent:
                 self.stopping.wait(5.0)
             self._wake_sender.wait(self.config.tick_s)
 
-    def _flush_status(self) -> None:
-        while not self.stopping.is_set():
-            items = self.status_outbox.peek(STATUS_BATCH)
-            if not items:
-                return
-            batch = wire.StatusBatch(node_id=self.node_id or "",
-                                     reports=[wire.StatusReport.model_validate(i) for i in items])
-            try:
-                self.client.status(batch)
-            except Rejected as exc:
-                log.error("status reports rejected, dropping seq %s..%s: %s", items[0]["seq"],
-                          items[-1]["seq"], exc)
-            self.status_outbox.pop(len(items))
-            self.reports_delivered += len(items)
-            self._set_connected(True)
+    def _flush_status(self, force: bool = False) -> None:
+        while force or not self.stopping.is_set():
+            with self._send_lock:  # peek, send and pop as one step (the final flush may race)
+                if not self._flush_status_batch():
+                    return
+
+    def _flush_status_batch(self) -> bool:
+        """Send the oldest reports; False when there was nothing to send."""
+        items = self.status_outbox.peek(STATUS_BATCH)
+        if not items:
+            return False
+        batch = wire.StatusBatch(node_id=self.node_id or "",
+                                 reports=[wire.StatusReport.model_validate(i) for i in items])
+        try:
+            self.client.status(batch)
+        except Rejected as exc:
+            log.error("status reports rejected, dropping seq %s..%s: %s", items[0]["seq"],
+                      items[-1]["seq"], exc)
+        self.status_outbox.pop(len(items))
+        self.reports_delivered += len(items)
+        self._set_connected(True)
+        return True
 
     def _ship_logs(self) -> None:
+        with self._send_lock:
+            self._ship_logs_batch()
+
+    def _ship_logs_batch(self) -> None:
         chunks: list[tuple[str, str, int, wire.LogChunk]] = []
         budget = LOG_BATCH_BYTES
         for job in self.runtime.log_jobs():
@@ -295,6 +307,17 @@ class Agent:
             return
         self.runtime.enforce_memory({(r.attempt_id, r.accelerator_uuid): r.memory_used_mib
                                      for r in snap.slices})
+
+    def _final_flush(self) -> None:
+        """Best effort, a few seconds: deliver what the stopped jobs reported."""
+        if not self._registered.is_set():
+            return
+        try:
+            self._flush_status(force=True)
+            self._ship_logs()
+            self._flush_status(force=True)
+        except Exception as exc:  # noqa: BLE001 - the reports stay on disk for the next start
+            log.warning("could not deliver the final reports now (%s); they stay buffered", exc)
 
     # ------------------------------------------------------------------ run
     def health(self) -> dict[str, Any]:
@@ -342,6 +365,10 @@ class Agent:
 
     def shutdown(self) -> None:
         self.stopping.set()
+        if self.config.stop_jobs_on_exit and self.runtime.root_pids():
+            log.info("stopping %d job(s) before exiting", len(self.runtime.root_pids()))
+            self.runtime.stop_all(f"agent on node {self.config.node_name} stopped")
+            self._final_flush()
         self.runtime.shutdown()
         if self.exporter is not None:
             self.exporter.stop()

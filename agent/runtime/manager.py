@@ -64,7 +64,8 @@ def resolve_argv(argv: list[str]) -> list[str]:
 class Runtime:
     def __init__(self, state: StateDir, *, node_name: str, address: str, report: Reporter,
                  mps: MpsController, backend: Any = None, watchdog_grace_s: float | None = 1.0,
-                 log_flush_s: float = 3.0, clock: Callable[[], float] = time.time) -> None:
+                 log_flush_s: float = 3.0, keep_done_s: float = 7 * 86400,
+                 clock: Callable[[], float] = time.time) -> None:
         self.state = state
         self.node_name = node_name
         self.address = address
@@ -73,6 +74,7 @@ class Runtime:
         self.backend = backend
         self.watchdog = MemoryWatchdog(watchdog_grace_s) if watchdog_grace_s is not None else None
         self.log_flush_s = log_flush_s
+        self.keep_done_s = keep_done_s
         self.clock = clock
         self.jobs: dict[str, Job] = {}
         self.finished: set[str] = set()  # done and logs shipped: only remembered to ignore replays
@@ -158,6 +160,9 @@ class Runtime:
             for record in self.state.load_records():
                 order = StartOrder.model_validate(record["order"])
                 job = Job(order, record, self.state.job_dir(order.attempt_id))
+                if record["state"] == "done" and self._expired(job):
+                    shutil.rmtree(job.job_dir, ignore_errors=True)  # retention of old job dirs
+                    continue
                 self.jobs[order.attempt_id] = job
                 if record["state"] != "running":
                     continue
@@ -168,6 +173,26 @@ class Runtime:
                     log.info("re-adopted job %s attempt %s (pid %s)", order.job_id, order.attempt_id,
                              record["pid"])
         return adopted
+
+    def _expired(self, job: Job) -> bool:
+        """A finished job whose logs were shipped and that ended more than ``keep_done_s`` ago."""
+        ended = (job.record.get("exit") or {}).get("ts") or job.record.get("started_ts") or 0
+        shipped = all(job.record["offsets"][s] >= logs.size(job.job_dir / f"{s}.log") for s in STREAMS)
+        return shipped and self.clock() - ended > self.keep_done_s
+
+    def stop_all(self, reason: str) -> None:
+        """Stop every running job and wait for them (agent started with stop_jobs_on_exit)."""
+        for attempt in [a for a, j in list(self.jobs.items()) if j.state == "running"]:
+            job = self.jobs[attempt]
+            self.stop(attempt, reason, job.order.grace_s)
+        deadline = time.monotonic() + max([j.order.grace_s for j in self.jobs.values()] + [0]) + 5
+        while time.monotonic() < deadline and any(j.state == "running" for j in list(self.jobs.values())):
+            self.tick()
+            time.sleep(0.1)
+        for job in list(self.jobs.values()):
+            if job.state == "exited":
+                job.record["exit"]["ts"] = 0  # report now, the logs follow from the files
+                self._maybe_finish(job, self.clock())
 
     def _attach(self, job: Job) -> None:
         attach = getattr(self.backend, "attach", None)

@@ -38,11 +38,13 @@ class AgentProc:
     """One node agent as a separate process, on simulated GPUs, with fast loops for tests."""
 
     def __init__(self, server_url: str, bootstrap_token: str, root: Path, name: str,
-                 gpus: str = "1x1xH100-80GB", heartbeat_s: float = 0.5) -> None:
+                 gpus: str = "1x1xH100-80GB", heartbeat_s: float = 0.5,
+                 extra_args: list[str] | None = None) -> None:
         self.server_url, self.token, self.name, self.gpus = server_url, bootstrap_token, name, gpus
         self.state_dir = root / f"agent-{name}"
         self.log_path = root / f"agent-{name}.log"
         self.heartbeat_s = heartbeat_s
+        self.extra_args = extra_args or []
         self.port = free_port()
         self.proc: subprocess.Popen | None = None
 
@@ -52,7 +54,7 @@ class AgentProc:
         cmd = [sys.executable, "-m", "agent", "--server", self.server_url, "--token", self.token,
                "--node-name", self.name, "--simulate", self.gpus, "--state-dir", str(self.state_dir),
                "--exporter-port", str(self.port), "--heartbeat-interval", str(self.heartbeat_s),
-               "--poll-wait", "2", "--tick", "0.2", "--memory-grace", "0.5", "--log-level", "DEBUG"]
+               "--poll-wait", "2", "--tick", "0.2", "--memory-grace", "0.5", "--log-level", "DEBUG", *self.extra_args]
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=open(self.log_path, "ab"),
                                      stderr=subprocess.STDOUT)
         return self

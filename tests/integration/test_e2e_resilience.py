@@ -18,13 +18,14 @@ FAST = {"GPUPOOL_HEARTBEAT_INTERVAL_S": "0.5", "GPUPOOL_SCHEDULER_INTERVAL_S": "
 def cluster(tmp_path):
     made: list = []
 
-    def make(n_agents: int, heartbeat_timeout_s: float):
+    def make(n_agents: int, heartbeat_timeout_s: float, extra_args: list[str] | None = None):
         server = ServerProc(tmp_path, env={**FAST, "GPUPOOL_HEARTBEAT_TIMEOUT_S": str(heartbeat_timeout_s)})
         made.append(server)
         server.start()
         agents = []
         for i in range(n_agents):
-            a = AgentProc(server.url, server.bootstrap_token, tmp_path, f"node{i}", gpus="1x1xA100-80GB")
+            a = AgentProc(server.url, server.bootstrap_token, tmp_path, f"node{i}", gpus="1x1xA100-80GB",
+                          extra_args=extra_args)
             made.append(a)
             agents.append(a.start())
         for a in agents:
@@ -118,3 +119,16 @@ def test_control_plane_down_30s_loses_no_report(cluster, tmp_path):
     assert api.wait_status(job["id"], "succeeded")["exit_code"] == 0
     assert api.wait_status(short["id"], "succeeded")["exit_code"] == 0
     assert "finished offline" in wait_until(lambda: api.logs(job["id"]), 10, "logs")
+
+
+@pytest.mark.timeout(60)
+def test_agent_stopping_with_stop_jobs_on_exit_ends_its_jobs(cluster, tmp_path):
+    server, (agent,), api = cluster(1, heartbeat_timeout_s=30, extra_args=["--stop-jobs-on-exit"])
+    job = api.submit(py_job("stopped-with-agent", "import time\nprint('up', flush=True)\ntime.sleep(120)"))
+    api.wait_status(job["id"], "running")
+    wait_until(lambda: agent.job_alive(job["id"]), 10, "job process")
+    agent.stop()
+    assert agent.proc.returncode == 0
+    assert not agent.job_alive(job["id"])
+    done = api.wait_status(job["id"], "failed", timeout=20)
+    assert done["status_reason"] == "agent on node node0 stopped"
