@@ -101,7 +101,7 @@ def _shape(pod: TracePod) -> MemberShape:
 
 
 def run(nodes: Sequence[TraceNode], pods: Sequence[TracePod], policy: str, seed: int,
-        progress: Callable[[int, int], None] | None = None) -> RunResult:
+        progress: Callable[[int, int], None] | None = None, limit: int | None = None) -> RunResult:
     """One replay of ``pods`` on an empty cluster of ``nodes`` with ``policy``."""
     state = build_state(nodes)
     state.rank = np.random.default_rng(seed + 3_000_017).permutation(state.n)
@@ -111,7 +111,7 @@ def run(nodes: Sequence[TraceNode], pods: Sequence[TracePod], policy: str, seed:
     prof = policies.profile(policy)
     policies.prepare(ctx, prof, workload)
     capacity = int(state.gpu_count.sum()) * 1000
-    order = arrival_order(pods, capacity, seed)
+    order = arrival_order(pods, capacity, seed)[:limit]
     shapes: dict[tuple, MemberShape] = {}
     sums: dict[int, list[float]] = {}
     arrived = used = placed = failed = 0
@@ -137,6 +137,8 @@ def run(nodes: Sequence[TraceNode], pods: Sequence[TracePod], policy: str, seed:
         if progress and i % 256 == 0:
             progress(i, len(order))
     seconds = time.perf_counter() - started
+    if progress:
+        progress(len(order), len(order))
     result = RunResult(seed, placed, failed, seconds)
     for b in range(0, max(sums) + 1):
         src = sums.get(b) or sums.get(b - 1) or sums.get(b + 1)

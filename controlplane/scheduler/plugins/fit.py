@@ -52,7 +52,8 @@ def idle_mask(state: ClusterState) -> np.ndarray:
 
 
 def node_fits(state: ClusterState, shape: MemberShape) -> np.ndarray:
-    return state.node_ok & ~state.reserved & (state.cpu_free >= shape.cpu_milli) & (state.mem_free >= shape.memory_mib)
+    return (state.node_ok & ~state.reserved & (state.cpu_free >= shape.cpu_milli)
+            & (state.mem_free >= shape.memory_mib))
 
 
 def fraction_memory(state: ClusterState, shape: MemberShape) -> np.ndarray:
@@ -71,6 +72,8 @@ def candidates(ctx: Context, shape: MemberShape) -> Candidates:
         nodes = np.flatnonzero(idle.sum(axis=1) >= shape.whole)
         sub = idle[nodes]
         chosen = sub & (np.cumsum(sub, axis=1) <= shape.whole)
+        if shape.whole > 1:
+            group_aware(state, nodes, sub, chosen, shape.whole)
         return Candidates(nodes, chosen=chosen)
     if shape.milli:
         ok = (allowed_mask(ctx, shape.constraints) & fits[:, None]
@@ -79,6 +82,24 @@ def candidates(ctx: Context, shape: MemberShape) -> Candidates:
         nodes, gpus = np.nonzero(ok)
         return Candidates(nodes, gpus=gpus)
     return Candidates(np.flatnonzero(fits))
+
+
+def group_aware(state: ClusterState, nodes: np.ndarray, idle: np.ndarray, chosen: np.ndarray,
+                k: int) -> None:
+    """Re-pick ``k`` idle GPUs inside one NVLink domain (else one NUMA node), tightest first."""
+    has_topology = (state.gpu_domain[nodes] >= 0) | (state.gpu_numa[nodes] >= 0)
+    for c in np.flatnonzero(has_topology.any(axis=1)):
+        n = nodes[c]
+        for groups in (state.gpu_domain[n], state.gpu_numa[n]):
+            options = []
+            for gid in set(groups[idle[c]].tolist()) - {-1}:
+                members = np.flatnonzero(idle[c] & (groups == gid))
+                if len(members) >= k:
+                    options.append((len(members), gid, members[:k]))
+            if options:
+                chosen[c] = False
+                chosen[c, min(options, key=lambda o: (o[0], o[1]))[2]] = True
+                break
 
 
 def grants_of(state: ClusterState, shape: MemberShape, cands: Candidates,
