@@ -49,7 +49,7 @@ def test_dry_run_says_no_gpu():
 
 def test_rehearsal_watchdog_and_telemetry(tmp_path):
     out = tmp_path / "summary.json"
-    result = _run("--rehearse", "--seconds", "3", "--out", str(out))
+    result = _run("--rehearse", "--seconds", "2", "--out", str(out))
     assert result.returncode == 0, result.stdout + result.stderr
     summary = json.loads(result.stdout)
     assert summary == json.loads(out.read_text())
