@@ -1,0 +1,103 @@
+"""Workload specs: kinds, derived resources, clear errors, launch plans, progress lines."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from pydantic import ValidationError
+
+from controlplane.core.wire import PROGRESS_PREFIX
+from workloads import progress
+from workloads.launch import build_launch
+from workloads.specs import (
+    CustomSpec,
+    EvaluateSpec,
+    FinetuneSpec,
+    InferenceSpec,
+    PretrainSpec,
+    Resources,
+    parse_job_spec,
+)
+
+
+def test_each_kind_parses_to_its_class() -> None:
+    assert isinstance(parse_job_spec({"name": "c", "command": "echo hi"}), CustomSpec)
+    assert isinstance(parse_job_spec({"kind": "pretrain", "name": "p", "data": "/d"}), PretrainSpec)
+    assert isinstance(parse_job_spec({"kind": "finetune", "name": "f", "data": "/d", "base_model": "/m"}), FinetuneSpec)
+    assert isinstance(parse_job_spec({"kind": "evaluate", "name": "e", "model_path": "/m", "prompts": ["x"]}),
+                      EvaluateSpec)
+    assert isinstance(parse_job_spec({"kind": "inference", "name": "i", "model_path": "/m"}), InferenceSpec)
+
+
+def test_omitted_resources_are_derived_from_the_estimate() -> None:
+    s = parse_job_spec({"kind": "pretrain", "name": "p", "data": "/d"})
+    assert 0 < s.resources.gpu < 1 and s.resources.gpu_memory_mib > 0
+    big = parse_job_spec({"kind": "pretrain", "name": "p", "data": "/d",
+                          "model": {"params_b": 13, "hidden_size": 5120, "num_layers": 40, "num_heads": 40,
+                                    "max_seq_len": 2048},
+                          "training": {"zero_stage": 3, "micro_batch_size": 1, "seq_len": 2048,
+                                       "activation_checkpointing": True}})
+    assert big.resources.gpu >= 2 and big.resources.gpu == int(big.resources.gpu)
+    tp = parse_job_spec({"kind": "inference", "name": "i", "model_path": "/m", "tensor_parallel_size": 2})
+    assert tp.resources.gpu == 2
+    # a round trip keeps the derived request (it is now explicit)
+    again = parse_job_spec(json.loads(s.model_dump_json()))
+    assert again.resources == s.resources
+
+
+def test_explicit_resources_win() -> None:
+    s = parse_job_spec({"kind": "pretrain", "name": "p", "data": "/d", "resources": {"gpu": 0.5}})
+    assert s.resources == Resources(gpu=0.5)
+
+
+@pytest.mark.parametrize(("spec", "field_words"), [
+    ({"kind": "pretrain", "name": "p"}, "data"),
+    ({"kind": "pretrain", "name": "p", "data": "/d", "training": {"seq_len": 4096}}, "seq_len"),
+    ({"kind": "pretrain", "name": "p", "data": "/d", "model": {"hidden_size": 100, "num_heads": 3}}, "num_heads"),
+    ({"kind": "pretrain", "name": "p", "data": "/d", "training": {"zero_stage": 4}}, "zero_stage"),
+    ({"kind": "finetune", "name": "f", "data": "/d", "base_model": "/m", "method": "dora"}, "method"),
+    ({"kind": "finetune", "name": "f", "data": "/d", "base_model": "/m", "method": "prompt",
+      "adapter": {"merge": True}}, "merge"),
+    ({"kind": "inference", "name": "i", "model_path": "/m", "kv_cache_dtype": "int3"}, "kv_cache_dtype"),
+    ({"kind": "inference", "name": "i", "model_path": "/m", "gpu_memory_utilization": 1.5}, "gpu_memory_utilization"),
+    ({"kind": "evaluate", "name": "e", "model_path": "/m"}, "data"),
+    ({"kind": "training", "name": "x"}, "kind"),
+])
+def test_bad_specs_name_the_field(spec: dict, field_words: str) -> None:
+    with pytest.raises(ValidationError) as err:
+        parse_job_spec(spec)
+    assert field_words in str(err.value)
+
+
+def test_launch_plans() -> None:
+    p = parse_job_spec({"kind": "pretrain", "name": "p", "data": "/d", "output": "/shared/p", "env": {"A": "1"}})
+    plan = build_launch(p, rank=1, world_size=2)
+    assert plan.argv[:4] == ["python", "-m", "workloads.pretrain", "--spec-json"]
+    assert PretrainSpec.model_validate_json(plan.argv[4]) == p
+    assert plan.env["GPUPOOL_OUTPUT_DIR"] == "/shared/p" and plan.env["A"] == "1"
+    assert plan.port_count == 0 and plan.readiness_path is None
+    inf = parse_job_spec({"kind": "inference", "name": "i", "model_path": "/m", "resources": {"gpu": 1, "nodes": 2}})
+    head, worker = build_launch(inf, rank=0, world_size=2), build_launch(inf, rank=1, world_size=2)
+    assert (head.port_count, head.readiness_path) == (1, "/health")
+    assert (worker.port_count, worker.readiness_path) == (0, None)
+    c = parse_job_spec({"name": "c", "command": ["tritonserver", "--http-port", "$GPUPOOL_PORT"], "ports": 2,
+                        "readiness_path": "/v2/health/ready"})
+    cp = build_launch(c)
+    assert cp.argv[0] == "tritonserver" and cp.port_count == 2 and cp.readiness_path == "/v2/health/ready"
+    with pytest.raises(ValueError, match="rank 2"):
+        build_launch(c, rank=2, world_size=2)
+
+
+def test_progress_lines_round_trip_and_share_the_wire_prefix() -> None:
+    assert progress.PROGRESS_PREFIX == PROGRESS_PREFIX
+    line = progress.emit(stream=open("/dev/null", "w"), step=3, total=10, loss=1.5, bad=float("nan"), eta_s=None)
+    assert line.startswith(PROGRESS_PREFIX)
+    assert progress.parse(line) == {"step": 3, "total": 10, "loss": 1.5}
+    assert progress.parse("loss 1.5") is None
+    assert progress.parse(PROGRESS_PREFIX + "{not json") is None
+    clock = iter([0.0, 10.0]).__next__
+    m = progress.Meter(total_steps=100, start_step=50, clock=clock)
+    m.add_tokens(1000)
+    f = m.figures(60)
+    assert f["tokens_per_s"] == 100.0 and f["eta_s"] == 40.0

@@ -1,0 +1,80 @@
+"""Entry point: ``python -m workloads.evaluate --spec-json '{...}'``; writes ``output/eval.json``."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Any
+
+from workloads import progress
+from workloads.training.runtime import WorkloadError, read_spec_json, run_main, setup
+
+
+def load_model(model_path: str, adapter_path: str | None, device: Any) -> Any:
+    from transformers import AutoModelForCausalLM
+
+    if not os.path.isfile(os.path.join(model_path, "config.json")):
+        raise WorkloadError(f"model_path: {model_path} is not a local model directory (no config.json)")
+    model = AutoModelForCausalLM.from_pretrained(model_path, local_files_only=True)
+    if adapter_path:
+        if not os.path.isfile(os.path.join(adapter_path, "adapter_config.json")):
+            raise WorkloadError(f"adapter_path: {adapter_path} holds no PEFT adapter (no adapter_config.json)")
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter_path)
+    return model.to(device).eval()
+
+
+def generate(model: Any, tok: Any, prompts: list[str], max_new_tokens: int, device: Any) -> list[dict[str, str]]:
+    import torch
+
+    out = []
+    for p in prompts:
+        ids = tok(p, return_tensors="pt").to(device)
+        with torch.no_grad():
+            gen = model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False,
+                                 pad_token_id=tok.pad_token_id or tok.eos_token_id)
+        out.append({"prompt": p, "completion": tok.decode(gen[0][ids["input_ids"].shape[1]:], skip_special_tokens=True)})
+    return out
+
+
+def main(argv: list[str]) -> int:
+    from workloads.specs import EvaluateSpec
+
+    spec = EvaluateSpec.model_validate(read_spec_json(argv))
+    rt = setup("fp32", spec.output)
+    from workloads.data.pipeline import load_data
+    from workloads.data.tokenizer import load_tokenizer
+    from workloads.training.loop import evaluate_loss
+
+    tok_dir = spec.dataset.tokenizer or (spec.adapter_path if spec.adapter_path and os.path.isfile(
+        os.path.join(spec.adapter_path, "tokenizer.json")) else spec.model_path)
+    try:
+        tok = load_tokenizer(tok_dir)
+    except (ValueError, OSError) as exc:
+        raise WorkloadError(f"tokenizer: {exc}") from None
+    model = load_model(spec.model_path, spec.adapter_path, rt.device)
+    result: dict[str, Any] = {"model_path": spec.model_path, "adapter_path": spec.adapter_path}
+    if spec.data:
+        ds = spec.dataset.model_copy(update={"tokenizer": tok_dir})
+        try:
+            _, _, val, stats = load_data(spec.data, ds, spec.seq_len, rt.output_dir, True)
+        except (ValueError, OSError) as exc:
+            raise WorkloadError(str(exc)) from None
+        loss = evaluate_loss(model, val, spec.batch_size, spec.max_batches, rt.device)
+        result.update(val_loss=loss, perplexity=math.exp(min(loss, 50)), validation_blocks=stats["validation_blocks"])
+        progress.emit(step=1, total=1, val_loss=loss, val_ppl=result["perplexity"])
+    if spec.prompts:
+        result["generations"] = generate(model, tok, spec.prompts, spec.max_new_tokens, rt.device)
+        for g in result["generations"]:
+            print(f"prompt: {g['prompt']!r} -> {g['completion']!r}", flush=True)
+    path = os.path.join(rt.output_dir, "eval.json")
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(result, f, indent=2)
+    print(f"evaluation written to {path}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)

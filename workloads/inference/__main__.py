@@ -1,0 +1,149 @@
+"""Entry point: ``python -m workloads.inference --spec-json '{...}'`` serves until stopped.
+
+Rank 0 runs vLLM's OpenAI server on GPUPOOL_PORT and reports tokens/s and ms per output token
+from vLLM's /metrics as progress lines; in a multi-node gang the ranks first form a Ray cluster.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+import urllib.request
+from typing import Any
+
+from workloads import progress
+from workloads.training.runtime import WorkloadError, dist_env, read_spec_json, run_main
+
+HEARTBEAT_S = 60.0  # an unchanged figure is re-sent this often
+
+
+def _get(url: str, timeout: float = 2.0) -> str | None:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:  # noqa: S310 (local endpoint)
+            return r.read().decode("utf-8", "replace")
+    except OSError:
+        return None
+
+
+class Children:
+    """Child processes (own sessions) stopped together on SIGTERM: SIGTERM, grace, then SIGKILL."""
+
+    def __init__(self, grace_s: float) -> None:
+        self.procs: list[subprocess.Popen[Any]] = []
+        self.grace_s = grace_s
+        self.stopping = False
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_signal)
+
+    def start(self, argv: list[str], env: dict[str, str]) -> subprocess.Popen[Any]:
+        p = subprocess.Popen(argv, env=env, start_new_session=True)
+        self.procs.append(p)
+        return p
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self.stopping = True
+
+    def stop_all(self) -> None:
+        for p in reversed(self.procs):
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + self.grace_s
+        for p in reversed(self.procs):
+            try:
+                p.wait(timeout=max(deadline - time.monotonic(), 0.1))
+            except subprocess.TimeoutExpired:
+                pass
+            try:
+                os.killpg(p.pid, signal.SIGKILL)  # vLLM's engine processes live in the child's group
+            except OSError:
+                pass
+
+
+def _on_gpu() -> bool:
+    try:
+        import torch
+
+        return bool(torch.cuda.is_available())
+    except ImportError:
+        return False
+
+
+def main(argv: list[str]) -> int:
+    from workloads.inference import ray_cluster
+    from workloads.inference.metrics import ServingMeter, parse_prometheus
+    from workloads.inference.server import port_of, vllm_argv, vllm_env
+    from workloads.specs import InferenceSpec
+
+    spec = InferenceSpec.model_validate(read_spec_json(argv))
+    env = dict(os.environ)
+    rank, world, _ = dist_env()
+    kids = Children(grace_s=float(env.get("GPUPOOL_GRACE_S", "20")))
+    on_gpu = _on_gpu()
+    distributed = world > 1
+    try:
+        args = vllm_argv(spec, env, distributed=distributed)
+        port = port_of(env)
+    except ValueError as exc:
+        raise WorkloadError(str(exc)) from None
+    if distributed:
+        try:
+            exe = ray_cluster.ray_executable()
+        except ValueError as exc:
+            raise WorkloadError(str(exc)) from None
+        addr, mport = env["MASTER_ADDR"], int(env["MASTER_PORT"])
+        tmp = os.path.join("/tmp", f"gpupool-ray-{env.get('GPUPOOL_JOB_ID', os.getpid())}"[:40])
+        gpus = int(env.get("GPUPOOL_ACCELERATOR_COUNT", "0") or 0)
+        renv = ray_cluster.ray_env(env, tmp)
+        kids.start(ray_cluster.start_argv(rank, addr, mport, gpus=gpus, cpus=os.cpu_count() or 1,
+                                          temp_dir=tmp, exe=exe), renv)
+        if rank != 0:
+            print(f"[rank {rank}] joined the job's Ray cluster at {addr}:{mport}", flush=True)
+            return _wait(kids, kids.procs[0])
+        alive = ray_cluster.wait_for_nodes(f"{addr}:{mport}", world)
+        if alive < world:
+            kids.stop_all()
+            raise WorkloadError(f"only {alive} of {world} nodes joined the Ray cluster")
+        env = {**renv, "RAY_ADDRESS": f"{addr}:{mport}"}
+    print(f"[rank {rank}] starting vLLM: {' '.join(args)}", flush=True)
+    proc = kids.start(args, vllm_env(env, on_gpu))
+    base = f"http://127.0.0.1:{port}"
+    meter, ready, next_scrape = ServingMeter(), False, 0.0
+    last_key: tuple[float, ...] = ()
+    last_emit = 0.0
+    while proc.poll() is None and not kids.stopping:
+        time.sleep(0.5)
+        now = time.monotonic()
+        if now < next_scrape:
+            continue
+        next_scrape = now + (spec.metrics_interval_s if ready else 2.0)
+        if not ready:
+            ready = _get(base + "/health") is not None
+            if ready:
+                progress.emit(event="ready", endpoint=base, model=spec.served_model_name or spec.name)
+            continue
+        text = _get(base + "/metrics")
+        if text:
+            figures = meter.update(time.time(), parse_prometheus(text))
+            key = (figures["generation_tokens"], figures["requests_running"], figures["requests_waiting"])
+            if key != last_key or now - last_emit >= HEARTBEAT_S:  # quiet while idle
+                progress.emit(**figures)
+                last_key, last_emit = key, now
+    code = proc.poll()
+    kids.stop_all()
+    if kids.stopping:
+        print(f"[rank {rank}] stopped by signal", flush=True)
+        return 0
+    return code if code is not None else 1
+
+
+def _wait(kids: Children, proc: subprocess.Popen[Any]) -> int:
+    while proc.poll() is None and not kids.stopping:
+        time.sleep(0.5)
+    kids.stop_all()
+    return 0 if kids.stopping else (proc.returncode or 0)
+
+
+if __name__ == "__main__":
+    run_main(main)
