@@ -38,3 +38,34 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+RETRYABLE_SQLSTATES = {"40P01", "40001"}  # deadlock detected, serialization failure
+
+
+def is_retryable(err: BaseException) -> bool:
+    from sqlalchemy.exc import OperationalError
+
+    if not isinstance(err, OperationalError):
+        return False
+    return getattr(getattr(err, "orig", None), "sqlstate", None) in RETRYABLE_SQLSTATES
+
+
+def retry_deadlocks(fn):  # noqa: ANN001, ANN201
+    """Re-run a unit of work that owns its transaction when PostgreSQL aborts it for a deadlock."""
+    import functools
+    import random
+    import time
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        for attempt in range(6):
+            try:
+                return fn(*args, **kwargs)
+            except Exception as err:
+                if attempt == 5 or not is_retryable(err):
+                    raise
+                time.sleep(random.uniform(0.005, 0.05) * (attempt + 1))
+        return None
+
+    return wrapper

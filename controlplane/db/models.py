@@ -84,9 +84,24 @@ class AcceleratorRow(Base):
     healthy: Mapped[bool] = mapped_column(Boolean, default=True)
     allocated_milli: Mapped[int] = mapped_column(Integer, default=0)
     allocated_memory_mib: Mapped[int] = mapped_column(BigInt, default=0)
+    # unused since 0002 (telemetry moved to accelerator_samples so heartbeats never lock this row)
     unmanaged_memory_mib: Mapped[int] = mapped_column(BigInt, default=0)
     gpu_util_pct: Mapped[float | None] = mapped_column(Float, nullable=True)
-    telemetry: Mapped[dict | None] = mapped_column(nullable=True)  # latest AcceleratorSample
+    telemetry: Mapped[dict | None] = mapped_column(nullable=True)
+
+
+class SampleRow(Base):
+    """Latest telemetry per accelerator, written by heartbeats (kept apart from the row that
+    slices lock, so heartbeats never contend with placements)."""
+
+    __tablename__ = "accelerator_samples"
+    uuid: Mapped[str] = mapped_column(String(128), primary_key=True)
+    node_id: Mapped[int] = mapped_column(BigInt, index=True)
+    ts: Mapped[float] = mapped_column(Float)
+    healthy: Mapped[bool] = mapped_column(Boolean, default=True)
+    gpu_util_pct: Mapped[float | None] = mapped_column(Float, nullable=True)
+    unmanaged_memory_mib: Mapped[int] = mapped_column(BigInt, default=0)
+    telemetry: Mapped[dict | None] = mapped_column(nullable=True)  # the AcceleratorSample
 
 
 class QueueRow(Base):

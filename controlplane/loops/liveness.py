@@ -5,11 +5,12 @@ from __future__ import annotations
 from sqlalchemy import select, update
 
 from controlplane.db.base import now
-from controlplane.db.database import Database
+from controlplane.db.database import Database, retry_deadlocks
 from controlplane.db.models import NodeRow
 from controlplane.services import events, lifecycle
 
 
+@retry_deadlocks
 def sweep(db: Database, timeout_s: float) -> list[str]:
     """Mark nodes silent for longer than ``timeout_s`` not_ready; returns their names."""
     cutoff = now() - timeout_s
@@ -28,6 +29,7 @@ def sweep(db: Database, timeout_s: float) -> list[str]:
         return [name for _, name in lost]
 
 
+@retry_deadlocks
 def lost_node_leftovers(db: Database) -> int:
     """Members still live on not_ready nodes (e.g. placed in a race): close them too."""
     with db.tx() as s:

@@ -8,6 +8,7 @@ import socket
 import threading
 import time
 
+from controlplane.core.snapshot import Decision, PendingReason
 from controlplane.db.database import Database
 from controlplane.loops import lease, liveness
 from controlplane.services.scheduling import SchedulingService
@@ -85,7 +86,11 @@ class Loops:
         if schedule is None:
             schedule, config = _schedule_fn(self.settings.scheduler_policy)
         snap = self.service.snapshot(time.time())
-        decision = schedule(snap, config)
+        if snap.nodes:
+            decision = schedule(snap, config)
+        else:  # nothing to place on: say so instead of asking the policy engine
+            decision = Decision(pending={j.job_id: PendingReason(
+                "capacity", "no nodes are registered yet; start a gpupool agent") for j in snap.pending})
         result = self.service.apply(decision, actor=f"scheduler:{self.holder}")
         self.cycles += 1
         return result

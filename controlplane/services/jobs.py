@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from controlplane.core.states import FINAL_STATES, JobState
 from controlplane.db.base import now
-from controlplane.db.database import Database
+from controlplane.db.database import Database, retry_deadlocks
 from controlplane.db.models import AttemptRow, JobRow, QueueRow, TeamRow, UserRow
 from controlplane.services import events
 from controlplane.services.auth import Principal
@@ -197,6 +197,7 @@ def list_jobs(db: Database, who: Principal, *, status: str | None = None, queue:
     return {"items": items, "next_cursor": str(rows[-1].id) if more and rows else None}
 
 
+@retry_deadlocks
 def cancel(db: Database, who: Principal, job_id: str) -> dict:
     """Pending: cancelled now. Scheduled/running: stop order; cancelled once the exit is confirmed."""
     from controlplane.services.lifecycle import request_stop

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import time
+
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from controlplane.core import wire
 from controlplane.db.base import now
-from controlplane.db.database import Database
-from controlplane.db.models import AcceleratorRow, MemberRow, NodeRow, TokenRow
+from controlplane.db.database import Database, retry_deadlocks
+from controlplane.db.models import AcceleratorRow, MemberRow, NodeRow, SampleRow, TokenRow
 from controlplane.services import events
 from controlplane.services.auth import Principal, hash_token, new_secret
 from controlplane.services.errors import MAX_INT, Forbidden, Invalid, NotFound
 from controlplane.services.serialize import iso
 
 
+@retry_deadlocks
 def register(db: Database, who: Principal, req: wire.RegisterRequest,
              heartbeat_interval_s: float) -> wire.RegisterResponse:
     """Create or refresh the node and its accelerators; returns a fresh node token."""
@@ -73,6 +76,7 @@ def register(db: Database, who: Principal, req: wire.RegisterRequest,
         events.record(s, kind, "node", info.hostname, who.actor, node_id=node.id,
                       data={"accelerators": len(req.accelerators), "backend": info.backend})
         node_id = node.id
+    db.cache.pop(("accs", node_id), None)
     return wire.RegisterResponse(node_id=str(node_id), node_token=token,
                                  heartbeat_interval_s=heartbeat_interval_s)
 
@@ -83,6 +87,7 @@ def check_node(who: Principal, node_id: str) -> int:
     return who.node_id  # type: ignore[return-value]
 
 
+@retry_deadlocks
 def heartbeat(db: Database, who: Principal, hb: wire.Heartbeat, interval_s: float) -> wire.HeartbeatResponse:
     """Mark the node alive (server clock) and store each accelerator's latest sample."""
     node_id = check_node(who, hb.node_id)
@@ -95,38 +100,62 @@ def heartbeat(db: Database, who: Principal, hb: wire.Heartbeat, interval_s: floa
                           reason="heartbeats resumed")
         else:
             s.execute(update(NodeRow).where(NodeRow.id == node_id).values(last_heartbeat_at=ts))
-        if hb.samples:
-            s.connection().execute(
-                update(AcceleratorRow.__table__)
-                .where(AcceleratorRow.__table__.c.uuid == _bind("b_uuid"),
-                       AcceleratorRow.__table__.c.node_id == node_id)
-                .values(telemetry=_bind("b_tel"), healthy=_bind("b_healthy"),
-                        gpu_util_pct=_bind("b_util"), unmanaged_memory_mib=_bind("b_unmanaged")),
-                [{"b_uuid": x.uuid, "b_tel": x.model_dump(mode="json"),
-                  "b_healthy": bool(x.healthy and hb.healthy), "b_util": x.gpu_util_pct,
-                  "b_unmanaged": int(max(0.0, min(x.unmanaged_memory_mib, 2**40)))}
-                 for x in hb.samples])
+        mine = _node_uuids(db, s, node_id)
+        rows = [{"uuid": x.uuid, "node_id": node_id, "ts": ts, "telemetry": x.model_dump(mode="json"),
+                 "healthy": bool(x.healthy and hb.healthy), "gpu_util_pct": _finite(x.gpu_util_pct),
+                 "unmanaged_memory_mib": int(max(0.0, min(_finite(x.unmanaged_memory_mib) or 0, 2**40)))}
+                for x in hb.samples if x.uuid in mine]
+        if rows:
+            _upsert_samples(s, db, rows)
     return wire.HeartbeatResponse(heartbeat_interval_s=interval_s)
 
 
-def _bind(name: str):  # noqa: ANN202
-    from sqlalchemy import bindparam
-
-    return bindparam(name)
+def _finite(v: float | None) -> float | None:
+    return v if v is None or (v == v and abs(v) < 1e18) else None
 
 
-def accelerator_dict(a: AcceleratorRow) -> dict:
+def _node_uuids(db: Database, s: Session, node_id: int) -> set[str]:
+    key = ("accs", node_id)
+    hit = db.cache.get(key)
+    if hit and hit[1] > time.monotonic():
+        return hit[0]
+    uuids = set(s.scalars(select(AcceleratorRow.uuid).where(AcceleratorRow.node_id == node_id)))
+    db.cache[key] = (uuids, time.monotonic() + 30.0)
+    return uuids
+
+
+def _upsert_samples(s: Session, db: Database, rows: list[dict]) -> None:
+    if db.is_postgres:
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    stmt = insert(SampleRow).values(rows)
+    cols = ("node_id", "ts", "telemetry", "healthy", "gpu_util_pct", "unmanaged_memory_mib")
+    s.execute(stmt.on_conflict_do_update(index_elements=["uuid"],
+                                         set_={c: getattr(stmt.excluded, c) for c in cols}))
+
+
+def samples_by_uuid(s: Session, node_ids: list[int] | None = None) -> dict[str, SampleRow]:
+    q = select(SampleRow)
+    if node_ids is not None:
+        q = q.where(SampleRow.node_id.in_(node_ids))
+    return {x.uuid: x for x in s.scalars(q)}
+
+
+def accelerator_dict(a: AcceleratorRow, sample: SampleRow | None = None) -> dict:
     return {"uuid": a.uuid, "index": a.index, "vendor": a.vendor, "model": a.model,
-            "memory_mib": a.memory_mib, "healthy": a.healthy, "allocated_milli": a.allocated_milli,
-            "allocated_memory_mib": a.allocated_memory_mib, "telemetry": a.telemetry}
+            "memory_mib": a.memory_mib, "healthy": a.healthy and (sample is None or sample.healthy),
+            "allocated_milli": a.allocated_milli, "allocated_memory_mib": a.allocated_memory_mib,
+            "telemetry": sample.telemetry if sample else None}
 
 
-def node_dict(n: NodeRow, accs: list[AcceleratorRow]) -> dict:
+def node_dict(n: NodeRow, accs: list[AcceleratorRow], samples: dict | None = None) -> dict:
     return {"id": str(n.id), "name": n.name, "address": n.address, "state": n.state,
             "cordoned": n.cordoned, "cpu_milli": n.cpu_milli, "memory_mib": n.memory_mib,
             "labels": n.labels or {}, "backend": n.backend,
             "last_heartbeat_at": iso(n.last_heartbeat_at),
-            "accelerators": [accelerator_dict(a) for a in sorted(accs, key=lambda a: a.index)]}
+            "accelerators": [accelerator_dict(a, (samples or {}).get(a.uuid))
+                             for a in sorted(accs, key=lambda a: a.index)]}
 
 
 def _accs_by_node(s: Session, node_ids: list[int]) -> dict[int, list[AcceleratorRow]]:
@@ -140,7 +169,8 @@ def list_nodes(db: Database) -> dict:
     with db.read() as s:
         nodes = list(s.scalars(select(NodeRow).order_by(NodeRow.name)))
         accs = _accs_by_node(s, [n.id for n in nodes])
-        return {"items": [node_dict(n, accs[n.id]) for n in nodes]}
+        samples = samples_by_uuid(s)
+        return {"items": [node_dict(n, accs[n.id], samples) for n in nodes]}
 
 
 def _node(s: Session, name: str, *, lock: bool = False) -> NodeRow:
@@ -154,9 +184,10 @@ def _node(s: Session, name: str, *, lock: bool = False) -> NodeRow:
 def get_node(db: Database, name: str) -> dict:
     with db.read() as s:
         node = _node(s, name)
-        return node_dict(node, _accs_by_node(s, [node.id])[node.id])
+        return node_dict(node, _accs_by_node(s, [node.id])[node.id], samples_by_uuid(s, [node.id]))
 
 
+@retry_deadlocks
 def set_cordon(db: Database, who: Principal, name: str, *, cordon: bool, drain: bool = False) -> dict:
     """Cordon: no new placements. Drain: cordon and stop its jobs (requeued). Uncordon: undo."""
     from controlplane.services.lifecycle import request_stop
@@ -178,20 +209,23 @@ def set_cordon(db: Database, who: Principal, name: str, *, cordon: bool, drain: 
                 job = s.scalar(select(JobRow).where(JobRow.id == job_id).with_for_update())
                 request_stop(s, job, "preempt", f"node {name} drained by {who.actor}", who.actor)
         s.flush()
-        return node_dict(node, _accs_by_node(s, [node.id])[node.id])
+        return node_dict(node, _accs_by_node(s, [node.id])[node.id], samples_by_uuid(s, [node.id]))
 
 
 def list_accelerators(db: Database) -> dict:
     with db.read() as s:
         names = dict(s.execute(select(NodeRow.id, NodeRow.name)).all())
+        samples = samples_by_uuid(s)
         rows = s.scalars(select(AcceleratorRow).order_by(AcceleratorRow.node_id, AcceleratorRow.index))
-        return {"items": [{**accelerator_dict(a), "node": names.get(a.node_id)} for a in rows]}
+        return {"items": [{**accelerator_dict(a, samples.get(a.uuid)), "node": names.get(a.node_id)}
+                          for a in rows]}
 
 
 def capacity(db: Database) -> dict:
     """Totals and per (vendor, model): size, allocated and in use (from telemetry utilisation)."""
     with db.read() as s:
         rows = list(s.scalars(select(AcceleratorRow)))
+        samples = samples_by_uuid(s)
     groups: dict[tuple[str, str], dict] = {}
     totals = {"accelerators": 0, "gpu_milli": 0, "memory_mib": 0, "allocated_milli": 0,
               "allocated_memory_mib": 0, "in_use_milli": 0}
@@ -199,7 +233,8 @@ def capacity(db: Database) -> dict:
         g = groups.setdefault((a.vendor, a.model), {"vendor": a.vendor, "model": a.model,
                               "accelerators": 0, "gpu_milli": 0, "allocated_milli": 0,
                               "memory_mib": 0, "allocated_memory_mib": 0, "in_use_milli": 0})
-        in_use = int(round((a.gpu_util_pct or 0) * 10))
+        util = samples[a.uuid].gpu_util_pct if a.uuid in samples else None
+        in_use = int(round(min(max(util or 0.0, 0.0), 100.0) * 10))
         for bucket in (g, totals):
             bucket["accelerators"] += 1
             bucket["gpu_milli"] += 1000

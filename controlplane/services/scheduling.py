@@ -18,10 +18,11 @@ from controlplane.core.snapshot import (Decision, MemberPlacement, PendingJob, Q
                                         Snapshot)
 from controlplane.core.resources import SliceGrant
 from controlplane.db.base import now
-from controlplane.db.database import Database
+from controlplane.db.database import Database, retry_deadlocks
 from controlplane.db.models import (AcceleratorRow, AttemptRow, JobRow, MemberRow, NodeRow,
                                     QueueRow, SliceRow, TeamRow)
 from controlplane.services import events, lifecycle
+from controlplane.services.nodes import samples_by_uuid
 from workloads.specs import parse_job_spec
 
 log = logging.getLogger("gpupool.scheduling")
@@ -61,15 +62,17 @@ class SchedulingService:
                                    labels=dict(n.labels or {}),
                                    cordoned=n.cordoned or n.state == "draining",
                                    ready=n.state != "not_ready")
+            samples = samples_by_uuid(s)
             for a in s.scalars(select(AcceleratorRow).order_by(AcceleratorRow.node_id, AcceleratorRow.index)):
+                sample = samples.get(a.uuid)
                 if a.node_id in nodes:
                     nodes[a.node_id].accelerators.append(Accelerator(
                         uuid=a.uuid, node=nodes[a.node_id].name, index=a.index, vendor=a.vendor,
                         model=a.model, memory_mib=a.memory_mib, labels=dict(a.labels or {}),
                         numa_node=a.numa_node, interconnect_domain=a.interconnect_domain,
-                        healthy=a.healthy, allocated_milli=a.allocated_milli,
-                        allocated_memory_mib=a.allocated_memory_mib,
-                        unmanaged_memory_mib=a.unmanaged_memory_mib))
+                        healthy=a.healthy and (sample is None or sample.healthy),
+                        allocated_milli=a.allocated_milli, allocated_memory_mib=a.allocated_memory_mib,
+                        unmanaged_memory_mib=sample.unmanaged_memory_mib if sample else 0))
             for node_id, cpu, mem in s.execute(select(MemberRow.node_id, MemberRow.cpu_milli,
                                                       MemberRow.memory_mib)
                                                .where(MemberRow.state.in_(lifecycle.LIVE))):
@@ -101,6 +104,7 @@ class SchedulingService:
         return Snapshot(nodes=list(nodes.values()), queues=queues, pending=pending,
                         running=running, now=ts)
 
+    @retry_deadlocks
     def apply(self, decision: Decision, actor: str = "scheduler") -> dict:
         """Apply placements (each re-checked), preemptions and pending reasons in one transaction."""
         placed = skipped = 0
@@ -126,13 +130,14 @@ class SchedulingService:
                          "details": dict(reason.details), "unschedulable": reason.unschedulable}
                 if self._reasons.get(int(job_id)) != value:
                     changes.append({"b_id": int(job_id), "b_reason": value})
-                    self._reasons[int(job_id)] = value
             if changes:
                 from sqlalchemy import bindparam
 
                 t = JobRow.__table__
                 s.connection().execute(update(t).where(t.c.id == bindparam("b_id"), t.c.status == "pending")
                                        .values(pending_reason=bindparam("b_reason")), changes)
+        for change in changes:  # only once committed
+            self._reasons[change["b_id"]] = change["b_reason"]
         return {"placed": placed, "skipped": skipped, "preempted": len(decision.preemptions),
                 "pending": len(decision.pending)}
 
