@@ -22,16 +22,14 @@ from agent.buffer import DiskQueue
 from agent.client import AgentClient, NotAuthorized, Rejected, ServerUnreachable
 from agent.config import AgentConfig
 from agent.enforce.mps import MpsController
-from agent.runtime import logs
-from agent.runtime.manager import STREAMS, Job, Runtime
+from agent.reports import ReportSender
+from agent.runtime.manager import Runtime
 from agent.state import StateDir
 from agent.telemetry import TelemetrySampler
 from controlplane.core import wire
 
 log = logging.getLogger("gpupool.agent")
-STATUS_BATCH = 200
 SAMPLE_BATCH = 1000
-LOG_BATCH_BYTES = 512 * 1024
 
 
 class Agent:
@@ -48,45 +46,24 @@ class Agent:
         self.mps = MpsController(config.mps, self.state.root, applicable=not simulated,
                                  reason_off="simulated accelerators" if simulated else "")
         self.address = config.node_address()
-        self.runtime = Runtime(self.state, node_name=config.node_name, address=self.address,
-                               report=self._report, mps=self.mps, backend=backend,
-                               watchdog_grace_s=config.memory_grace_s)
-        self.sampler = TelemetrySampler(backend, self.runtime.managed_jobs,
-                                        ancestry=job_ancestry(self.runtime.root_pids))
-        self.status_outbox = DiskQueue(self.state.root / "outbox" / "status.jsonl")
-        self.sample_outbox = DiskQueue(self.state.root / "outbox" / "telemetry.jsonl",
-                                       max_items=config.telemetry_buffer)
         self.client = AgentClient(config.server_url)
         self.node_id: str | None = None
+        self.reports = ReportSender(self.state, self.client, None, lambda: self.node_id,
+                                    on_delivered=lambda: self._set_connected(True))
+        self.runtime = Runtime(self.state, node_name=config.node_name, address=self.address,
+                               report=self.reports.report, mps=self.mps, backend=backend,
+                               watchdog_grace_s=config.memory_grace_s)
+        self.reports.runtime = self.runtime
+        self.sampler = TelemetrySampler(backend, self.runtime.managed_jobs,
+                                        ancestry=job_ancestry(self.runtime.root_pids))
+        self.sample_outbox = DiskQueue(self.state.root / "outbox" / "telemetry.jsonl",
+                                       max_items=config.telemetry_buffer)
         self.heartbeat_interval = config.heartbeat_interval_s
         self.connected = False
         self.samples_delivered = 0
-        self.reports_delivered = 0
         self.stopping = threading.Event()
-        self._wake_sender = threading.Event()
-        self._send_lock = threading.Lock()
         self._registered = threading.Event()
-        self._unknown_stops: set[str] = set()
         self.exporter = None
-
-    # ------------------------------------------------------------------ reports
-    def _report(self, kind: wire.StatusKind, job: Job, **fields: Any) -> None:
-        report = wire.StatusReport(seq=self.state.next_seq(), job_id=job.order.job_id,
-                                   attempt_id=job.attempt_id, rank=job.order.rank, kind=kind,
-                                   ts=time.time(), enforcement=job.record.get("enforcement", {}),
-                                   **fields)
-        self.status_outbox.push(report.model_dump(mode="json"))
-        self._wake_sender.set()
-
-    def _report_unknown_stop(self, order: wire.StopOrder) -> None:
-        if order.attempt_id in self._unknown_stops:
-            return
-        self._unknown_stops.add(order.attempt_id)
-        report = wire.StatusReport(seq=self.state.next_seq(), job_id=order.job_id,
-                                   attempt_id=order.attempt_id, kind=wire.StatusKind.KILLED,
-                                   ts=time.time(), reason=f"not running on node {self.config.node_name}")
-        self.status_outbox.push(report.model_dump(mode="json"))
-        self._wake_sender.set()
 
     # ------------------------------------------------------------------ registration
     def _register(self) -> None:
@@ -180,7 +157,7 @@ class Agent:
         stopping = {s.attempt_id for s in a.stop}
         for order in a.stop:
             if not self.runtime.stop(order.attempt_id, order.reason, order.grace_s, order.epoch):
-                self._report_unknown_stop(order)
+                self.reports.report_unknown_stop(order, self.config.node_name)
         for order in a.start:
             if order.attempt_id not in stopping:
                 self.runtime.start(order)
@@ -231,72 +208,20 @@ class Agent:
         return len(self.sample_outbox) > 0
 
     def _sender_loop(self) -> None:
-        while not self.stopping.is_set():
-            self._wake_sender.clear()
+        running = lambda: not self.stopping.is_set()  # noqa: E731
+        while running():
+            self.reports.wake.clear()
             try:
-                self._flush_status()
-                self._ship_logs()
-                self._flush_status()  # a final report that waited for its logs
+                self.reports.flush_status(running)
+                self.reports.ship_logs()
+                self.reports.flush_status(running)  # a final report that waited for its logs
             except ServerUnreachable as exc:
                 self._set_connected(False, exc)
                 self.stopping.wait(1.0)
             except NotAuthorized as exc:
                 log.error("status/logs refused: %s", exc)
                 self.stopping.wait(5.0)
-            self._wake_sender.wait(self.config.tick_s)
-
-    def _flush_status(self, force: bool = False) -> None:
-        while force or not self.stopping.is_set():
-            with self._send_lock:  # peek, send and pop as one step (the final flush may race)
-                if not self._flush_status_batch():
-                    return
-
-    def _flush_status_batch(self) -> bool:
-        """Send the oldest reports; False when there was nothing to send."""
-        items = self.status_outbox.peek(STATUS_BATCH)
-        if not items:
-            return False
-        batch = wire.StatusBatch(node_id=self.node_id or "",
-                                 reports=[wire.StatusReport.model_validate(i) for i in items])
-        try:
-            self.client.status(batch)
-        except Rejected as exc:
-            log.error("status reports rejected, dropping seq %s..%s: %s", items[0]["seq"],
-                      items[-1]["seq"], exc)
-        self.status_outbox.pop(len(items))
-        self.reports_delivered += len(items)
-        self._set_connected(True)
-        return True
-
-    def _ship_logs(self) -> None:
-        with self._send_lock:
-            self._ship_logs_batch()
-
-    def _ship_logs_batch(self) -> None:
-        chunks: list[tuple[str, str, int, wire.LogChunk]] = []
-        budget = LOG_BATCH_BYTES
-        for job in self.runtime.log_jobs():
-            for stream in STREAMS:
-                offset = job.record["offsets"][stream]
-                data, end = logs.read_chunk(job.job_dir / f"{stream}.log", offset, min(budget, logs.MAX_CHUNK))
-                if end > offset:
-                    budget -= end - offset
-                    chunks.append((job.attempt_id, stream, end, wire.LogChunk(
-                        job_id=job.order.job_id, attempt_id=job.attempt_id, rank=job.order.rank,
-                        stream=stream, offset=offset, data=data)))
-            if budget <= 0:
-                break
-        if not chunks:
-            return
-        try:
-            self.client.logs(wire.LogBatch(node_id=self.node_id or "", chunks=[c[3] for c in chunks]))
-        except Rejected as exc:
-            log.error("log chunks rejected, skipping them: %s", exc)
-        for attempt, stream, end, _ in chunks:
-            self.runtime.advance_offset(attempt, stream, end)
-        self._set_connected(True)
-        if budget <= 0:
-            self._wake_sender.set()
+            self.reports.wake.wait(self.config.tick_s)
 
     def _supervise_once(self) -> None:
         self.runtime.tick()
@@ -313,9 +238,9 @@ class Agent:
         if not self._registered.is_set():
             return
         try:
-            self._flush_status(force=True)
-            self._ship_logs()
-            self._flush_status(force=True)
+            self.reports.flush_status()
+            self.reports.ship_logs()
+            self.reports.flush_status()
         except Exception as exc:  # noqa: BLE001 - the reports stay on disk for the next start
             log.warning("could not deliver the final reports now (%s); they stay buffered", exc)
 
@@ -323,11 +248,11 @@ class Agent:
     def health(self) -> dict[str, Any]:
         return {"ok": True, "registered": self._registered.is_set(), "connected": self.connected,
                 "node_id": self.node_id, "jobs": len(self.runtime.root_pids()),
-                "buffered_status_reports": len(self.status_outbox),
+                "buffered_status_reports": len(self.reports.outbox),
                 "buffered_samples": len(self.sample_outbox),
                 "dropped_samples": self.sample_outbox.dropped,
                 "samples_delivered": self.samples_delivered,
-                "reports_delivered": self.reports_delivered}
+                "reports_delivered": self.reports.delivered}
 
     def start_exporter(self) -> None:
         if not self.config.exporter_port:
