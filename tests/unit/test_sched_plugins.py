@@ -1,0 +1,120 @@
+"""Plugins and framework pieces: fragmentation numbers, each scorer's preference, Plan undo."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from controlplane.scheduler import policies
+from controlplane.scheduler.frag import FragCache, TaskShape, Workload
+from controlplane.scheduler.framework import Context, MemberShape, Plan
+from controlplane.scheduler.plugins.fit import candidates, grants_of
+from controlplane.scheduler.state import Claim, ClusterState
+
+
+def cluster(rows):
+    """rows: (name, cpu, [free milli per GPU])."""
+    g = max(len(r[2]) for r in rows)
+    free = np.zeros((len(rows), g), np.int64)
+    valid = np.zeros((len(rows), g), bool)
+    for i, (_, _, gpus) in enumerate(rows):
+        free[i, :len(gpus)] = gpus
+        valid[i, :len(gpus)] = True
+    st = ClusterState([r[0] for r in rows], [r[1] for r in rows], [10**6] * len(rows), free,
+                      np.where(valid, 1000, 0), valid, np.zeros((len(rows), g), np.int64), ["G"])
+    st.acc_mem_cap = np.where(valid, 1000, 0)
+    st.uuids = [[f"{r[0]}-{j}" for j in range(len(r[2]))] for r in rows]
+    return st
+
+
+WORKLOAD = Workload([TaskShape(1000, 1, 500), TaskShape(1000, 1, 1000), TaskShape(1000, 0, 0)],
+                    [2, 1, 1])
+
+
+@pytest.mark.parametrize("cpu, gpus, expected", [
+    (8000, [1000, 300], 0.5 * 300 + 0.25 * 300 + 0.25 * 1300),  # Q3 for both GPU shapes
+    (500, [1000, 300], 1300),  # lacks CPU for every shape: all free GPU is fragmented
+    (8000, [400, 300], 0.5 * 700 + 0.25 * 700 + 0.25 * 700),  # nothing fits: all fragmented
+    (8000, [1000, 1000], 0.25 * 2000),  # only the CPU-only shape counts the free GPUs
+])
+def test_node_fragmentation_matches_the_paper_definition(cpu, gpus, expected):
+    cache = FragCache(cluster([("n", cpu, gpus)]), WORKLOAD)
+    assert cache.frag[0] == pytest.approx(expected)
+
+
+def test_incremental_delta_equals_recomputation():
+    rng = np.random.default_rng(7)
+    rows = [(f"n{i}", int(rng.integers(0, 9)) * 1000, list(rng.integers(0, 11, size=4) * 100))
+            for i in range(12)]
+    st = cluster(rows)
+    cache = FragCache(st, WORKLOAD)
+    ctx = Context(st, caches={"fgd": cache})
+    for shape in (MemberShape(1000, 0, milli=300), MemberShape(2000, 0, whole=1),
+                  MemberShape(1000, 0)):
+        cands = candidates(ctx, shape)
+        from controlplane.scheduler.plugins.scores import frag_delta
+        deltas = frag_delta(cache, shape, cands)
+        for c in range(len(cands)):
+            before = cache.frag.copy()
+            node, grants = grants_of(st, shape, cands, c)
+            plan = Plan(st)
+            plan.assume(Claim(node, shape.cpu_milli, 0, grants))
+            assert cache.frag[node] - before[node] == pytest.approx(deltas[c])
+            plan.rollback()
+            assert np.allclose(cache.frag, before)
+
+
+def pick(policy, rows, shape):
+    st = cluster(rows)
+    ctx = Context(st)
+    prof = policies.profile(policy)
+    policies.prepare(ctx, prof, WORKLOAD)
+    cands = candidates(ctx, shape)
+    node, grants = grants_of(st, shape, cands, prof.pick(ctx, shape, cands))
+    return st.names[node], grants
+
+
+ROWS = [("empty", 8000, [1000, 1000]), ("half", 8000, [1000, 500]), ("hole", 8000, [300, 0])]
+
+
+@pytest.mark.parametrize("policy, shape, node, gpu", [
+    ("binpack", MemberShape(1000, 0, milli=300), "hole", 0),
+    ("spread", MemberShape(1000, 0, milli=300), "empty", None),
+    ("bestfit", MemberShape(1000, 0, milli=300), "hole", 0),
+    ("fgd", MemberShape(1000, 0, milli=300), "hole", 0),  # fills the hole: F drops most
+    ("fgd", MemberShape(1000, 0, milli=500), "half", 1),  # closes the half GPU
+    ("gpupool", MemberShape(1000, 0, milli=500), "half", 1),
+    ("firstfit", MemberShape(1000, 0, milli=300), "empty", 0),  # lowest rank = name order
+    ("bestfit", MemberShape(1000, 0, whole=1), "half", 0),
+])
+def test_each_scorer_prefers_what_it_should(policy, shape, node, gpu):
+    got_node, grants = pick(policy, ROWS, shape)
+    assert got_node == node
+    if gpu is not None:
+        assert grants[0][0] == gpu
+
+
+def test_plan_rollback_to_savepoint_restores_exactly():
+    st = cluster(ROWS)
+    before = (st.cpu_free.copy(), st.gpu_free.copy())
+    plan = Plan(st)
+    plan.assume(Claim(0, 1000, 10, ((0, 400, 400),)))
+    mark = plan.savepoint()
+    plan.assume(Claim(1, 1000, 10, ((1, 500, 500),)))
+    plan.release(Claim(0, 1000, 10, ((0, 400, 400),)))
+    plan.rollback(mark)
+    assert st.gpu_free[0, 0] == 600 and st.gpu_free[1, 1] == 500
+    plan.rollback()
+    assert (st.cpu_free == before[0]).all() and (st.gpu_free == before[1]).all()
+
+
+def test_typical_workload_keeps_shapes_until_95_percent():
+    pods = [TaskShape(1, 1, 500)] * 90 + [TaskShape(2, 1, 1000)] * 6 + [TaskShape(3, 0, 0)] * 4
+    w = Workload.typical(pods)
+    assert w.shapes == [TaskShape(1, 1, 500), TaskShape(2, 1, 1000)]
+    assert w.weights == pytest.approx([90 / 96, 6 / 96])
+
+
+def test_unknown_plugin_weight_is_rejected():
+    with pytest.raises(ValueError, match="unknown score plugin"):
+        policies.profile("custom", {"fgd": 1, "magic": 2})
