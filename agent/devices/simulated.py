@@ -148,8 +148,8 @@ class SimulatedBackend:
         device = self._devices.get(uuid)
         if device is None:
             raise ValueError(f"no simulated accelerator {uuid!r} on this node")
-        if not 0 < compute_milli <= 1000:
-            raise ValueError(f"compute_milli must be 1..1000, got {compute_milli}")
+        if not 0 <= compute_milli <= 1000:
+            raise ValueError(f"compute_milli must be 0..1000, got {compute_milli}")
         limit = device.info.memory_mib if memory_mib is None else memory_mib
         used = DEFAULT_USED_FRACTION * limit if used_mib is None else used_mib
         with self._lock:

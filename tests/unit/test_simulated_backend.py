@@ -148,8 +148,8 @@ def test_bad_attach_is_refused():
     backend = SimulatedBackend(1, "T4")
     with pytest.raises(ValueError, match="no simulated accelerator 'GPU-nope'"):
         backend.attach(1, "GPU-nope", 100, 100)
-    with pytest.raises(ValueError, match="compute_milli must be 1..1000"):
-        backend.attach(1, backend.discover()[0].uuid, 0, 100)
+    with pytest.raises(ValueError, match=re.escape("compute_milli must be 0..1000, got 1001")):
+        backend.attach(1, backend.discover()[0].uuid, 1001, 100)
 
 
 def test_faults(sleeper):
