@@ -170,7 +170,7 @@ def main() -> int:
             items = [client.get_job(jid) for jid in jobs]
             for jid, job in zip(jobs, items, strict=True):
                 jobs[jid]["job"] = job
-            console.print(jobs_table(items, show_team=False))
+            console.print(jobs_table(items, show_team=False, width=console.width))
             problems = demo.verdict(jobs)
             unfit = [i["job"] for i in jobs.values() if i["expect"] == "pending"]
             for job in unfit:

@@ -80,7 +80,7 @@ def list_jobs(
         console.print("no jobs")
         return
     teams = {j.get("team") for j in items}
-    console.print(jobs_table(items, show_team=len(teams) > 1))
+    console.print(jobs_table(items, show_team=len(teams) > 1, width=console.width))
 
 
 @handle_errors

@@ -243,13 +243,14 @@ def _wait_nodes(url: str, token: str | None, names: set[str], children: list,
 def _banner(url: str, token: str | None, fresh: bool, nodes: list, cfg: Path, logs: Path) -> None:
     lines = [f"[bold green]gpupool is up[/] with {len(nodes)} node(s): "
              + escape(", ".join(f"{n} ({s})" for n, s in nodes)),
-             f"API        {url}/api/v1   (OpenAPI: {url}/docs)",
+             f"API        {url}/api/v1",
+             f"API docs   {url}/docs",
              f"dashboard  {url}/"]
     if token and fresh:
         lines.append(f"admin token (shown once): [bold]{escape(token)}[/]")
     elif token:
         lines.append(f"admin token: in {escape(str(cfg))}")
-    lines += [f"CLI config {escape(str(cfg))}  (gpupool jobs, gpupool submit FILE.yaml ...)",
+    lines += [f"CLI config {escape(str(cfg))}",
               f"logs       {escape(str(logs))}", "Ctrl-C stops the pool."]
     console.print(Panel("\n".join(lines), expand=False))
     sys.stdout.flush()

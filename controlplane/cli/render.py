@@ -78,6 +78,14 @@ def fmt_age(value: Any, now: datetime | None = None) -> str:
     return f"{secs}s"
 
 
+def fmt_time(value: Any) -> str:
+    """'2026-11-27 19:14:25 UTC (16s ago)' from an ISO timestamp; '-' when absent."""
+    ts = parse_ts(value)
+    if ts is None:
+        return "-"
+    return f"{ts.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC ({fmt_age(value)} ago)"
+
+
 def fmt_duration(start: Any, end: Any) -> str:
     a, b = parse_ts(start), parse_ts(end)
     if not a:
@@ -112,6 +120,8 @@ def fmt_reason(job: dict) -> str:
     if job.get("status") == "pending" and isinstance(reason, dict) and reason.get("message"):
         code = reason.get("code")
         return f"[{code}] {reason['message']}" if code else str(reason["message"])
+    if job.get("status") == "succeeded":
+        return ""
     return str(job.get("status_reason") or "")
 
 
@@ -126,21 +136,37 @@ def placement_summary(job: dict) -> str:
     return ", ".join(f"{n}({c})" for n, c in nodes.items())
 
 
-def jobs_table(jobs: list[dict], *, show_team: bool = True) -> Table:
-    table = Table(title=None, show_lines=False, header_style="bold")
-    for col in ("ID", "NAME", "STATUS", "QUEUE") + (("TEAM",) if show_team else ()) + (
-            "REQUEST", "PROGRESS", "AGE", "REASON"):
-        table.add_column(col, overflow="fold" if col in ("REASON",) else "ellipsis",
-                         no_wrap=col not in ("REASON",))
+def jobs_table(jobs: list[dict], *, show_team: bool = True, width: int = 200) -> Table:
+    """One row per job in ``width`` columns: names and reasons are cut short with an ellipsis."""
+    cols = ["ID", "NAME", "STATUS", "QUEUE"] + (["TEAM"] if show_team else []) + [
+        "REQUEST", "PROGRESS", "AGE", "REASON"]
+    rows = []
     for j in jobs:
-        row = [escape(str(j.get("id", ""))), escape(str(j.get("name", ""))), fmt_status(j.get("status")),
-               escape(str(j.get("queue", "")))]
+        row = [str(j.get("id", "")), str(j.get("name", "")), str(j.get("status", "?")),
+               str(j.get("queue", ""))]
         if show_team:
-            row.append(escape(str(j.get("team", ""))))
+            row.append(str(j.get("team", "")))
         row += [fmt_request(j.get("request")), fmt_progress(j.get("progress")),
-                fmt_age(j.get("created_at")), escape(fmt_reason(j))]
-        table.add_row(*row)
+                fmt_age(j.get("created_at")), fmt_reason(j)]
+        rows.append(row)
+    widths = [max([len(col)] + [len(r[i]) for r in rows]) for i, col in enumerate(cols)]
+    name_i, reason_i = cols.index("NAME"), cols.index("REASON")
+    fixed = sum(w for i, w in enumerate(widths) if i not in (name_i, reason_i)) + 3 * len(cols) + 1
+    room = max(24, width - fixed)
+    widths[name_i] = min(widths[name_i], max(12, room // 3))
+    widths[reason_i] = min(widths[reason_i], max(len("REASON"), room - widths[name_i]))
+    table = Table(header_style="bold")
+    for col, w in zip(cols, widths, strict=True):
+        table.add_column(col, no_wrap=True, width=w)
+    for row in rows:
+        cells: list[Any] = [escape(_cut(c, w)) for c, w in zip(row, widths, strict=True)]
+        cells[2] = fmt_status(row[2])
+        table.add_row(*cells)
     return table
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: max(0, width - 1)] + "…"
 
 
 def job_detail(job: dict) -> Group:
@@ -157,9 +183,11 @@ def job_detail(job: dict) -> Group:
     info.add_row("priority", escape(str(job.get("priority"))))
     info.add_row("request", fmt_request(job.get("request")))
     info.add_row("attempt", f"{job.get('attempt', 0)} of {job.get('max_attempts', '?')}")
-    info.add_row("created", escape(str(job.get("created_at") or "-")))
-    info.add_row("started", escape(str(job.get("started_at") or "-")))
-    info.add_row("finished", escape(str(job.get("finished_at") or "-")))
+    info.add_row("created", fmt_time(job.get("created_at")))
+    info.add_row("started", fmt_time(job.get("started_at")))
+    info.add_row("finished", fmt_time(job.get("finished_at")))
+    if job.get("started_at"):
+        info.add_row("run time", fmt_duration(job.get("started_at"), job.get("finished_at")))
     if job.get("exit_code") is not None:
         info.add_row("exit code", str(job["exit_code"]))
     if job.get("endpoint"):

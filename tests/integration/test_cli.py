@@ -223,3 +223,13 @@ def test_db_upgrade(cli, tmp_path):
     assert (tmp_path / "new.db").exists()
     code, _, err = cli("db", "upgrade", "--database-url", "nosuchdb://x")
     assert code == 1 and "nosuchdb" in one_error_line(err)
+
+
+def test_submit_wait_follows_the_job_and_sets_the_exit_code(cli, tmp_path):
+    ok = write(tmp_path, "ok.yaml", JOB.format(name="cli-wait-ok", sleep=0.1))
+    code, out, _ = cli("submit", str(ok), "--wait")
+    assert code == 0 and "succeeded" in out
+    bad = write(tmp_path, "bad.yaml", "name: cli-wait-bad\nresources: {gpu: 0.25, cpu_milli: 100}\n"
+                                      "command: [python, -c, 'import sys; sys.exit(3)']\n")
+    code, out, _ = cli("submit", str(bad), "--wait")
+    assert code == 1 and "failed" in out and "exit code 3" in out
