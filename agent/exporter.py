@@ -153,7 +153,10 @@ class AgentExporter:
         age = None if snap is None else round(time.time() - snap.ts, 3)
         body: dict = {"hostname": self.hostname, "last_sample_age_s": age}
         if self._health is not None:
-            body.update(self._health())
+            try:
+                body.update(self._health())
+            except Exception as exc:  # a broken health callback reads as unhealthy, not as a 500
+                body.update(ok=False, error=f"{type(exc).__name__}: {exc}")
         ok = age is not None and age <= self._stale_after_s and body.get("ok", True)
         body["status"] = "ok" if ok else "stale" if age is None or age > self._stale_after_s else "unhealthy"
         return (200 if ok else 503), body

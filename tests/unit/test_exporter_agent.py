@@ -129,3 +129,18 @@ def test_port_in_use_is_a_clear_error(served):
     port = served(sampler)
     with pytest.raises(RuntimeError, match=f"cannot serve metrics on 127.0.0.1:{port}.*--metrics-port"):
         AgentExporter(lambda: None, host="127.0.0.1", port=port).start()
+
+
+def test_health_callback_can_mark_unhealthy(served):
+    sampler = TelemetrySampler(SimulatedBackend(1, "T4"))
+    sampler.sample()
+    answers = iter([{"ok": False, "connected": False}])
+
+    def health() -> dict:
+        return next(answers)  # second call raises StopIteration: must read as unhealthy too
+
+    port = served(sampler, health=health)
+    r = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
+    assert r.status_code == 503 and r.json()["status"] == "unhealthy" and r.json()["connected"] is False
+    r = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
+    assert r.status_code == 503 and "StopIteration" in r.json()["error"]
