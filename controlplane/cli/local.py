@@ -62,13 +62,17 @@ def agent(
     heartbeat_interval: float = typer.Option(None, "--heartbeat-interval", min=0.1,
                                              help="seconds between heartbeats"),
     config_file: Path = typer.Option(None, "--config", help="YAML file of agent settings"),
+    stop_jobs_on_exit: bool = typer.Option(None, "--stop-jobs-on-exit/--keep-jobs-on-exit",
+                                           help="stop this node's jobs when the agent stops "
+                                                "(default: keep them for the next start to adopt)"),
 ) -> None:
     """Run a node agent: registers this node's GPUs and runs the jobs placed on it."""
     if simulate:
         backend = f"simulate:{simulate}"
     runtime.run_agent(server_url=server_url, token=token, node_name=node, backend=backend,
                       state_dir=state_dir, exporter_port=exporter_port, mps=mps,
-                      heartbeat_interval_s=heartbeat_interval, config_file=config_file)
+                      heartbeat_interval_s=heartbeat_interval, config_file=config_file,
+                      stop_jobs_on_exit=stop_jobs_on_exit)
 
 
 @handle_errors
@@ -109,7 +113,7 @@ def up(
             children.append(_spawn(f"agent-{name}", [
                 "agent", "--server", url, "--token", boot_token, "--node", name,
                 "--backend", spec, "--state-dir", str(home / "agents" / name),
-                "--exporter-port", "0"], env, logs))
+                "--exporter-port", _exporter_port(spec), "--stop-jobs-on-exit"], env, logs))
         with console.status(f"waiting for {len(nodes)} node(s) to register ..."):
             _wait_nodes(url, admin_token, {n for n, _ in nodes}, children)
         _banner(url, admin_token, fresh, nodes, cfg_path, logs)
@@ -135,6 +139,11 @@ def _plan_nodes(simulate: str | None) -> list[tuple[str, str]]:
     if nodes == 1:
         return [(f"{host}-sim", f"simulate:1x{gpus}x{model}")]
     return [(f"{host}-sim-{i}", f"simulate:1x{gpus}x{model}") for i in range(nodes)]
+
+
+def _exporter_port(spec: str) -> str:
+    """Real GPUs get the usual Prometheus exporter port (9400) when it is free; simulated none."""
+    return "9400" if spec == "nvml" and not _port_busy("0.0.0.0", 9400) else "0"
 
 
 def _bootstrap_token(home: Path) -> str:
@@ -257,7 +266,7 @@ def _banner(url: str, token: str | None, fresh: bool, nodes: list, cfg: Path, lo
 
 
 def _stop_all(children: list[tuple[str, subprocess.Popen, Path]]) -> None:
-    """Agents first (they stop their jobs), then the server; SIGKILL after a grace period."""
+    """Agents first (they stop their jobs and report it), then the server; SIGKILL after a grace."""
     for name, proc, _ in sorted(children, key=lambda c: c[0] == "server"):
         if proc.poll() is None:
             try:
@@ -265,7 +274,7 @@ def _stop_all(children: list[tuple[str, subprocess.Popen, Path]]) -> None:
             except ProcessLookupError:
                 continue
             try:
-                proc.wait(timeout=15)
+                proc.wait(timeout=45)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
