@@ -91,8 +91,11 @@ def up(
         raise CliError(f"port {port} on {host} is already in use; pick another with --port")
     boot_token = _bootstrap_token(home)
     admin_token, fresh = _admin_token()
-    env = {**os.environ, "GPUPOOL_HOME": str(home), "GPUPOOL_BOOTSTRAP_TOKEN": boot_token,
-           "GPUPOOL_ADMIN_TOKEN": admin_token}
+    env = {**os.environ, "GPUPOOL_HOME": str(home), "GPUPOOL_BOOTSTRAP_TOKEN": boot_token}
+    env.pop("GPUPOOL_ADMIN_TOKEN", None)
+    new_sqlite = not os.environ.get("GPUPOOL_DATABASE_URL") and not (home / "gpupool.db").exists()
+    if fresh or new_sqlite:  # seeds the first admin; an existing database keeps its own
+        env["GPUPOOL_ADMIN_TOKEN"] = admin_token
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
     logs = home / "logs"
     logs.mkdir(exist_ok=True)
