@@ -126,12 +126,25 @@ class Agent:
         self.connected = ok
 
     # ------------------------------------------------------------------ loops
+    def _forever(self, name: str, loop: Any) -> None:
+        """Run a loop in its thread; an unexpected error is logged and the loop starts again."""
+        while not self.stopping.is_set():
+            try:
+                loop()
+                return
+            except Exception:  # noqa: BLE001 - a bug must not silently stop the agent's loops
+                log.exception("%s loop failed; restarting it in 1 s", name)
+                self.stopping.wait(1.0)
+
+    def _wait_registered(self) -> bool:
+        while not self.stopping.is_set():
+            if self._registered.wait(0.5):
+                return True
+        return False
+
     def _control_loop(self) -> None:
-        self._register()
-        if self.stopping.is_set():
-            return
-        for name, target in (("heartbeat", self._heartbeat_loop), ("sender", self._sender_loop)):
-            threading.Thread(target=target, name=name, daemon=True).start()
+        if not self._registered.is_set():
+            self._register()
         epoch, delay = 0, 0.5
         while not self.stopping.is_set():
             try:
@@ -169,6 +182,8 @@ class Agent:
                                            f"{self.config.node_name}", job.order.grace_s)
 
     def _heartbeat_loop(self) -> None:
+        if not self._wait_registered():
+            return
         while not self.stopping.is_set():
             snap = self.sampler.latest
             if snap is not None:
@@ -209,6 +224,8 @@ class Agent:
 
     def _sender_loop(self) -> None:
         running = lambda: not self.stopping.is_set()  # noqa: E731
+        if not self._wait_registered():
+            return
         while running():
             self.reports.wake.clear()
             try:
@@ -280,10 +297,15 @@ class Agent:
             log.info("re-adopted %d running job(s): %s", len(adopted), ", ".join(adopted))
         self._supervise_once()
         self.start_exporter()
-        threading.Thread(target=self._control_loop, name="control", daemon=True).start()
+        for name, loop in (("control", self._control_loop), ("heartbeat", self._heartbeat_loop),
+                           ("sender", self._sender_loop)):
+            threading.Thread(target=self._forever, args=(name, loop), name=name, daemon=True).start()
         try:
             while not self.stopping.is_set():
-                self._supervise_once()
+                try:
+                    self._supervise_once()
+                except Exception:  # noqa: BLE001 - keep supervising the other jobs
+                    log.exception("supervision failed; retrying")
                 self.stopping.wait(self.config.tick_s)
         finally:
             self.shutdown()

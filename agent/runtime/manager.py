@@ -75,6 +75,7 @@ class Runtime:
         self.watchdog = MemoryWatchdog(watchdog_grace_s) if watchdog_grace_s is not None else None
         self.log_flush_s = log_flush_s
         self.keep_done_s = keep_done_s
+        self._uuids: set[str] | None = None
         self.clock = clock
         self.jobs: dict[str, Job] = {}
         self.finished: set[str] = set()  # done and logs shipped: only remembered to ignore replays
@@ -94,7 +95,13 @@ class Runtime:
             self.jobs[order.attempt_id] = job
             try:
                 self._launch(job)
-            except _StartError as exc:
+            except Exception as exc:  # noqa: BLE001 - any failure before launch: report it
+                if job.proc is not None:  # launched: supervision takes it from here
+                    log.exception("after starting attempt %s", order.attempt_id)
+                    return
+                if not isinstance(exc, _StartError):
+                    log.exception("cannot start attempt %s", order.attempt_id)
+                    exc = _StartError(f"agent error while starting: {exc}")
                 record.update(state="done", exit={"exit_code": None, "reason": str(exc)})
                 self.state.save_record(order.attempt_id, record)
                 log.warning("job %s attempt %s failed to start: %s", order.job_id, order.attempt_id, exc)
@@ -119,6 +126,10 @@ class Runtime:
         cwd = order.workdir or str(job.job_dir)
         if not os.path.isdir(cwd):
             raise _StartError(f"workdir {cwd!r} does not exist on node {self.node_name}")
+        known = self._known_uuids()
+        missing = [s.accelerator_uuid for s in order.slices if known and s.accelerator_uuid not in known]
+        if missing:
+            raise _StartError(f"accelerator(s) {', '.join(missing)} not on node {self.node_name}")
         exe = argv[0]
         if os.sep in exe:
             full = exe if os.path.isabs(exe) else os.path.join(cwd, exe)
@@ -194,7 +205,17 @@ class Runtime:
                 job.record["exit"]["ts"] = 0  # report now, the logs follow from the files
                 self._maybe_finish(job, self.clock())
 
+    def _known_uuids(self) -> set[str]:
+        if self._uuids is None and self.backend is not None:
+            try:
+                self._uuids = {a.uuid for a in self.backend.discover()}
+            except Exception as exc:  # noqa: BLE001 - unknown: do not refuse orders over it
+                log.warning("cannot list accelerators: %s", exc)
+                return set()
+        return self._uuids or set()
+
     def _attach(self, job: Job) -> None:
+        """Tell a simulated backend which process runs on which slice (real GPUs need nothing)."""
         attach = getattr(self.backend, "attach", None)
         if attach is None or job.proc is None:
             return
@@ -202,9 +223,8 @@ class Runtime:
             try:
                 attach(job.record.get("child_pid") or job.proc.pid, s.accelerator_uuid,
                        s.compute_milli, s.memory_mib, memory_file=str(job.job_dir / "sim_memory_mib"))
-            except TypeError:
-                attach(job.record.get("child_pid") or job.proc.pid, s.accelerator_uuid,
-                       s.compute_milli, s.memory_mib)
+            except (TypeError, ValueError) as exc:
+                log.warning("backend attach of attempt %s failed: %s", job.attempt_id, exc)
 
     def _detach(self, job: Job) -> None:
         detach = getattr(self.backend, "detach", None)

@@ -215,3 +215,19 @@ def test_python_means_agent_interpreter(tmp_path):
     rt.start(order("i1", "import sys; print(sys.executable)"))
     wait_for(lambda: rt.job("i1").state == "exited", rt=rt)
     assert (rt.job("i1").job_dir / "stdout.log").read_text().strip() == sys.executable
+
+
+def test_order_for_an_accelerator_not_on_this_node_fails_to_start(tmp_path):
+    from agent.devices.simulated import SimulatedBackend
+
+    backend = SimulatedBackend(gpus=1, model="T4", node="elsewhere")
+    rt, reports = make(tmp_path, backend=backend)
+    rt.start(order("u1", "pass"))
+    (r,) = reports
+    assert r["kind"] == StatusKind.FAILED_TO_START and f"{UUID} not on node n1" in r["reason"]
+    uuid = backend.discover()[0].uuid
+    good = order("u2", "import time; time.sleep(0.2)")
+    good.slices[0].accelerator_uuid = uuid
+    rt.start(good)
+    assert reports[-1]["kind"] == StatusKind.STARTED
+    assert [p.accelerator_uuid for p in backend.processes()] == [uuid]  # attached for telemetry
