@@ -59,12 +59,16 @@ def validate(job: PendingJob) -> str | None:
 
 def default_workload(snapshot: Snapshot) -> Workload:
     """Typical shapes of the pool's own jobs (pending and running) for fragmentation."""
+    counts: Counter[tuple] = Counter()
+    for job in snapshot.pending:
+        counts[job.request] += job.request.gang
+    for job in snapshot.running:
+        counts[job.request] += job.request.gang
     shapes: Counter[TaskShape] = Counter()
-    for job in [*snapshot.pending, *snapshot.running]:
-        r = job.request
+    for r, n in counts.items():
         shapes[TaskShape(r.cpu_milli, r.gpus or (1 if r.is_fractional else 0),
                          WHOLE if r.gpus else r.gpu_milli, r.constraints.models,
-                         r.memory_mib)] += r.gang
+                         r.memory_mib)] += n
     return Workload.typical(shapes.elements())
 
 

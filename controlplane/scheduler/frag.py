@@ -86,12 +86,22 @@ class FragCache:
         self.cnt = np.zeros((state.n, len(thresholds)), np.int64)
         self.sum = np.zeros((state.n, len(thresholds)), np.int64)
         self.total = np.zeros(state.n, np.int64)
-        self.frag = np.zeros(state.n, np.float64)
+        self._frag_n = np.zeros(state.n, np.float64)
+        self.dirty: set[int] = set()
         self._refresh(np.arange(state.n))
-        state.listeners.append(self._on_change)
+        state.listeners.append(self.dirty.add)
 
-    def _on_change(self, i: int) -> None:
-        self._refresh(np.array([i]))
+    def flush(self) -> None:
+        """Recompute the nodes changed since the last read (a preemption may touch many)."""
+        if self.dirty:
+            self._refresh(np.fromiter(self.dirty, np.int64, len(self.dirty)))
+            self.dirty.clear()
+
+    @property
+    def frag(self) -> np.ndarray:
+        """F_n of every node, current."""
+        self.flush()
+        return self._frag_n
 
     def _refresh(self, rows: np.ndarray) -> None:
         free = self.state.gpu_free[rows]
@@ -99,7 +109,7 @@ class FragCache:
         self.cnt[rows] = ge.sum(axis=1)
         self.sum[rows] = (ge * free[:, :, None]).sum(axis=1)
         self.total[rows] = free.sum(axis=1)
-        self.frag[rows] = self._frag(self.cnt[rows], self.sum[rows], self.total[rows],
+        self._frag_n[rows] = self._frag(self.cnt[rows], self.sum[rows], self.total[rows],
                                      self.state.cpu_free[rows], self.state.mem_free[rows])
 
     def _frag(self, cnt, sums, total, cpu, mem) -> np.ndarray:
@@ -115,6 +125,7 @@ class FragCache:
     def delta_fraction(self, nodes: np.ndarray, gpus: np.ndarray, milli: int, cpu: int,
                        mem: int) -> np.ndarray:
         """dF of putting ``milli`` of GPU ``gpus[c]`` (plus cpu/mem) on node ``nodes[c]``."""
+        self.flush()
         f = self.state.gpu_free[nodes, gpus]
         f2 = f - milli
         a = self.allowed[nodes, gpus]
@@ -124,14 +135,15 @@ class FragCache:
         sums = self.sum[nodes] - f[:, None] * before + f2[:, None] * after
         new = self._frag(cnt, sums, self.total[nodes] - milli, self.state.cpu_free[nodes] - cpu,
                          self.state.mem_free[nodes] - mem)
-        return new - self.frag[nodes]
+        return new - self._frag_n[nodes]
 
     def delta_whole(self, nodes: np.ndarray, chosen: np.ndarray, cpu: int,
                     mem: int) -> np.ndarray:
         """dF of taking the whole GPUs marked in ``chosen[c]`` (plus cpu/mem) on ``nodes[c]``."""
+        self.flush()
         taken = (chosen[:, :, None] & self.allowed[nodes]).sum(axis=1)
         k = chosen.sum(axis=1)
         new = self._frag(self.cnt[nodes] - taken, self.sum[nodes] - WHOLE * taken,
                          self.total[nodes] - WHOLE * k, self.state.cpu_free[nodes] - cpu,
                          self.state.mem_free[nodes] - mem)
-        return new - self.frag[nodes]
+        return new - self._frag_n[nodes]
