@@ -13,18 +13,22 @@ def main(argv: list[str]) -> int:
     from workloads.specs import FinetuneSpec
 
     spec = FinetuneSpec.model_validate(read_spec_json(argv))
+    _, result = run(spec)
+    return result["exit_code"]
+
+
+def run(spec: Any) -> tuple[Any, dict[str, Any]]:
+    """Fine-tune per ``spec``; returns (the trained module, the loop's figures) and saves the result."""
     t = spec.training
     rt = setup(t.precision, spec.output)
     for note in rt.notes:
         rt.log(note)
     from workloads.data.pipeline import load_data
-    from workloads.finetune.adapters import apply_method, count, load_base
+    from workloads.finetune.adapters import apply_method, check_qlora_supported, count, load_base
     from workloads.training.engine import build_engine, init_distributed
     from workloads.training.loop import train
 
     if spec.method == "qlora":
-        from workloads.finetune.adapters import check_qlora_supported
-
         check_qlora_supported(rt.device.type)
     init_distributed(rt)
     try:
@@ -41,10 +45,10 @@ def main(argv: list[str]) -> int:
     rt.log(f"data {json.dumps(stats)}; method {spec.method}: {trainable} of {total} parameters train")
     engine = build_engine(model, t, rt)
     result = train(engine, t, rt, train_blocks, val_blocks, extra_state={"method": spec.method})
-    if result["stopped"]:
-        return result["exit_code"]
-    save_result(engine, spec, tok, rt)
-    return 0
+    result.update(trainable_params=trainable, total_params=total)
+    if not result["stopped"]:
+        save_result(engine, spec, tok, rt)
+    return engine.module, result
 
 
 def save_result(engine: Any, spec: Any, tok: Any, rt: Any) -> None:
