@@ -84,3 +84,22 @@ def test_memory_over_slice_is_stopped_and_neighbour_keeps_running(pool):
     assert api.job(neighbour["id"])["status"] == "running"
     release.write_text("go")
     assert api.wait_status(neighbour["id"], "succeeded")["exit_code"] == 0
+
+
+def test_served_job_becomes_ready_with_its_endpoint(pool):
+    _, _, api, _ = pool
+    server = ("import http.server,os\n"
+              "class H(http.server.BaseHTTPRequestHandler):\n"
+              "    def do_GET(self):\n"
+              "        self.send_response(200 if self.path == '/health' else 404); self.end_headers()\n"
+              "    def log_message(self, *a): pass\n"
+              "http.server.HTTPServer(('0.0.0.0', int(os.environ['GPUPOOL_PORT'])), H).serve_forever()")
+    job = api.submit(py_job("server", server, ports=1, readiness_path="/health"))
+    ready = wait_until(lambda: (j := api.job(job["id"]))["endpoint"] and j, 30, "endpoint")
+    assert ready["endpoint"].startswith("http://127.0.0.1:")
+    import httpx
+
+    assert httpx.get(ready["endpoint"] + "/health", timeout=5).status_code == 200
+    assert any(e["kind"] == "ready" for e in api.events(job["id"]))
+    api.cancel(job["id"])
+    api.wait_status(job["id"], "cancelled", timeout=30)

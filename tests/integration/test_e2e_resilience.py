@@ -132,3 +132,36 @@ def test_agent_stopping_with_stop_jobs_on_exit_ends_its_jobs(cluster, tmp_path):
     assert not agent.job_alive(job["id"])
     done = api.wait_status(job["id"], "failed", timeout=20)
     assert done["status_reason"] == "agent on node node0 stopped"
+
+
+GANG = """
+import os, socket, time
+rank, world = int(os.environ['RANK']), int(os.environ['WORLD_SIZE'])
+addr, port = os.environ['MASTER_ADDR'], int(os.environ['MASTER_PORT'])
+print('rank', rank, 'of', world, 'node', os.environ['GPUPOOL_NODE'], 'master', addr, port, flush=True)
+if rank == 0:
+    srv = socket.create_server(('0.0.0.0', port))
+    srv.settimeout(60)
+    got = sorted(srv.accept()[0].recv(64).decode() for _ in range(world - 1))
+    print('rank 0 heard from', got, flush=True)
+else:
+    for _ in range(600):
+        try:
+            socket.create_connection((addr, port), timeout=1).sendall(str(rank).encode())
+            break
+        except OSError:
+            time.sleep(0.1)
+    else:
+        raise SystemExit('no rendezvous')
+"""
+
+
+@pytest.mark.timeout(90)
+def test_gang_members_rendezvous_across_agents(cluster):
+    server, agents, api = cluster(2, heartbeat_timeout_s=30)
+    job = api.submit(py_job("gang", GANG, gpu=1, resources={"gpu": 1, "nodes": 2, "cpu_milli": 100,
+                                                            "memory_mib": 64}))
+    done = api.wait_status(job["id"], "succeeded", timeout=60)
+    assert sorted(m["node"] for m in done["placement"]) == ["node0", "node1"]
+    rank0 = api.http.get(f"/api/v1/jobs/{job['id']}/logs", params={"rank": 0}).text
+    assert "rank 0 heard from ['1']" in rank0
