@@ -24,7 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sqlalchemy import insert, select, text  # noqa: E402
 
 from controlplane.db.models import (AcceleratorRow, AttemptRow, EventRow, JobRow, MemberRow,  # noqa: E402
-                                    NodeRow, QueueRow, SliceRow, TeamRow, UserRow)
+                                    NodeRow, QueueRow, SampleRow, SliceRow, TeamRow,
+                                    UserRow)
 from controlplane.history import UsageSampleRow  # noqa: E402
 
 TARGET_MS = 300.0
@@ -56,19 +57,23 @@ def seed(db, nodes: int, gpus: int, jobs: int, rng: random.Random) -> dict:  # n
             registered_at=now) for i in range(nodes)])
         node_ids = list(s.scalars(select(NodeRow.id).order_by(NodeRow.id)))
         models = [("H100-80GB", 81559), ("A100-80GB", 81920), ("L40S-48GB", 46068)]
-        accs = []
+        accs, samples = [], []
         for n, nid in enumerate(node_ids):
             model, mem = models[n % len(models)]
             for g in range(gpus):
                 util = rng.uniform(0, 100)
-                accs.append(dict(uuid=f"GPU-{n:04d}-{g}", node_id=nid, index=g, vendor="nvidia",
-                                 model=model, memory_mib=mem, labels={}, healthy=rng.random() > 0.002,
-                                 allocated_milli=0, allocated_memory_mib=0, unmanaged_memory_mib=0,
-                                 gpu_util_pct=util, telemetry={
-                                     "uuid": f"GPU-{n:04d}-{g}", "ts": now, "gpu_util_pct": util,
-                                     "memory_used_mib": mem * util / 200, "power_w": 300.0,
-                                     "temperature_c": 55.0, "healthy": True}))
+                uuid = f"GPU-{n:04d}-{g}"
+                accs.append(dict(uuid=uuid, node_id=nid, index=g, vendor="nvidia", model=model,
+                                 memory_mib=mem, labels={}, healthy=True, allocated_milli=0,
+                                 allocated_memory_mib=0, unmanaged_memory_mib=0))
+                healthy = rng.random() > 0.002
+                samples.append(dict(uuid=uuid, node_id=nid, ts=now, healthy=healthy, gpu_util_pct=util,
+                                    unmanaged_memory_mib=0, telemetry={
+                                        "uuid": uuid, "ts": now, "gpu_util_pct": util,
+                                        "memory_used_mib": mem * util / 200, "power_w": 300.0,
+                                        "temperature_c": 55.0, "healthy": healthy}))
         s.execute(insert(AcceleratorRow), accs)
+        s.execute(insert(SampleRow), samples)
         running = min(jobs // 3, len(accs))
         job_rows = []
         for j in range(jobs):

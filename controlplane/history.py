@@ -75,8 +75,8 @@ def sample(db, now: float, *, retention_s: float = DEFAULT_RETENTION_S,  # noqa:
         written = 0
         if rows:
             result = s.execute(ins.values(rows).on_conflict_do_nothing(
-                index_elements=["scope", "key", "ts"]))
-            written = max(result.rowcount or 0, 0)
+                index_elements=["scope", "key", "ts"]).returning(UsageSampleRow.id))
+            written = len(result.all())
         s.execute(delete(UsageSampleRow).where(UsageSampleRow.ts < now - retention_s))
     with db.read() as s:
         record_telemetry(db, s)
@@ -113,11 +113,11 @@ def record_telemetry(db, s) -> None:  # noqa: ANN001
     """
     from collections import deque
 
-    from controlplane.db.models import AcceleratorRow
+    from controlplane.db.models import SampleRow
 
     with db.cache_lock:
         ring = db.cache.setdefault("telemetry_ring", {})
-    for uuid, tel in s.execute(select(AcceleratorRow.uuid, AcceleratorRow.telemetry)):
+    for uuid, tel in s.execute(select(SampleRow.uuid, SampleRow.telemetry)):
         if not tel:
             continue
         points = ring.get(uuid)

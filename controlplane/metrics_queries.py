@@ -6,23 +6,34 @@ in the low milliseconds at 1,000 nodes x 8 GPUs and 10,000 jobs. Results are pla
 
 from __future__ import annotations
 
-from sqlalchemy import and_, case, func, select
+from sqlalchemy import and_, case, func, or_, select
 
 from controlplane.db.models import (AcceleratorRow, EventRow, JobRow, LeaseRow, MemberRow, NodeRow,
-                                    QueueRow, SliceRow, TeamRow)
+                                    QueueRow, SampleRow, SliceRow, TeamRow)
 
 ACTIVE = ("scheduled", "running")
 TRANSITION_KINDS = frozenset({"submitted", "scheduled", "running", "succeeded", "failed",
                               "cancelled", "lost", "requeued", "preempted", "pending"})
 
 
+def unhealthy_condition():  # noqa: ANN201
+    """SQL condition: the accelerator or its latest sample says unhealthy (needs the samples join)."""
+    return or_(AcceleratorRow.healthy.is_(False), SampleRow.healthy.is_(False))
+
+
 def capacity_by_model(s) -> list[dict]:  # noqa: ANN001
-    """Accelerators, capacity, allocation, health and mean utilisation per (vendor, model)."""
+    """Accelerators, capacity, allocation, health and mean utilisation per (vendor, model).
+
+    Health and utilisation come from the latest heartbeat sample (accelerator_samples); a GPU
+    without a sample counts as healthy (unless marked otherwise) and idle.
+    """
     q = (select(AcceleratorRow.vendor, AcceleratorRow.model, func.count(),
                 func.sum(AcceleratorRow.memory_mib), func.sum(AcceleratorRow.allocated_milli),
                 func.sum(AcceleratorRow.allocated_memory_mib),
-                func.sum(case((AcceleratorRow.healthy.is_(False), 1), else_=0)),
-                func.avg(AcceleratorRow.gpu_util_pct))
+                func.sum(case((unhealthy_condition(), 1), else_=0)),
+                func.avg(func.coalesce(SampleRow.gpu_util_pct, 0.0)))
+         .select_from(AcceleratorRow)
+         .outerjoin(SampleRow, SampleRow.uuid == AcceleratorRow.uuid)
          .group_by(AcceleratorRow.vendor, AcceleratorRow.model)
          .order_by(AcceleratorRow.vendor, AcceleratorRow.model))
     out = []

@@ -10,9 +10,10 @@ import time
 
 from sqlalchemy import case, func, or_, select
 
-from controlplane.db.models import (AcceleratorRow, JobRow, MemberRow, NodeRow, QueueRow, SliceRow,
-                                    TeamRow)
-from controlplane.metrics_queries import capacity_by_model, pending_by_reason, queue_usage
+from controlplane.db.models import (AcceleratorRow, JobRow, MemberRow, NodeRow, QueueRow, SampleRow,
+                                    SliceRow, TeamRow)
+from controlplane.metrics_queries import (capacity_by_model, pending_by_reason, queue_usage,
+                                         unhealthy_condition)
 
 NODES_PER_PAGE = 25
 
@@ -24,7 +25,9 @@ def fragmentation(s) -> list[dict]:  # noqa: ANN001
                 func.sum(case((AcceleratorRow.allocated_milli == 0, 1), else_=0)),
                 func.sum(case((partial, 1), else_=0)),
                 func.sum(case((partial, 1000 - AcceleratorRow.allocated_milli), else_=0)))
-         .where(AcceleratorRow.healthy.is_(True))
+         .select_from(AcceleratorRow)
+         .outerjoin(SampleRow, SampleRow.uuid == AcceleratorRow.uuid)
+         .where(~unhealthy_condition())
          .group_by(AcceleratorRow.vendor, AcceleratorRow.model)
          .order_by(AcceleratorRow.vendor, AcceleratorRow.model))
     out = []
@@ -90,13 +93,17 @@ def _with_accelerators(s, rows: list) -> list[dict]:  # noqa: ANN001
     accs: dict[int, list[dict]] = {i: [] for i in ids}
     by_uuid: dict[str, dict] = {}
     if ids:
-        for a in s.scalars(select(AcceleratorRow).where(AcceleratorRow.node_id.in_(ids))
-                           .order_by(AcceleratorRow.node_id, AcceleratorRow.index)):
-            tel = a.telemetry or {}
+        for a, sample in s.execute(
+                select(AcceleratorRow, SampleRow)
+                .outerjoin(SampleRow, SampleRow.uuid == AcceleratorRow.uuid)
+                .where(AcceleratorRow.node_id.in_(ids))
+                .order_by(AcceleratorRow.node_id, AcceleratorRow.index)):
+            tel = (sample.telemetry if sample is not None else None) or {}
             d = {"uuid": a.uuid, "index": a.index, "vendor": a.vendor, "model": a.model,
-                 "memory_mib": a.memory_mib, "healthy": a.healthy,
+                 "memory_mib": a.memory_mib, "healthy": a.healthy and (sample is None or sample.healthy),
                  "allocated_milli": a.allocated_milli, "allocated_memory_mib": a.allocated_memory_mib,
-                 "unmanaged_memory_mib": a.unmanaged_memory_mib, "util": a.gpu_util_pct,
+                 "unmanaged_memory_mib": sample.unmanaged_memory_mib if sample is not None else 0,
+                 "util": sample.gpu_util_pct if sample is not None else None,
                  "memory_used_mib": tel.get("memory_used_mib"), "temperature_c": tel.get("temperature_c"),
                  "power_w": tel.get("power_w"), "xid": tel.get("last_xid"),
                  "ecc": tel.get("ecc_errors"), "slices": []}
