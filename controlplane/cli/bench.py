@@ -57,7 +57,7 @@ def trace(
     """Replay the trace as the FGD paper does (1.3x capacity, seeded shuffle, no departures)."""
     from controlplane.scheduler import policies, replay, tracefile
 
-    err = Console(stderr=True)
+    err = Console(stderr=True, soft_wrap=True)
     try:
         seed_list = parse_seeds(seeds)
         policies.profile(policy)
