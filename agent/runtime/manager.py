@@ -146,6 +146,7 @@ class Runtime:
         job.proc = proc
         record.update(pid=proc.pid, start_ticks=proc.start_ticks, ports=ports, started_ts=self.clock(),
                       enforcement=se.enforcement)
+        self.state.save_record(order.attempt_id, record)  # at once: a crash now still re-adopts it
         child = self._wait_child_pid(proc)
         record["child_pid"] = child
         self.state.save_record(order.attempt_id, record)
@@ -155,7 +156,7 @@ class Runtime:
         self.report(StatusKind.STARTED, job, pid=child or proc.pid)
 
     @staticmethod
-    def _wait_child_pid(proc: JobProcess, timeout: float = 2.0) -> int | None:
+    def _wait_child_pid(proc: JobProcess, timeout: float = 1.0) -> int | None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             pid = proc.child_pid()
