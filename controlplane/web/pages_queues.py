@@ -39,7 +39,7 @@ def edit_queue_form(request: Request, who, team: str, name: str):  # noqa: ANN00
         from controlplane.services.errors import NotFound
 
         raise NotFound(f"no queue {team}/{name}")
-    return render.page("queue_edit.html", who=who, nav="queues", q=match[0], error=None)
+    return render.page("queue_edit.html", who=who, nav="queues", q=match[0], error=None, form=None)
 
 
 def _gpus_field(form, field: str, *, optional: bool) -> int | None:  # noqa: ANN001
@@ -78,7 +78,9 @@ def update_queue(request: Request, who, team: str, name: str):  # noqa: ANN001
         match = [q for q in queries.overview(db)["queues"] if q["team"] == team and q["name"] == name]
         if not match:
             raise
-        return render.page("queue_edit.html", 422, who=who, nav="queues", q=match[0], error=err.detail)
+        form_values = {k: str(form.get(k) or "") for k in ("guarantee", "limit", "weight")}
+        return render.page("queue_edit.html", 422, who=who, nav="queues", q=match[0], error=err.detail,
+                           form=form_values)
     return RedirectResponse(f"/queues?saved={team}/{name}", status_code=303)
 
 
