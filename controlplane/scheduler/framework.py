@@ -126,11 +126,35 @@ class Profile:
         """Index into ``cands`` of the best spot (caller ensures ``len(cands) > 0``)."""
         if len(cands) == 1:
             return 0
-        total = np.zeros(len(cands))
-        for plugin, weight in self.scorers:
-            total += weight * plugin.score(ctx, shape, cands)
+        total = self.total(ctx, shape, cands)
         best = np.flatnonzero(total >= total.max() - 1e-9)
         if len(best) == 1:
             return int(best[0])
         ranks = ctx.state.rank[cands.nodes[best]]
         return int(best[np.argmin(ranks)])
+
+    def total(self, ctx: Context, shape: MemberShape, cands: Candidates) -> np.ndarray:
+        """Weighted score of every spot; interchangeable spots are scored once."""
+        state = ctx.state
+        if not self.scorers:
+            return np.zeros(len(cands))
+        if len(cands) > 32 and not ctx.gang_nodes and not state.has_topology:
+            key = state.signature()[cands.nodes]
+            if cands.gpus is not None:
+                g = cands.gpus
+                gpu_key = (state.gpu_free[cands.nodes, g] | (state.gpu_model[cands.nodes, g] << 11)
+                           | (state.gpu_mem_free[cands.nodes, g] << 22))
+                key = key * np.int64(1099511628211) + gpu_key
+            _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+            if len(first) < len(cands):
+                reps = Candidates(cands.nodes[first],
+                                  None if cands.gpus is None else cands.gpus[first],
+                                  None if cands.chosen is None else cands.chosen[first])
+                return self._weighted(ctx, shape, reps)[inverse.ravel()]
+        return self._weighted(ctx, shape, cands)
+
+    def _weighted(self, ctx: Context, shape: MemberShape, cands: Candidates) -> np.ndarray:
+        total = np.zeros(len(cands))
+        for plugin, weight in self.scorers:
+            total += weight * plugin.score(ctx, shape, cands)
+        return total

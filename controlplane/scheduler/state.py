@@ -68,6 +68,8 @@ class ClusterState:
         self.cpu_cap = self.cpu_free.copy()  # whole-node capacity (for "can never fit")
         self.mem_cap = self.mem_free.copy()
         self.reserved = np.zeros(self.n, dtype=bool)  # held for a blocked queue head
+        self._sig = np.zeros(self.n, np.int64)
+        self._sig_dirty: set[int] = set(range(self.n))
 
     # ---- construction -------------------------------------------------------------------
     @classmethod
@@ -144,8 +146,26 @@ class ClusterState:
         for j, milli, mib in claim.gpus:
             self.gpu_free[i, j] += sign * milli
             self.gpu_mem_free[i, j] += sign * mib
+        self._sig_dirty.add(i)
         for listener in self.listeners:
             listener(i)
+
+    def signature(self) -> np.ndarray:
+        """Per node, a hash of everything placement looks at; equal hash = interchangeable node
+        (apart from its name, rank and topology)."""
+        if self._sig_dirty:
+            for i in self._sig_dirty:
+                gpus = sorted(zip(self.gpu_free[i].tolist(), self.gpu_mem_free[i].tolist(),
+                                  self.gpu_model[i].tolist(), self.acc_mem_cap[i].tolist(),
+                                  self.gpu_valid[i].tolist()))
+                self._sig[i] = hash((int(self.cpu_free[i]), int(self.mem_free[i]),
+                                     bool(self.node_ok[i]), tuple(gpus)))
+            self._sig_dirty.clear()
+        return self._sig
+
+    @property
+    def has_topology(self) -> bool:
+        return bool((self.gpu_domain >= 0).any() or (self.gpu_numa >= 0).any())
 
     # ---- totals ---------------------------------------------------------------------------
     def total_free_milli(self) -> int:

@@ -118,3 +118,23 @@ def test_typical_workload_keeps_shapes_until_95_percent():
 def test_unknown_plugin_weight_is_rejected():
     with pytest.raises(ValueError, match="unknown score plugin"):
         policies.profile("custom", {"fgd": 1, "magic": 2})
+
+
+@pytest.mark.parametrize("policy", ["fgd", "gpupool", "bestfit"])
+def test_scoring_interchangeable_spots_once_changes_no_decision(policy, monkeypatch):
+    from controlplane.scheduler import replay
+    from controlplane.scheduler.framework import Profile
+    from controlplane.scheduler.tracefile import TraceNode, TracePod
+
+    nodes = [TraceNode(f"n{i:02d}", 32000, 131072, 4 if i % 3 else 8, "G2" if i % 2 else "T4")
+             for i in range(40)]
+    rng = np.random.default_rng(3)
+    pods = [TracePod(f"p{i:03d}", int(rng.choice([1000, 4000, 8000])), 4096,
+                     int(rng.choice([0, 1, 1, 1, 2])), int(rng.choice([250, 470, 810, 1000])))
+            for i in range(300)]
+    pods = [TracePod(p.name, p.cpu_milli, p.memory_mib, p.num_gpu,
+                     1000 if p.num_gpu > 1 else (p.gpu_milli if p.num_gpu else 0)) for p in pods]
+    fast = replay.run(nodes, pods, policy, seed=5)
+    monkeypatch.setattr(Profile, "total", Profile._weighted)
+    slow = replay.run(nodes, pods, policy, seed=5)
+    assert (fast.placed, fast.alloc_pct, fast.frag_pct) == (slow.placed, slow.alloc_pct, slow.frag_pct)
