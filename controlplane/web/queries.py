@@ -119,7 +119,8 @@ def _with_accelerators(s, rows: list) -> list[dict]:  # noqa: ANN001
         for uuid, milli, mem, job_id, job_name, queue, team in s.execute(q):
             if uuid in by_uuid:
                 by_uuid[uuid]["slices"].append({"milli": milli, "memory_mib": mem, "job_id": str(job_id),
-                                                "job": job_name, "queue": f"{team}/{queue}"})
+                                                "job": job_name, "queue": f"{team}/{queue}",
+                                                "team": team})
     return [{"name": n.name, "address": n.address, "state": n.state, "cordoned": n.cordoned,
              "cpu_milli": n.cpu_milli, "memory_mib": n.memory_mib, "labels": n.labels or {},
              "backend": n.backend, "agent_version": n.agent_version,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
+from controlplane.loops.runner import Loops
 from controlplane.server import create_app
 from controlplane.settings import Settings
 
@@ -66,7 +67,11 @@ def test_sign_in_required_and_bad_tokens_refused(site) -> None:  # noqa: ANN001
 
 def test_member_sees_own_team_only_and_no_admin_pages(site) -> None:  # noqa: ANN001
     c = site["client"]
+    app = c.app
+    Loops(app.state.db, app.state.settings).cycle()  # one scheduling cycle: admin-job takes the GPU
     _login(c, site["alice"])
+    nodes = c.get("/nodes").text
+    assert "H100-80GB" in nodes and "admin-job" not in nodes  # another team's slice, name hidden
     jobs = c.get("/jobs").text
     assert "alice-job" in jobs and "admin-job" not in jobs
     assert c.get(f"/jobs/{site['admin_job']}").status_code == 404
@@ -95,6 +100,8 @@ def test_admin_pages_and_writes(site) -> None:  # noqa: ANN001
                  "/queues/research/default/edit"):
         r = c.get(path)
         assert r.status_code == 200, (path, r.text[:300])
+    Loops(c.app.state.db, c.app.state.settings).cycle()
+    assert "admin-job" in c.get("/nodes").text  # admins see every slice's job
     assert "alice-job" in c.get("/jobs?team=research").text
     assert "admin-job" not in c.get("/jobs?team=research").text
     r = c.post("/nodes/node-a/cordon", follow_redirects=False)
