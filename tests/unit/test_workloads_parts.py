@@ -1,0 +1,123 @@
+"""Pure parts of the workloads: data cleaning/dedupe/split, batch order, vLLM argv and metrics, Ray argv, precision."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from workloads.data.blocks import BatchOrder
+from workloads.data.corpus import DataError, clean, prepare
+from workloads.inference.metrics import ServingMeter, parse_prometheus
+from workloads.inference.ray_cluster import start_argv
+from workloads.inference.server import memory_utilization, vllm_argv, vllm_env
+from workloads.specs import InferenceSpec, TrainingSpec
+from workloads.training.engine import ds_config
+from workloads.training.runtime import WorkloadError, choose_precision, read_spec_json
+
+
+def test_clean_normalises_and_strips_control_characters() -> None:
+    assert clean("  Ｈello\u00a0 \x07world\t \n\n\n  next  ") == "Hello world\nnext"
+
+
+def test_prepare_dedupes_filters_and_splits_deterministically(tmp_path: Path) -> None:
+    docs = [f"document number {i} with enough text" for i in range(40)]
+    (tmp_path / "a.txt").write_text("\n\n".join(docs + docs[:5] + ["short"]))
+    (tmp_path / "b.jsonl").write_text("".join(json.dumps({"text": d.upper()}) + "\n" for d in docs[:3]))
+    s = prepare(str(tmp_path), validation_fraction=0.1, seed=1)
+    assert s.stats["dropped_duplicates"] == 5 + 3  # exact copies and case-only copies
+    assert s.stats["dropped_short"] == 1
+    assert len(s.train) + len(s.validation) == 40 and len(s.validation) == 4
+    assert not set(s.train) & set(s.validation)
+    assert prepare(str(tmp_path), validation_fraction=0.1, seed=1).validation == s.validation
+
+
+def test_data_errors_name_the_problem(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="does not exist"):
+        prepare(str(tmp_path / "missing.txt"))
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "fine line of text here"}\n{oops\n')
+    with pytest.raises(DataError, match="line 2 is not valid JSON"):
+        prepare(str(bad))
+    bad.write_text('{"body": "no text field"}\n')
+    with pytest.raises(DataError, match="no string field 'text'"):
+        prepare(str(bad))
+
+
+def test_batch_order_is_resumable_and_ranks_disjoint() -> None:
+    a, b = BatchOrder(100, 4, seed=3), BatchOrder(100, 4, seed=3)
+    assert [a.indices(i) for i in range(60)] == [b.indices(i) for i in range(60)]
+    assert BatchOrder(100, 4, seed=3).indices(37) == a.indices(37)  # a fresh order (restart) agrees
+    r0, r1 = BatchOrder(100, 4, 3, rank=0, world=2), BatchOrder(100, 4, 3, rank=1, world=2)
+    assert not set(r0.indices(5)) & set(r1.indices(5))
+
+
+def test_precision_choice() -> None:
+    assert choose_precision("auto", "cpu", False) == ("fp32", None)
+    assert choose_precision("bf16", "cpu", False)[0] == "fp32"
+    assert choose_precision("auto", "cuda", True) == ("bf16", None)
+    assert choose_precision("auto", "cuda", False) == ("fp16", None)
+    assert choose_precision("bf16", "cuda", False)[0] == "fp16"
+
+
+def test_deepspeed_config_follows_the_spec() -> None:
+    t = TrainingSpec(zero_stage=3, grad_accum=4, micro_batch_size=2, offload_optimizer=True)
+    cfg = ds_config(t, "bf16")
+    assert cfg["zero_optimization"]["stage"] == 3 and cfg["zero_optimization"]["offload_optimizer"]["device"] == "cpu"
+    assert cfg["gradient_accumulation_steps"] == 4 and cfg["bf16"]["enabled"] and not cfg["fp16"]["enabled"]
+    assert cfg["zero_allow_untested_optimizer"] is True
+
+
+def test_vllm_command_line_and_memory_share(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text("{}")
+    spec = InferenceSpec(name="srv", model_path=str(tmp_path), quantization="awq", kv_cache_dtype="fp8",
+                         tensor_parallel_size=2, max_model_len=1024, max_num_seqs=16, resources={"gpu": 2})
+    env = {"GPUPOOL_PORT": "9123", "GPUPOOL_VLLM_GPU_MEMORY_UTILIZATION": "0.25"}
+    argv = vllm_argv(spec, env, distributed=True)
+    flags = {a: argv[i + 1] for i, a in enumerate(argv[:-1]) if a.startswith("--")}
+    assert argv[1:3] == ["-m", "vllm.entrypoints.openai.api_server"]
+    assert flags["--port"] == "9123" and flags["--gpu-memory-utilization"] == "0.25"
+    assert flags["--quantization"] == "awq" and flags["--kv-cache-dtype"] == "fp8"
+    assert flags["--tensor-parallel-size"] == "2" and flags["--max-model-len"] == "1024"
+    assert "--distributed-executor-backend" in argv and argv[argv.index("--distributed-executor-backend") + 1] == "ray"
+    assert memory_utilization(SimpleNamespace(gpu_memory_utilization=None), {"GPUPOOL_MEMORY_FRACTION": "0.5"}) == 0.5
+    assert memory_utilization(SimpleNamespace(gpu_memory_utilization=0.7), env) == 0.7
+    assert vllm_env({"GPUPOOL_MEMORY_MIB": "8192"}, on_gpu=False)["VLLM_CPU_KVCACHE_SPACE"] == "4"
+    with pytest.raises(ValueError, match="GPUPOOL_PORT"):
+        vllm_argv(spec, {"GPUPOOL_PORT": "http"})
+    with pytest.raises(ValueError, match="no config.json"):
+        vllm_argv(spec.model_copy(update={"model_path": str(tmp_path / "nope")}), env)
+
+
+METRICS = """# HELP vllm:generation_tokens_total Number of generation tokens processed.
+vllm:generation_tokens_total{engine="0",model_name="m"} %d
+vllm:num_requests_running{engine="0",model_name="m"} 1.0
+vllm:inter_token_latency_seconds_sum{engine="0",model_name="m"} %f
+vllm:inter_token_latency_seconds_count{engine="0",model_name="m"} %d
+"""
+
+
+def test_serving_meter_turns_scrapes_into_rates() -> None:
+    m = ServingMeter()
+    first = m.update(100.0, parse_prometheus(METRICS % (100, 1.0, 100)))
+    assert first["generation_tokens"] == 100 and first["ms_per_output_token_avg"] == pytest.approx(10.0)
+    second = m.update(110.0, parse_prometheus(METRICS % (300, 1.4, 300)))
+    assert second["tokens_per_s"] == pytest.approx(20.0)
+    assert second["ms_per_output_token"] == pytest.approx(2.0)
+    assert second["requests_running"] == 1.0
+
+
+def test_ray_cluster_commands() -> None:
+    head = start_argv(0, "10.0.0.1", 6379, gpus=8, cpus=32, temp_dir="/tmp/r", exe="ray")
+    worker = start_argv(1, "10.0.0.1", 6379, gpus=8, cpus=32, temp_dir="/tmp/r", exe="ray")
+    assert head[:3] == ["ray", "start", "--head"] and "--port=6379" in head and "--block" in head
+    assert "--address=10.0.0.1:6379" in worker and "--head" not in worker and "--num-gpus=8" in worker
+
+
+def test_spec_argument_errors() -> None:
+    with pytest.raises(WorkloadError, match="usage"):
+        read_spec_json([])
+    with pytest.raises(WorkloadError, match="not valid JSON"):
+        read_spec_json(["--spec-json", "{nope"])
