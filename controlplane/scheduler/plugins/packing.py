@@ -1,87 +1,81 @@
-"""The default policy ``gpupool``: fragmentation gradient made memory-aware, plus packing.
+"""The default policy ``gpupool``: FGD's fragmentation gradient plus two things FGD misses.
 
-(being tuned)
+score = floor(-(dF + a * dStranded + b * dWaste) / bucket), ties to the lowest node rank.
+
+- dF: the paper's fragmentation change for the typical task shapes (``frag.FragCache``).
+- dStranded: GPU a node can no longer use because its CPU or memory runs out first. The
+  typical workload asks for ``gpu_per_cpu`` GPU milli per CPU milli (and per MiB); a node
+  whose free CPU (or memory) times that ratio is below its free GPU strands the rest.
+- dWaste: on the accelerator a fraction lands on, how much of what is left no combination
+  of the typical fractional sizes can ever fill (a small knapsack table over 0..1000 milli).
+  FGD only asks "does shape m still fit"; this asks "can the hole be closed".
+- bucket: equal buckets pack like first-fit over a fixed node order, which is what makes
+  FGD work at all; a linear bucket keeps that property without sigmoid saturation.
+Nothing here is tuned to one trace: every input is derived from the target workload.
 """
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
+from controlplane.core.resources import WHOLE
 from controlplane.scheduler.frag import FragCache, Workload
 from controlplane.scheduler.framework import Candidates, Context, MemberShape
 from controlplane.scheduler.plugins.scores import frag_cache, frag_delta
 
-EXP = os.environ.get("GPUPOOL_EXP", "A")
-W = float(os.environ.get("GPUPOOL_W", "0"))
-RW = float(os.environ.get("GPUPOOL_RW", "1"))
-LAM = float(os.environ.get("GPUPOOL_LAM", "0"))
-
 
 def waste_table(sizes: list[int]) -> np.ndarray:
-    """waste[r]: milli of a residue r that no combination of ``sizes`` can fill."""
-    best = np.zeros(1001, np.int64)  # best[r] = largest sum <= r
-    for r in range(1, 1001):
+    """waste[r]: milli of a hole of r milli that no sum of ``sizes`` can fill."""
+    best = np.zeros(WHOLE + 1, np.int64)  # best[r]: largest sum of sizes <= r
+    for r in range(1, WHOLE + 1):
         b = best[r - 1]
         for g in sizes:
-            if g <= r:
-                b = max(b, g + best[r - g])
+            if g <= r and g + best[r - g] > b:
+                b = g + best[r - g]
         best[r] = b
-    return np.arange(1001) - best
+    return np.arange(WHOLE + 1) - best
 
 
 class GpuPool:
     name = "gpupool"
 
+    def __init__(self, stranded_weight: float = 0.5, waste_weight: float = 2.0,
+                 bucket_milli: float = 100.0):
+        self.stranded_weight = stranded_weight
+        self.waste_weight = waste_weight
+        self.bucket_milli = bucket_milli
+
     @staticmethod
     def prepare(ctx: Context, workload: Workload) -> None:
-        cache = FragCache(ctx.state, workload, use_memory="M" in EXP)
-        ctx.caches["gpupool"] = cache
-        sizes = sorted({s.gpu_milli for s in workload.shapes if s.num_gpu == 1 and s.gpu_milli < 1000})
+        ctx.caches["gpupool"] = FragCache(ctx.state, workload)
+        pairs = list(zip(workload.shapes, workload.weights))
+        gpu = sum(p * s.num_gpu * s.gpu_milli for s, p in pairs)
+        cpu = sum(p * s.cpu_milli for s, p in pairs)
+        mem = sum(p * s.memory_mib for s, p in pairs)
+        ctx.caches["gpupool.ratio"] = (gpu / cpu if cpu else 1e12, gpu / mem if mem else 1e12)
+        sizes = sorted({s.gpu_milli for s in workload.shapes if s.num_gpu == 1 and s.gpu_milli < WHOLE})
         ctx.caches["gpupool.waste"] = waste_table(sizes)
-        gpu = [s for s in workload.shapes if s.num_gpu]
-        gp = sum(p * s.num_gpu * s.gpu_milli for s, p in zip(workload.shapes, workload.weights))
-        cp = sum(p * s.cpu_milli for s, p in zip(workload.shapes, workload.weights))
-        mp = sum(p * s.memory_mib for s, p in zip(workload.shapes, workload.weights))
-        ctx.caches["gpupool.ratio"] = (gp / max(cp, 1), gp / max(mp, 1))
-        ctx.caches["gpupool.min"] = (min([s.cpu_milli for s in gpu] or [0]),
-                                     min([s.memory_mib for s in gpu] or [0]))
 
     def score(self, ctx: Context, shape: MemberShape, cands: Candidates) -> np.ndarray:
+        if "gpupool" not in ctx.caches:
+            raise LookupError("policy gpupool needs a target workload (policies.prepare)")
         state = ctx.state
         delta = frag_delta(frag_cache(ctx, "gpupool"), shape, cands)
-        if "S" in EXP:
-            min_cpu, min_mem = ctx.caches["gpupool.min"]
-            nodes = cands.nodes
-            total = state.gpu_free[nodes].sum(axis=1)
-            before = (state.cpu_free[nodes] < min_cpu) | (state.mem_free[nodes] < min_mem)
-            after = ((state.cpu_free[nodes] - shape.cpu_milli < min_cpu)
-                     | (state.mem_free[nodes] - shape.memory_mib < min_mem))
-            delta = delta + after * (total - shape.gpu_milli_total) - before * total
-        if "R" in EXP:
-            rc, rm = ctx.caches["gpupool.ratio"]
+        if self.stranded_weight:
+            per_cpu, per_mib = ctx.caches["gpupool.ratio"]
             nodes = cands.nodes
             total = state.gpu_free[nodes].sum(axis=1)
             cpu, mem = state.cpu_free[nodes], state.mem_free[nodes]
-            def stranded(t, c, m):
-                return np.maximum(0, t - np.minimum(c * rc, m * rm))
-            delta = delta + RW * (stranded(total - shape.gpu_milli_total, cpu - shape.cpu_milli,
-                                      mem - shape.memory_mib) - stranded(total, cpu, mem))
-        if LAM and cands.gpus is not None:
+
+            def stranded(gpu_left, cpu_left, mem_left):
+                usable = np.minimum(cpu_left * per_cpu, mem_left * per_mib)
+                return np.maximum(0.0, gpu_left - usable)
+
+            after = stranded(total - shape.gpu_milli_total, cpu - shape.cpu_milli,
+                             mem - shape.memory_mib)
+            delta = delta + self.stranded_weight * (after - stranded(total, cpu, mem))
+        if self.waste_weight and cands.gpus is not None:
             waste = ctx.caches["gpupool.waste"]
-            f = state.gpu_free[cands.nodes, cands.gpus]
-            delta = delta + LAM * (waste[f - shape.milli] - waste[f])
-        if W:
-            base = np.floor(-delta / W)
-        else:
-            base = np.trunc(100.0 / (1.0 + np.exp(delta / 1000.0)))
-        if "B" in EXP:
-            base = base - delta * 1e-6
-        if "C" in EXP:
-            left = state.gpu_free[cands.nodes].sum(axis=1)
-            base = base - left * 1e-7
-        if "D" in EXP and cands.gpus is not None:
-            left = state.gpu_free[cands.nodes, cands.gpus] - shape.milli
-            base = base - left * 1e-7
-        return base
+            free = state.gpu_free[cands.nodes, cands.gpus]
+            delta = delta + self.waste_weight * (waste[free - shape.milli] - waste[free])
+        return np.floor(-delta / self.bucket_milli)
