@@ -44,9 +44,12 @@ def job(request: Request, who, job_id: str):  # noqa: ANN001
     j = jobs_service.get_job(db, who, job_id)
     evs = jobs_service.job_events(db, who, job_id)["items"]
     text, _, final = logs_service.read(db, who, job_id, tail=200)
+    gpus = queries.accelerator_telemetry(db, [s["accelerator_uuid"] for m in j.get("placement") or []
+                                              for s in m.get("slices", [])]) if not final else {}
+    ctx = dict(j=j, logs=text, final=final, gpus=gpus)
     if request.headers.get("hx-request") and request.headers.get("hx-target") == "job-live":
-        return render.page("partials/job_live.html", j=j, logs=text, final=final)
-    return render.page("job.html", who=who, nav="jobs", j=j, events=evs, logs=text, final=final)
+        return render.page("partials/job_live.html", **ctx)
+    return render.page("job.html", who=who, nav="jobs", events=evs, **ctx)
 
 
 @router.post("/jobs/{job_id}/cancel")

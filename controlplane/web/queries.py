@@ -150,3 +150,15 @@ def job_counts(db, team_id: int | None) -> dict[str, int]:  # noqa: ANN001
 
 __all__ = ["overview", "nodes_page", "node_detail", "fragmentation", "queue_names", "team_names",
            "job_counts", "or_"]
+
+
+def accelerator_telemetry(db, uuids: list[str]) -> dict[str, dict]:  # noqa: ANN001
+    """Latest sample of each accelerator in ``uuids`` (for a job's GPU metrics)."""
+    if not uuids:
+        return {}
+    with db.read() as s:
+        rows = s.execute(select(AcceleratorRow.uuid, AcceleratorRow.index, AcceleratorRow.model,
+                                AcceleratorRow.memory_mib, SampleRow.telemetry)
+                         .outerjoin(SampleRow, SampleRow.uuid == AcceleratorRow.uuid)
+                         .where(AcceleratorRow.uuid.in_(uuids)))
+        return {u: {"index": i, "model": m, "memory_mib": mem, **(tel or {})} for u, i, m, mem, tel in rows}

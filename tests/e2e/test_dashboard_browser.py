@@ -123,6 +123,7 @@ def test_dashboard_journey(cluster, browser) -> None:  # noqa: ANN001
         return "running" in admin.inner_text("#job-status")
     wait_for(running, 60, "the job to start after the quota was raised", interval=1.0)
     assert agent.name in admin.inner_text("body")
+    assert admin.locator("[data-testid=job-gpus] tbody tr").count() == 2  # its two GPUs' metrics
     shot(admin, "job-running")
 
     admin.goto(f"{server.url}/queues")
