@@ -101,3 +101,16 @@ def test_progress_lines_round_trip_and_share_the_wire_prefix() -> None:
     m.add_tokens(1000)
     f = m.figures(60)
     assert f["tokens_per_s"] == 100.0 and f["eta_s"] == 40.0
+
+
+@pytest.mark.parametrize("name", ["pretrain", "finetune-lora", "evaluate", "inference", "custom"])
+def test_shipped_examples_are_valid_specs(name: str) -> None:
+    from pathlib import Path
+
+    import yaml
+
+    path = Path(__file__).resolve().parents[2] / "examples" / f"{name}.yaml"
+    spec = parse_job_spec(yaml.safe_load(path.read_text()))
+    assert spec.kind == name.split("-")[0]
+    plan = build_launch(spec)
+    assert plan.argv and plan.argv[0] == "python"

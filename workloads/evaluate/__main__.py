@@ -8,6 +8,7 @@ import os
 from typing import Any
 
 from workloads import progress
+from workloads.paths import resolve_spec_paths
 from workloads.training.runtime import WorkloadError, read_spec_json, run_main, setup
 
 
@@ -42,7 +43,7 @@ def generate(model: Any, tok: Any, prompts: list[str], max_new_tokens: int, devi
 def main(argv: list[str]) -> int:
     from workloads.specs import EvaluateSpec
 
-    spec = EvaluateSpec.model_validate(read_spec_json(argv))
+    spec = resolve_spec_paths(EvaluateSpec.model_validate(read_spec_json(argv)))
     rt = setup("fp32", spec.output)
     from workloads.data.pipeline import load_data
     from workloads.data.tokenizer import load_tokenizer

@@ -14,6 +14,7 @@ import urllib.request
 from typing import Any
 
 from workloads import progress
+from workloads.paths import resolve_spec_paths
 from workloads.training.runtime import WorkloadError, dist_env, read_spec_json, run_main
 
 HEARTBEAT_S = 60.0  # an unchanged figure is re-sent this often
@@ -76,7 +77,7 @@ def main(argv: list[str]) -> int:
     from workloads.inference.server import port_of, vllm_argv, vllm_env
     from workloads.specs import InferenceSpec
 
-    spec = InferenceSpec.model_validate(read_spec_json(argv))
+    spec = resolve_spec_paths(InferenceSpec.model_validate(read_spec_json(argv)))
     env = dict(os.environ)
     rank, world, _ = dist_env()
     kids = Children(grace_s=float(env.get("GPUPOOL_GRACE_S", "20")))

@@ -6,13 +6,14 @@ import json
 import os
 from typing import Any
 
+from workloads.paths import resolve_spec_paths
 from workloads.training.runtime import WorkloadError, read_spec_json, run_main, setup
 
 
 def main(argv: list[str]) -> int:
     from workloads.specs import PretrainSpec
 
-    spec = PretrainSpec.model_validate(read_spec_json(argv))
+    spec = resolve_spec_paths(PretrainSpec.model_validate(read_spec_json(argv)))
     t = spec.training
     rt = setup(t.precision, spec.output)
     for note in rt.notes:
