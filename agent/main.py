@@ -184,9 +184,11 @@ class Agent:
     def _heartbeat_loop(self) -> None:
         if not self._wait_registered():
             return
+        buffered_ts = None
         while not self.stopping.is_set():
             snap = self.sampler.latest
-            if snap is not None:
+            if snap is not None and snap.ts != buffered_ts:  # each snapshot buffered once
+                buffered_ts = snap.ts
                 self.sample_outbox.extend([s.model_dump(mode="json") for s in snap.samples])
             drained = self._send_heartbeat(snap)
             if not drained:
