@@ -22,9 +22,6 @@ def submit_job(request: Request, spec: Any = Body(..., description="a job spec (
                idempotency_key: str | None = Header(None, alias="Idempotency-Key"),
                who: Principal = Depends(user), db: Database = Depends(get_db)) -> Response:
     job, created = jobs.submit(db, who, spec, idempotency_key)
-    loops = getattr(request.app.state, "loops", None)
-    if created and loops is not None:
-        loops.kick()
     return JSONResponse(job, status_code=201 if created else 200)
 
 
