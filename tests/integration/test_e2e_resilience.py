@@ -110,6 +110,7 @@ def test_control_plane_down_30s_loses_no_report(cluster, tmp_path):
     assert not during["connected"] and during["buffered_samples"] > 0
     assert agent.proc.poll() is None
     server.start()
+    back_at = time.time()
     wait_until(lambda: agent.health().get("buffered_status_reports") == 0
                and agent.health().get("buffered_samples") == 0, 30, "buffers replayed")
     after = agent.health()
@@ -119,6 +120,9 @@ def test_control_plane_down_30s_loses_no_report(cluster, tmp_path):
     assert api.wait_status(job["id"], "succeeded")["exit_code"] == 0
     assert api.wait_status(short["id"], "succeeded")["exit_code"] == 0
     assert "finished offline" in wait_until(lambda: api.logs(job["id"]), 10, "logs")
+    # the replayed backlog did not leave an old sample as the accelerator's latest telemetry
+    node = api.http.get("/api/v1/nodes/node0").json()
+    assert node["accelerators"][0]["telemetry"]["ts"] >= back_at - 1
 
 
 @pytest.mark.timeout(60)
