@@ -90,8 +90,17 @@ class QuotaBook:
                 f"{gpus(job.request.total_gpu_milli)} more")
 
     def within_guarantee(self, job: PendingJob) -> bool:
+        """True when placing ``job`` keeps its queue within its guarantee: the total one, or
+        (for a job pinned to models) a per-model guarantee of one of those models."""
         u = self.of(job.queue)
-        return u.gpu_milli + job.request.total_gpu_milli <= u.queue.guarantee_milli
+        need = job.request.total_gpu_milli
+        if u.gpu_milli + need <= u.queue.guarantee_milli:
+            return True
+        for model in job.request.constraints.models:
+            guarantee = u.model_guarantee(model)
+            if guarantee is not None and u.by_model.get(model, 0) + need <= guarantee:
+                return True
+        return False
 
 
 def job_order(job: PendingJob) -> tuple[int, int, str]:

@@ -219,3 +219,19 @@ def test_every_policy_places_a_mixed_batch(policy):
 def test_unknown_policy_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown policy 'nope'"):
         schedule(Snapshot([node("n1")]), SchedulerConfig(policy="nope"))
+
+
+def test_model_guarantee_reclaims_on_that_model():
+    from controlplane.core.snapshot import Queue
+
+    h100, a100 = node("h", gpus=2, model="H100-80GB"), node("a", gpus=2, model="A100-80GB")
+    queues = [Queue("team-a", "team-a", guarantee_milli=0,
+                    model_guarantees_milli=(("H100-80GB", 2000),)), queue("team-b")]
+    runs = [running("b-h", h100, "team-b", gpus=2), running("b-a", a100, "team-b", gpus=2)]
+    snap = Snapshot([h100, a100], queues=queues, running=runs, now=10,
+                    pending=[pending("a1", "team-a", gpus=1, models=("H100-80GB",)),
+                             pending("a2", "team-a", gpus=1, models=("A100-80GB",))])
+    d = schedule(snap)
+    assert [p.job_id for p in d.preemptions] == ["b-h"]
+    assert placed(d) == {"a1": ["h"]}
+    assert "a2" in d.pending  # no guarantee on A100: no reclaim there
