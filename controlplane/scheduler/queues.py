@@ -78,6 +78,12 @@ class QuotaBook:
         share = max(u.gpu_milli / gpu, u.cpu_milli / cpu, u.memory_mib / mem)
         return share / max(u.queue.weight, 1e-9)
 
+    def turn_key(self, queue: str) -> tuple[int, float]:
+        """Queues still below their guarantee go first (so the cycle never hands their room to
+        a borrower it would reclaim next cycle), then the lowest weighted dominant share."""
+        u = self.of(queue)
+        return (0 if u.gpu_milli < u.queue.guarantee_milli else 1, self.dominant_share(queue))
+
     def over_limit(self, job: PendingJob) -> str | None:
         """A readable quota message when placing ``job`` would pass its queue's limit."""
         u = self.of(job.queue)
@@ -109,7 +115,8 @@ def job_order(job: PendingJob) -> tuple[int, int, str]:
 
 
 def fair_order(pending: list[PendingJob], book: QuotaBook) -> Iterator[PendingJob]:
-    """Jobs one at a time from the queue with the lowest weighted dominant share.
+    """Jobs one at a time: queues below their guarantee first, then the lowest weighted
+    dominant share.
 
     The caller updates ``book`` after each placement, so the order follows the cycle's
     own decisions (weighted DRF). Ties: queue name.
@@ -119,15 +126,15 @@ def fair_order(pending: list[PendingJob], book: QuotaBook) -> Iterator[PendingJo
         per_queue.setdefault(job.queue, []).append(job)
     for jobs in per_queue.values():
         jobs.sort(key=job_order, reverse=True)  # pop() from the end = next job
-    heap = [(book.dominant_share(q), q) for q in per_queue]
+    heap = [(book.turn_key(q), q) for q in per_queue]
     heapq.heapify(heap)
     while heap:
-        share, queue = heapq.heappop(heap)
-        current = book.dominant_share(queue)
-        if current > share + 1e-12:  # usage changed since pushed: re-queue with the new share
+        key, queue = heapq.heappop(heap)
+        current = book.turn_key(queue)
+        if current != key:  # usage changed since pushed (a preemption): re-queue with the new key
             heapq.heappush(heap, (current, queue))
             continue
         jobs = per_queue[queue]
         yield jobs.pop()
         if jobs:
-            heapq.heappush(heap, (book.dominant_share(queue), queue))
+            heapq.heappush(heap, (book.turn_key(queue), queue))

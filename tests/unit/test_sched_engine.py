@@ -235,3 +235,12 @@ def test_model_guarantee_reclaims_on_that_model():
     assert [p.job_id for p in d.preemptions] == ["b-h"]
     assert placed(d) == {"a1": ["h"]}
     assert "a2" in d.pending  # no guarantee on A100: no reclaim there
+
+
+def test_queue_below_its_guarantee_goes_before_a_borrower():
+    queues = [queue("team-a", guarantee_gpus=1), queue("team-b")]
+    snap = Snapshot([node("n1", gpus=1)], queues=queues,
+                    pending=[pending("b-old", "team-b", gpus=1), pending("a-new", "team-a", gpus=1)])
+    d = schedule(snap)
+    assert placed(d) == {"a-new": ["n1"]}
+    assert not d.preemptions
