@@ -34,8 +34,7 @@ def overview(request: Request, who):  # noqa: ANN001
     db = database(request)
     data = queries.overview(db, None if who.is_admin else who.team_id)
     since = time.time() - HISTORY_WINDOW_S
-    charts = {"cluster": history.series(db, "cluster", since=since).get("all"),
-              "models": history.series(db, "model", since=since)}
+    charts = {"cluster": history.series(db, "cluster", since=since).get("all")}
     return render.page("overview.html", who=who, nav="overview", d=data, charts=charts)
 
 

@@ -8,35 +8,20 @@ from __future__ import annotations
 
 import time
 
-from sqlalchemy import case, func, or_, select
+from sqlalchemy import func, select
 
 from controlplane.db.models import (AcceleratorRow, JobRow, MemberRow, NodeRow, QueueRow, SampleRow,
                                     SliceRow, TeamRow)
-from controlplane.metrics_queries import (capacity_by_model, pending_by_reason, queue_usage,
-                                         unhealthy_condition)
+from controlplane.metrics_queries import capacity_by_model, pending_by_reason, queue_usage
 
 NODES_PER_PAGE = 25
 
 
-def fragmentation(s) -> list[dict]:  # noqa: ANN001
+def fragmentation(models: list[dict]) -> list[dict]:
     """Per model: whole-free GPUs, partly used GPUs, and free milli stranded on partly used ones."""
-    partial = (AcceleratorRow.allocated_milli > 0) & (AcceleratorRow.allocated_milli < 1000)
-    q = (select(AcceleratorRow.vendor, AcceleratorRow.model,
-                func.sum(case((AcceleratorRow.allocated_milli == 0, 1), else_=0)),
-                func.sum(case((partial, 1), else_=0)),
-                func.sum(case((partial, 1000 - AcceleratorRow.allocated_milli), else_=0)))
-         .select_from(AcceleratorRow)
-         .outerjoin(SampleRow, SampleRow.uuid == AcceleratorRow.uuid)
-         .where(~unhealthy_condition())
-         .group_by(AcceleratorRow.vendor, AcceleratorRow.model)
-         .order_by(AcceleratorRow.vendor, AcceleratorRow.model))
-    out = []
-    for vendor, model, free, part, stranded in s.execute(q):
-        free_milli = int(free or 0) * 1000 + int(stranded or 0)
-        out.append({"vendor": vendor, "model": model, "free_whole": int(free or 0),
-                    "partial": int(part or 0), "stranded_milli": int(stranded or 0),
-                    "ratio": (int(stranded or 0) / free_milli) if free_milli else 0.0})
-    return out
+    return [{"vendor": m["vendor"], "model": m["model"], "free_whole": m["free_whole"],
+             "partial": m["partial"], "stranded_milli": m["stranded_milli"], "ratio": m["frag_ratio"]}
+            for m in models]
 
 
 def overview(db, team_id: int | None = None) -> dict:  # noqa: ANN001
@@ -45,8 +30,8 @@ def overview(db, team_id: int | None = None) -> dict:  # noqa: ANN001
     with db.read() as s:
         models = capacity_by_model(s)
         queues = queue_usage(s, now)
-        pending = pending_by_reason(s)
-        frag = fragmentation(s)
+        pending = pending_by_reason(queues)
+        frag = fragmentation(models)
         states = dict(s.execute(select(NodeRow.state, func.count()).group_by(NodeRow.state)).all())
         team = s.scalar(select(TeamRow.name).where(TeamRow.id == team_id)) if team_id else None
     if team is not None:
@@ -149,7 +134,7 @@ def job_counts(db, team_id: int | None) -> dict[str, int]:  # noqa: ANN001
 
 
 __all__ = ["overview", "nodes_page", "node_detail", "fragmentation", "queue_names", "team_names",
-           "job_counts", "or_"]
+           "job_counts", "accelerator_telemetry"]
 
 
 def accelerator_telemetry(db, uuids: list[str]) -> dict[str, dict]:  # noqa: ANN001
