@@ -97,7 +97,7 @@ class Cycle:
         self.plan = Plan(self.state)
         self.preemptor = Preemptor(self)
         self.no_fit: dict[tuple, PendingReason] = {}  # valid until something is released
-        self.never: dict[MemberShape, PendingReason | None] = {}
+        self.never: dict[tuple, PendingReason | None] = {}
         self.blocked_heads: dict[str, str] = {}  # queue -> job id holding the queue back
         self.reservations = 0
 
@@ -122,9 +122,10 @@ class Cycle:
             return PendingReason("priority", f"waiting behind job {head}, the head of queue "
                                  f"{job.queue} (backfill is off)", {"head": head})
         shape = MemberShape.of(job.request)
-        if shape not in self.never:
-            self.never[shape] = constraint_reason(self.ctx, shape)
-        never = self.never[shape]
+        never_key = (shape, job.request.gang)
+        if never_key not in self.never:
+            self.never[never_key] = constraint_reason(self.ctx, shape, job.request.gang)
+        never = self.never[never_key]
         if never is not None:
             return never
         key = (shape, job.request.gang)

@@ -27,8 +27,9 @@ def _models(ctx: Context, mask: np.ndarray) -> list[str]:
     return [ctx.state.models[i] for i in ids if i >= 0]
 
 
-def constraint_reason(ctx: Context, shape: MemberShape) -> PendingReason | None:
-    """'Can never fit' reasons: no matching accelerator, or no node large enough."""
+def constraint_reason(ctx: Context, shape: MemberShape, gang: int = 1) -> PendingReason | None:
+    """'Can never fit' reasons: no matching accelerator, no node large enough, or a gang
+    larger than the whole pool could hold even when empty."""
     state = ctx.state
     c = shape.constraints
     if shape.whole or shape.milli:
@@ -63,7 +64,27 @@ def constraint_reason(ctx: Context, shape: MemberShape) -> PendingReason | None:
     elif not ((state.cpu_cap >= shape.cpu_milli) & (state.mem_cap >= shape.memory_mib)).any():
         return PendingReason("capacity", f"no node has {shape.cpu_milli} CPU milli and "
                              f"{shape.memory_mib} MiB in total", {}, unschedulable=True)
+    if gang > 1:
+        spots = _spots_when_empty(ctx, shape)
+        if spots < gang:
+            return PendingReason("gang", f"gang of {gang} needs {gang} member spots; even empty, "
+                                 f"the pool has room for {spots}", {"gang_fit": spots},
+                                 unschedulable=True)
     return None
+
+
+def _spots_when_empty(ctx: Context, shape: MemberShape) -> int:
+    """How many members the whole pool could hold if nothing else ran."""
+    state = ctx.state
+    big = np.iinfo(np.int64).max // 4
+    by_cpu = state.cpu_cap // shape.cpu_milli if shape.cpu_milli else np.full(state.n, big)
+    by_mem = state.mem_cap // shape.memory_mib if shape.memory_mib else np.full(state.n, big)
+    per_node = np.minimum(by_cpu, by_mem)
+    if shape.whole or shape.milli:
+        allowed = allowed_mask(ctx, shape.constraints).sum(axis=1)
+        by_gpu = allowed // shape.whole if shape.whole else allowed * (WHOLE // max(shape.milli, 1))
+        per_node = np.minimum(per_node, by_gpu)
+    return int(np.minimum(per_node, 10**6).sum())
 
 
 def capacity_reason(ctx: Context, shape: MemberShape, gang: int, placed: int) -> PendingReason:

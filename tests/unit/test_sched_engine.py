@@ -70,7 +70,8 @@ def test_quota_limit_blocks_with_readable_numbers():
 
 
 def test_gang_is_all_or_nothing_and_explains_how_many_fit():
-    snap = Snapshot([node("n1", gpus=4), node("n2", gpus=4), node("n3", gpus=2)],
+    n3 = node("n3", gpus=4)
+    snap = Snapshot([node("n1", gpus=4), node("n2", gpus=4), n3], running=[running("r", n3, gpus=2)],
                     pending=[pending("g", gpus=4, gang=3), pending("s", gpus=2)])
     d = schedule(snap, SchedulerConfig(max_reservations=0))
     assert "g" not in placed(d)
@@ -244,3 +245,10 @@ def test_queue_below_its_guarantee_goes_before_a_borrower():
     d = schedule(snap)
     assert placed(d) == {"a-new": ["n1"]}
     assert not d.preemptions
+
+
+def test_gang_larger_than_the_pool_is_unschedulable():
+    snap = Snapshot([node("n1", gpus=8), node("n2", gpus=8)], pending=[pending("g", gpus=8, gang=3)])
+    reason = schedule(snap).pending["g"]
+    assert reason.unschedulable and reason.code == "gang"
+    assert reason.message == "gang of 3 needs 3 member spots; even empty, the pool has room for 2"
