@@ -59,9 +59,14 @@ def tojson_script(value: object) -> Markup:
     return Markup(text)
 
 
+def kv(data: dict | None) -> str:
+    """{'limit_milli': 2000} -> 'limit_milli=2000' (event details when there is no reason)."""
+    return ", ".join(f"{k}={v}" for k, v in sorted((data or {}).items()))
+
+
 _env = Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=select_autoescape(["html"]),
                    trim_blocks=True, lstrip_blocks=True)
-_env.filters.update(gpus=gpus, gib=gib, ago=ago, when=when, json_script=tojson_script)
+_env.filters.update(gpus=gpus, gib=gib, ago=ago, when=when, json_script=tojson_script, kv=kv)
 _env.globals.update(pct=pct)
 
 
