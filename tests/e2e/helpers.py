@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -70,7 +69,3 @@ def shot(page, name: str) -> Path:  # noqa: ANN001
     path = ARTIFACTS / f"dashboard-{name}.png"
     page.screenshot(path=str(path), full_page=True)
     return path
-
-
-def has_prometheus() -> bool:
-    return shutil.which("prometheus") is not None and shutil.which("promtool") is not None
