@@ -100,8 +100,20 @@ def train(engine: Any, t: Any, rt: Runtime, train_blocks: Any, val_blocks: Any, 
             checkpoint.save(engine, rt.output_dir, step, extra_state or {}, t.keep_checkpoints, rt.is_main)
     val = evaluate_loss(engine.module, val_blocks, t.micro_batch_size, t.eval_batches, rt.device)
     figs = meter.figures(step)
+    peak = peak_gpu_mib(rt)
     if rt.is_main:
         progress.emit(step=step, total=t.steps, loss=loss_val, val_loss=val, val_ppl=math.exp(min(val, 50)),
-                      first_val_loss=first_val, tokens_per_s=figs["tokens_per_s"], eta_s=0.0, done=True)
+                      first_val_loss=first_val, tokens_per_s=figs["tokens_per_s"], eta_s=0.0, done=True,
+                      peak_gpu_mib=peak)
     return {"step": step, "stopped": False, "exit_code": 0, "val_loss": val, "first_val_loss": first_val,
-            "train_loss": loss_val, "tokens_per_s": figs["tokens_per_s"], "time_s": time.time()}
+            "train_loss": loss_val, "tokens_per_s": figs["tokens_per_s"], "time_s": time.time(),
+            "peak_gpu_mib": peak}
+
+
+def peak_gpu_mib(rt: Runtime) -> float | None:
+    """Peak memory torch reserved on this process's GPU (None on CPU)."""
+    if rt.device.type != "cuda":
+        return None
+    import torch
+
+    return round(torch.cuda.max_memory_reserved(rt.device) / 2**20, 1)
