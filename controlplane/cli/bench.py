@@ -90,5 +90,8 @@ def trace(
     out.print(f"  {summary['placements_per_s']} placements/s")
 
 
+app = bench_app  # the name the main CLI imports
+
+
 if __name__ == "__main__":
     typer.main.get_command(bench_app)(prog_name="gpupool bench")
