@@ -9,9 +9,20 @@ import numpy as np
 
 from controlplane.core.resources import WHOLE
 from controlplane.core.snapshot import PendingReason
-from controlplane.scheduler.framework import Context, MemberShape
+from controlplane.scheduler.framework import Code, Context, MemberShape, Status
 from controlplane.scheduler.plugins.fit import allowed_mask, fraction_memory, idle_mask
 from controlplane.scheduler.queues import gpus
+
+
+def status_of(reason: PendingReason | None) -> Status:
+    """The framework's result value for a job: fits, not now, never, or bad input."""
+    if reason is None:
+        return Status(Code.SUCCESS)
+    if reason.code == "invalid":
+        return Status(Code.ERROR, reason.message)
+    if reason.unschedulable:
+        return Status(Code.UNRESOLVABLE, reason.message)
+    return Status(Code.UNSCHEDULABLE, reason.message)
 
 
 def _want(shape: MemberShape, models: list[str]) -> str:

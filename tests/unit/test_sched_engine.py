@@ -252,3 +252,15 @@ def test_gang_larger_than_the_pool_is_unschedulable():
     reason = schedule(snap).pending["g"]
     assert reason.unschedulable and reason.code == "gang"
     assert reason.message == "gang of 3 needs 3 member spots; even empty, the pool has room for 2"
+
+
+@pytest.mark.parametrize("kw, code", [
+    ({"gpus": 1}, "success"), ({"gpus": 4}, "unschedulable"), ({"gpus": 9}, "unresolvable"),
+    ({"gpus": -1}, "error")])
+def test_status_tells_not_now_from_never_from_error(kw, code):
+    from controlplane.scheduler.explain import status_of
+
+    n = node("n1", gpus=8)
+    snap = Snapshot([n], running=[running("r", n, gpus=5)], pending=[pending("j", **kw)])
+    d = schedule(snap, SchedulerConfig(preemption=False))
+    assert status_of(d.pending.get("j")).code == code
