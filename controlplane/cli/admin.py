@@ -61,7 +61,7 @@ def _default_database_url() -> str:
     try:
         from controlplane.settings import Settings
 
-        return str(Settings().database_url)
+        return Settings().db_url()
     except ImportError as e:
         raise CliError(f"no settings module in this build ({e}); pass --database-url") from None
 

@@ -217,7 +217,10 @@ def test_console_script_process_never_prints_a_traceback(pool, tmp_path):
     assert proc.returncode == 0 and "default" in proc.stdout
 
 
-def test_db_upgrade(cli, tmp_path):
+def test_db_upgrade(cli, tmp_path, monkeypatch):
+    monkeypatch.delenv("GPUPOOL_DATABASE_URL", raising=False)
+    code, out, _ = cli("db", "upgrade")  # default: SQLite in $GPUPOOL_HOME
+    assert code == 0 and (tmp_path / "gpupool.db").exists()
     code, out, _ = cli("db", "upgrade", "--database-url", f"sqlite:///{tmp_path / 'new.db'}")
     assert code == 0 and "latest revision" in out
     assert (tmp_path / "new.db").exists()
