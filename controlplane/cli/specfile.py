@@ -50,7 +50,7 @@ def format_validation_error(err: ValidationError) -> str:
         # drop the discriminator tag pydantic inserts ("custom", "pretrain", ...)
         if loc and loc[0] in {"custom", "pretrain", "finetune", "evaluate", "inference"}:
             loc = loc[1:]
-        field = ".".join(loc) or "spec"
+        field = ".".join(loc)
         msg = item.get("msg", "invalid")
         if msg.startswith("Value error, "):
             msg = msg[len("Value error, "):]
@@ -60,7 +60,7 @@ def format_validation_error(err: ValidationError) -> str:
             ctx = item.get("ctx") or {}
             field = "kind"
             msg = f"unknown kind {ctx.get('tag')!r}; use one of {ctx.get('expected_tags')}"
-        parts.append(f"{field}: {msg}")
+        parts.append(f"{field}: {msg}" if field else msg)
     return "; ".join(parts)
 
 
