@@ -46,4 +46,6 @@ def prepare(ctx: Context, prof: Profile, workload: Workload | None) -> None:
     if "fgd" in names and "fgd" not in ctx.caches:
         ctx.caches["fgd"] = FragCache(ctx.state, workload)
     if "gpupool" in names and "gpupool" not in ctx.caches:
-        GpuPool.prepare(ctx, workload)
+        for plugin, _ in prof.scorers:
+            if plugin.name == "gpupool":
+                plugin.prepare(ctx, workload)

@@ -2,7 +2,10 @@
 
 score = floor(-(dF + a * dStranded + b * dWaste) / bucket), ties to the lowest node rank.
 
-- dF: the paper's fragmentation change for the typical task shapes (``frag.FragCache``).
+- dF: the paper's fragmentation change for the typical task shapes (``frag.FragCache``),
+  but each shape weighted by popularity x sqrt(its GPU demand) instead of popularity alone:
+  what is lost when a GPU-hungry shape no longer fits is more GPU (big jobs stop failing
+  early), without letting the rare 8-GPU shapes drown the common fractions.
 - dStranded: GPU a node can no longer use because its CPU or memory runs out first. The
   typical workload asks for ``gpu_per_cpu`` GPU milli per CPU milli (and per MiB); a node
   whose free CPU (or memory) times that ratio is below its free GPU strands the rest.
@@ -40,13 +43,16 @@ class GpuPool:
     name = "gpupool"
 
     def __init__(self, stranded_weight: float = 0.5, waste_weight: float = 2.0,
-                 bucket_milli: float = 100.0):
+                 bucket_milli: float = 100.0, demand_exponent: float = 0.5):
+        self.demand_exponent = demand_exponent
         self.stranded_weight = stranded_weight
         self.waste_weight = waste_weight
         self.bucket_milli = bucket_milli
 
-    @staticmethod
-    def prepare(ctx: Context, workload: Workload) -> None:
+    def prepare(self, ctx: Context, workload: Workload) -> None:
+        workload = Workload(workload.shapes, [
+            p * max(s.num_gpu * s.gpu_milli, 1) ** self.demand_exponent
+            for s, p in zip(workload.shapes, workload.weights)])
         ctx.caches["gpupool"] = FragCache(ctx.state, workload)
         pairs = list(zip(workload.shapes, workload.weights))
         gpu = sum(p * s.num_gpu * s.gpu_milli for s, p in pairs)
