@@ -264,3 +264,29 @@ def test_status_tells_not_now_from_never_from_error(kw, code):
     snap = Snapshot([n], running=[running("r", n, gpus=5)], pending=[pending("j", **kw)])
     d = schedule(snap, SchedulerConfig(preemption=False))
     assert status_of(d.pending.get("j")).code == code
+
+
+def test_gang_members_prefer_fewer_nodes():
+    snap = Snapshot([node("n1", gpus=8), node("n2", gpus=8)], pending=[pending("g", gpus=2, gang=3)])
+    for policy in ("gpupool", "binpack"):
+        members = schedule(snap, SchedulerConfig(policy=policy)).placements[0].members
+        assert len({m.node for m in members}) == 1, policy
+
+
+@pytest.mark.parametrize("constraints, expected", [
+    ({"vendor": "amd"}, "mi"),
+    ({"labels": (("zone", "b"),)}, "zb"),
+    ({"min_memory_mib": 100000}, "big"),
+])
+def test_vendor_label_and_memory_constraints(constraints, expected):
+    from controlplane.core.resources import Constraints, Request
+    from controlplane.core.snapshot import PendingJob
+
+    mi = node("mi", gpus=2, model="MI300X")
+    for a in mi.accelerators:
+        a.vendor = "amd"
+    nodes = [node("za", labels={"zone": "a"}), node("zb", labels={"zone": "b"}), mi,
+             node("big", gpus=2, model="H200", memory_per_gpu=141000)]
+    job = PendingJob("j", "default", Request(1000, 1024, gpus=1, constraints=Constraints(**constraints)))
+    d = schedule(Snapshot(nodes, pending=[job]))
+    assert [m.node for m in d.placements[0].members] == [expected]
