@@ -59,12 +59,49 @@ def run_server(host: str = "127.0.0.1", port: int = 8080, settings: Settings | N
     settings = settings or Settings()
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    common = dict(host=host, port=port, log_level=settings.log_level.lower(), loop="uvloop",
+                  http="httptools", access_log=False, timeout_graceful_shutdown=5,
+                  timeout_keep_alive=75)  # longer than clients keep idle connections
+    if settings.workers > 1:
+        token = prepare_database(settings)
+        _print_token(token if print_token else None)
+        _export(settings)  # worker processes read their settings from the environment
+        uvicorn.run("controlplane.server:worker_app", factory=True, workers=settings.workers, **common)
+        return
     app = create_app(settings)
-    if print_token and app.state.admin_token:
-        print(f"gpupool: first start; admin token (shown once, store it): {app.state.admin_token}",
-              flush=True)
-    uvicorn.run(app, host=host, port=port, log_level=settings.log_level.lower(), loop="uvloop",
-                http="httptools", access_log=False, timeout_graceful_shutdown=5)
+    _print_token(app.state.admin_token if print_token else None)
+    uvicorn.run(app, **common)
+
+
+def prepare_database(settings: Settings) -> str | None:
+    """Migrate and bootstrap once; returns the new admin token (None if not a first start)."""
+    url = settings.db_url()
+    db = Database(url, pool_size=1)
+    try:
+        migrate.upgrade(url, engine=db.engine)
+        return bootstrap(db, admin_token=settings.admin_token, bootstrap_token=settings.bootstrap_token)
+    finally:
+        db.dispose()
+
+
+def worker_app() -> FastAPI:
+    """App factory for uvicorn worker processes (settings from GPUPOOL_* variables)."""
+    return create_app(Settings())
+
+
+def _print_token(token: str | None) -> None:
+    if token:
+        print(f"gpupool: first start; admin token (shown once, store it): {token}", flush=True)
+
+
+def _export(settings: Settings) -> None:
+    import json
+    import os
+
+    for name, value in settings.model_dump(mode="json").items():
+        if value is not None:
+            os.environ[f"GPUPOOL_{name.upper()}"] = value if isinstance(value, str) else json.dumps(value)
+    os.environ["GPUPOOL_DATABASE_URL"] = settings.db_url()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,19 +6,20 @@ Routers mounted from other packages (e.g. the dashboard) use these same dependen
 from __future__ import annotations
 
 from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
 
 from controlplane.db.database import Database
-from controlplane.services.auth import (Principal, authenticate, require_admin, require_agent,
-                                        require_user)
+from controlplane.services.auth import (Principal, authenticate, cached_principal, require_admin,
+                                        require_agent, require_user)
 from controlplane.services.errors import Unauthorized
 from controlplane.settings import Settings
 
 
-def get_db(request: Request) -> Database:
+async def get_db(request: Request) -> Database:
     return request.app.state.db
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
@@ -32,18 +33,24 @@ def bearer(request: Request) -> str | None:
     return token.strip()
 
 
-def principal(request: Request) -> Principal:
+async def principal(request: Request) -> Principal:
+    """The caller; async (no threadpool hop) when the token is cached, else one DB read."""
     settings: Settings = request.app.state.settings
-    return authenticate(request.app.state.db, bearer(request), settings.auth_cache_s)
+    db: Database = request.app.state.db
+    token = bearer(request)
+    cached = cached_principal(db, token)
+    if cached is not None:
+        return cached
+    return await run_in_threadpool(authenticate, db, token, settings.auth_cache_s)
 
 
-def user(who: Principal = Depends(principal)) -> Principal:
+async def user(who: Principal = Depends(principal)) -> Principal:
     return require_user(who)
 
 
-def admin(who: Principal = Depends(principal)) -> Principal:
+async def admin(who: Principal = Depends(principal)) -> Principal:
     return require_admin(who)
 
 
-def agent(who: Principal = Depends(principal)) -> Principal:
+async def agent(who: Principal = Depends(principal)) -> Principal:
     return require_agent(who)

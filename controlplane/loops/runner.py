@@ -85,6 +85,9 @@ class Loops:
     def cycle(self, schedule=None, config=None) -> dict:  # noqa: ANN001
         if schedule is None:
             schedule, config = _schedule_fn(self.settings.scheduler_policy)
+        if not self.service.has_work():
+            self.cycles += 1
+            return {"placed": 0, "skipped": 0, "preempted": 0, "pending": 0}
         snap = self.service.snapshot(time.time())
         if snap.nodes:
             decision = schedule(snap, config)

@@ -51,6 +51,16 @@ def new_secret(prefix: str) -> str:
     return f"{prefix}_{secrets.token_urlsafe(32)}"
 
 
+def cached_principal(db: Database, token: str | None) -> Principal | None:
+    """The principal for a recently verified token, without touching the database."""
+    if not token:
+        return None
+    hit = db.cache.get(("tok", hash_token(token)))
+    if hit and hit[1] > time.monotonic():
+        return hit[0]
+    return None
+
+
 def authenticate(db: Database, token: str | None, cache_s: float = 2.0) -> Principal:
     """The principal behind a bearer token; 401 when missing, unknown or revoked."""
     if not token:

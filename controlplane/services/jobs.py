@@ -20,6 +20,8 @@ from controlplane.services.serialize import iso, parse_id
 from workloads.specs import parse_job_spec
 
 MAX_SPEC_BYTES = 256 * 1024
+_INSERT_JOB = insert(JobRow.__table__).returning(JobRow.__table__.c.id)  # built once: the hot path
+_INSERT_EVENT = insert(EventRow.__table__)
 
 
 def validation_error(err: ValidationError, kind: str | None = None) -> ServiceError:
@@ -82,9 +84,8 @@ def submit(db: Database, who: Principal, body: object, idempotency_key: str | No
                           created_at=now(), attempt=0, pending_reason=None, status_reason=None,
                           exit_code=None, endpoint=None, progress=None, started_at=None,
                           finished_at=None)
-            job_id = conn.execute(insert(JobRow.__table__).values(**fields)
-                                  .returning(JobRow.__table__.c.id)).scalar_one()
-            conn.execute(insert(EventRow.__table__).values(
+            job_id = conn.execute(_INSERT_JOB, fields).scalar_one()
+            conn.execute(_INSERT_EVENT, dict(
                 ts=fields["created_at"], kind="submitted", object_type="job", object_id=str(job_id),
                 actor=who.actor, reason="submitted", data={"queue": spec.queue}, job_id=job_id,
                 team_id=team_id, node_id=None))

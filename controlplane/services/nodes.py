@@ -93,20 +93,19 @@ def heartbeat(db: Database, who: Principal, hb: wire.Heartbeat, interval_s: floa
     node_id = check_node(who, hb.node_id)
     ts = now()
     with db.tx() as s:
-        back = s.execute(update(NodeRow).where(NodeRow.id == node_id, NodeRow.state == "not_ready")
-                         .values(state="ready", last_heartbeat_at=ts))
-        if back.rowcount:
+        alive = s.execute(update(NodeRow).where(NodeRow.id == node_id, NodeRow.state != "not_ready")
+                          .values(last_heartbeat_at=ts))
+        if not alive.rowcount:  # it was not_ready: it is back
+            s.execute(update(NodeRow).where(NodeRow.id == node_id).values(state="ready", last_heartbeat_at=ts))
             events.record(s, "node_ready", "node", who.node, who.actor, node_id=node_id,
                           reason="heartbeats resumed")
-        else:
-            s.execute(update(NodeRow).where(NodeRow.id == node_id).values(last_heartbeat_at=ts))
         mine = _node_uuids(db, s, node_id)
         rows = [{"uuid": x.uuid, "node_id": node_id, "ts": ts, "telemetry": x.model_dump(mode="json"),
                  "healthy": bool(x.healthy and hb.healthy), "gpu_util_pct": _finite(x.gpu_util_pct),
                  "unmanaged_memory_mib": int(max(0.0, min(_finite(x.unmanaged_memory_mib) or 0, 2**40)))}
                 for x in hb.samples if x.uuid in mine]
         if rows:
-            _upsert_samples(s, db, rows)
+            s.connection().execute(_upsert_statement(db), rows)
     return wire.HeartbeatResponse(heartbeat_interval_s=interval_s)
 
 
@@ -124,15 +123,20 @@ def _node_uuids(db: Database, s: Session, node_id: int) -> set[str]:
     return uuids
 
 
-def _upsert_samples(s: Session, db: Database, rows: list[dict]) -> None:
-    if db.is_postgres:
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    stmt = insert(SampleRow).values(rows)
-    cols = ("node_id", "ts", "telemetry", "healthy", "gpu_util_pct", "unmanaged_memory_mib")
-    s.execute(stmt.on_conflict_do_update(index_elements=["uuid"],
-                                         set_={c: getattr(stmt.excluded, c) for c in cols}))
+def _upsert_statement(db: Database):  # noqa: ANN202
+    """INSERT .. ON CONFLICT DO UPDATE for samples, built once per database (executemany'd)."""
+    stmt = db.cache.get(("sample-upsert",))
+    if stmt is None:
+        if db.is_postgres:
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        base = insert(SampleRow.__table__)
+        cols = ("node_id", "ts", "telemetry", "healthy", "gpu_util_pct", "unmanaged_memory_mib")
+        stmt = base.on_conflict_do_update(index_elements=["uuid"],
+                                          set_={c: getattr(base.excluded, c) for c in cols})
+        db.cache[("sample-upsert",)] = stmt
+    return stmt
 
 
 def samples_by_uuid(s: Session, node_ids: list[int] | None = None) -> dict[str, SampleRow]:

@@ -20,9 +20,8 @@ from controlplane.core.resources import SliceGrant
 from controlplane.db.base import now
 from controlplane.db.database import Database, retry_deadlocks
 from controlplane.db.models import (AcceleratorRow, AttemptRow, JobRow, MemberRow, NodeRow,
-                                    QueueRow, SliceRow, TeamRow)
+                                    QueueRow, SampleRow, SliceRow, TeamRow)
 from controlplane.services import events, lifecycle
-from controlplane.services.nodes import samples_by_uuid
 from workloads.specs import parse_job_spec
 
 log = logging.getLogger("gpupool.scheduling")
@@ -41,13 +40,20 @@ class SchedulingService:
         self._requests: dict[int, tuple[Request, int, bool]] = {}
         self._reasons: dict[int, dict | None] = {}
 
-    def _request(self, job: JobRow) -> tuple[Request, int, bool]:
-        hit = self._requests.get(job.id)
+    def _request(self, job_id: int, spec_json: dict | None = None, s=None) -> tuple[Request, int, bool]:  # noqa: ANN001
+        hit = self._requests.get(job_id)
         if hit is None:
-            spec = parse_job_spec(job.spec)
+            if spec_json is None:
+                spec_json = s.scalar(select(JobRow.spec).where(JobRow.id == job_id))
+            spec = parse_job_spec(spec_json)
             hit = (spec.resources.to_request(), int(spec.min_runtime_s), bool(spec.preemptible))
-            self._requests[job.id] = hit
+            self._requests[job_id] = hit
         return hit
+
+    def has_work(self) -> bool:
+        """Anything to decide? (pending jobs); cheap, so idle pools skip whole cycles."""
+        with self.db.read() as s:
+            return s.scalar(select(JobRow.id).where(JobRow.status == "pending").limit(1)) is not None
 
     def snapshot(self, ts: float) -> Snapshot:
         with self.db.read() as s:
@@ -62,17 +68,21 @@ class SchedulingService:
                                    labels=dict(n.labels or {}),
                                    cordoned=n.cordoned or n.state == "draining",
                                    ready=n.state != "not_ready")
-            samples = samples_by_uuid(s)
-            for a in s.scalars(select(AcceleratorRow).order_by(AcceleratorRow.node_id, AcceleratorRow.index)):
-                sample = samples.get(a.uuid)
+            samples = {u: (h, um) for u, h, um in s.execute(
+                select(SampleRow.uuid, SampleRow.healthy, SampleRow.unmanaged_memory_mib))}
+            A = AcceleratorRow
+            for a in s.execute(select(A.uuid, A.node_id, A.index, A.vendor, A.model, A.memory_mib,
+                                      A.labels, A.numa_node, A.interconnect_domain, A.healthy,
+                                      A.allocated_milli, A.allocated_memory_mib)
+                               .order_by(A.node_id, A.index)):
+                healthy, unmanaged = samples.get(a.uuid, (True, 0))
                 if a.node_id in nodes:
                     nodes[a.node_id].accelerators.append(Accelerator(
                         uuid=a.uuid, node=nodes[a.node_id].name, index=a.index, vendor=a.vendor,
                         model=a.model, memory_mib=a.memory_mib, labels=dict(a.labels or {}),
                         numa_node=a.numa_node, interconnect_domain=a.interconnect_domain,
-                        healthy=a.healthy and (sample is None or sample.healthy),
-                        allocated_milli=a.allocated_milli, allocated_memory_mib=a.allocated_memory_mib,
-                        unmanaged_memory_mib=sample.unmanaged_memory_mib if sample else 0))
+                        healthy=a.healthy and healthy, allocated_milli=a.allocated_milli,
+                        allocated_memory_mib=a.allocated_memory_mib, unmanaged_memory_mib=unmanaged))
             for node_id, cpu, mem in s.execute(select(MemberRow.node_id, MemberRow.cpu_milli,
                                                       MemberRow.memory_mib)
                                                .where(MemberRow.state.in_(lifecycle.LIVE))):
@@ -80,18 +90,25 @@ class SchedulingService:
                     nodes[node_id].allocated_cpu_milli += cpu
                     nodes[node_id].allocated_memory_mib += mem
             pending = []
-            for job in s.scalars(select(JobRow).where(JobRow.status == "pending").order_by(JobRow.id)):
-                req, _, preemptible = self._request(job)
-                self._reasons[job.id] = job.pending_reason
-                pending.append(PendingJob(job_id=str(job.id), queue=qname.get(job.queue_id, "?"),
-                                          request=req, priority=job.priority, submitted_seq=job.id,
+            rows = s.execute(select(JobRow.id, JobRow.queue_id, JobRow.priority, JobRow.pending_reason)
+                             .where(JobRow.status == "pending").order_by(JobRow.id)).all()
+            missing = [r[0] for r in rows if r[0] not in self._requests]
+            for start in range(0, len(missing), 500):  # specs only for jobs not parsed before
+                chunk = missing[start:start + 500]
+                for job_id, spec_json in s.execute(select(JobRow.id, JobRow.spec).where(JobRow.id.in_(chunk))):
+                    self._request(job_id, spec_json)
+            for job_id, queue_id, priority, reason in rows:
+                req, _, preemptible = self._request(job_id, None, s)
+                self._reasons[job_id] = reason
+                pending.append(PendingJob(job_id=str(job_id), queue=qname.get(queue_id, "?"),
+                                          request=req, priority=priority, submitted_seq=job_id,
                                           preemptible=preemptible))
             running = []
             q = (select(JobRow, AttemptRow).join(AttemptRow, AttemptRow.job_id == JobRow.id)
                  .where(JobRow.status.in_(("scheduled", "running")), AttemptRow.active.is_(True),
                         AttemptRow.stop_kind.is_(None)))
             for job, attempt in s.execute(q):
-                req, min_runtime, preemptible = self._request(job)
+                req, min_runtime, preemptible = self._request(job.id, job.spec)
                 members = tuple(MemberPlacement(
                     rank=m["rank"], node=m["node"], cpu_milli=m.get("cpu_milli", 0),
                     memory_mib=m.get("memory_mib", 0),
@@ -101,6 +118,10 @@ class SchedulingService:
                                           request=req, members=members, priority=job.priority,
                                           started_at=job.started_at or attempt.created_at,
                                           min_runtime_s=min_runtime, preemptible=preemptible))
+        live = {int(p.job_id) for p in pending} | {int(r.job_id) for r in running}
+        for gone in [j for j in self._requests if j not in live]:  # keep the caches bounded
+            self._requests.pop(gone, None)
+            self._reasons.pop(gone, None)
         return Snapshot(nodes=list(nodes.values()), queues=queues, pending=pending,
                         running=running, now=ts)
 
@@ -109,7 +130,8 @@ class SchedulingService:
         """Apply placements (each re-checked), preemptions and pending reasons in one transaction."""
         placed = skipped = 0
         with self.db.tx() as s:
-            node_rows = {n.name: n for n in s.scalars(select(NodeRow))}
+            names = {m.node for p in decision.placements for m in p.members}
+            node_rows = {n.name: n for n in s.scalars(select(NodeRow).where(NodeRow.name.in_(names)))} if names else {}
             touched: set[int] = set()
             for p in decision.placements:
                 try:
