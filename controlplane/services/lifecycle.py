@@ -61,6 +61,7 @@ def member_exited(s: Session, job: JobRow, attempt: AttemptRow, member: MemberRo
     """A member's process is gone: free its slices; a failure stops the rest of the gang."""
     free_member(s, member, exit_code=exit_code, reason=reason)
     if failed and attempt.stop_kind is None:
+        job.exit_code = exit_code  # the first failure's code, not the stopped ranks' signals
         attempt.stop_kind = "failure"
         attempt.stop_reason = reason or f"rank {member.rank} exited with code {exit_code}"
         others = s.scalars(select(MemberRow.node_id).where(MemberRow.attempt_id == attempt.id,
@@ -99,7 +100,8 @@ def maybe_finish(s: Session, job: JobRow, attempt: AttemptRow) -> None:
         else:
             _final(s, job, "failed", f"lost after {job.attempt} attempt(s): {reason}", ts)
     elif kind == "failure":
-        job.exit_code = next((c for c in codes if c != 0), None)
+        if job.exit_code is None:
+            job.exit_code = next((c for c in codes if c != 0), None)
         if retry.get("on_failure", False) and job.attempt < job.max_attempts:
             _requeue(s, job, f"failed: {reason}")
         else:
@@ -116,7 +118,7 @@ def _final(s: Session, job: JobRow, status: str, reason: str | None, ts: float) 
 
 
 def _requeue(s: Session, job: JobRow, reason: str) -> None:
-    job.status, job.status_reason, job.pending_reason = "pending", reason, None
+    job.status, job.status_reason, job.pending_reason, job.exit_code = "pending", reason, None, None
     events.record(s, "requeued", "job", job.id, "system", reason=reason, job_id=job.id,
                   team_id=job.team_id)
 

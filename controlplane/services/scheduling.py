@@ -176,7 +176,7 @@ class SchedulingService:
             nodes.append(node)
         done = s.execute(update(JobRow).where(JobRow.id == job_id, JobRow.status == "pending")
                          .values(status="scheduled", attempt=JobRow.attempt + 1, pending_reason=None,
-                                 status_reason="scheduled", endpoint=None))
+                                 status_reason="scheduled", endpoint=None, exit_code=None))
         if done.rowcount != 1:
             raise _Skip("job is no longer pending")
         job = s.get(JobRow, job_id)
