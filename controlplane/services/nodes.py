@@ -100,10 +100,14 @@ def heartbeat(db: Database, who: Principal, hb: wire.Heartbeat, interval_s: floa
             events.record(s, "node_ready", "node", who.node, who.actor, node_id=node_id,
                           reason="heartbeats resumed")
         mine = _node_uuids(db, s, node_id)
+        newest: dict[str, wire.AcceleratorSample] = {}  # agents may send several samples per device
+        for x in hb.samples:
+            if x.uuid in mine and (x.uuid not in newest or x.ts >= newest[x.uuid].ts):
+                newest[x.uuid] = x
         rows = [{"uuid": x.uuid, "node_id": node_id, "ts": ts, "telemetry": x.model_dump(mode="json"),
                  "healthy": bool(x.healthy and hb.healthy), "gpu_util_pct": _finite(x.gpu_util_pct),
                  "unmanaged_memory_mib": int(max(0.0, min(_finite(x.unmanaged_memory_mib) or 0, 2**40)))}
-                for x in hb.samples if x.uuid in mine]
+                for x in newest.values()]
         if rows:
             s.connection().execute(_upsert_statement(db), rows)
     return wire.HeartbeatResponse(heartbeat_interval_s=interval_s)
