@@ -60,15 +60,15 @@ def validate(job: PendingJob) -> str | None:
 def default_workload(snapshot: Snapshot) -> Workload:
     """Typical shapes of the pool's own jobs (pending and running) for fragmentation."""
     counts: Counter[tuple] = Counter()
-    for job in snapshot.pending:
-        counts[job.request] += job.request.gang
-    for job in snapshot.running:
-        counts[job.request] += job.request.gang
+    for job in [*snapshot.pending, *snapshot.running]:
+        r = job.request
+        counts[(r.cpu_milli, r.memory_mib, r.gpus, r.gpu_milli, r.gpu_memory_mib,
+                r.constraints.models)] += r.gang
     shapes: Counter[TaskShape] = Counter()
-    for r, n in counts.items():
-        shapes[TaskShape(r.cpu_milli, r.gpus or (1 if r.is_fractional else 0),
-                         WHOLE if r.gpus else r.gpu_milli, r.constraints.models,
-                         r.memory_mib)] += n
+    for (cpu, mem, whole, milli, gpu_mem, models), n in counts.items():
+        fractional = whole == 0 and (milli > 0 or gpu_mem > 0)
+        shapes[TaskShape(cpu, whole or (1 if fractional else 0), WHOLE if whole else milli,
+                         models, mem)] += n
     return Workload.typical(shapes.elements())
 
 

@@ -38,6 +38,7 @@ class Victim:
     claims: list[Claim]
     models: dict[str, int]
     lost_work: float
+    room: dict[int, tuple[int, int, tuple[tuple[int, int], ...]]]  # node -> cpu, mem, (gpu, milli)
 
     def kind(self, job: PendingJob) -> str:
         return "priority" if self.job.queue == job.queue else "reclaim"
@@ -89,8 +90,13 @@ class Preemptor:
                                grant.memory_mib))
             claims.append(Claim(node, member.cpu_milli, member.memory_mib, tuple(grants)))
         now = self.cycle.snapshot.now
+        room: dict[int, tuple[int, int, tuple[tuple[int, int], ...]]] = {}
+        for c in claims:
+            cpu, mem, gpus_ = room.get(c.node, (0, 0, ()))
+            room[c.node] = (cpu + c.cpu_milli, mem + c.memory_mib,
+                            gpus_ + tuple((j, m) for j, m, _ in c.gpus))
         return Victim(r, claims, self.cycle.book.models_of(r),
-                      (now - r.started_at) * r.request.total_gpu_milli)
+                      (now - r.started_at) * r.request.total_gpu_milli, room)
 
     def eligible(self, job: PendingJob) -> list[Victim]:
         """Up to MAX_VICTIMS victims, least work lost first."""
@@ -209,15 +215,16 @@ class Preemptor:
         for node, vs in by_node.items():
             if not s.node_ok[node] or s.reserved[node]:
                 continue
-            cpu = s.cpu_free[node] + sum(c.cpu_milli for v in vs for c in v.claims if c.node == node)
-            mem = s.mem_free[node] + sum(c.memory_mib for v in vs for c in v.claims if c.node == node)
+            rooms = [v.room[node] for v in vs]
+            cpu = s.cpu_free[node] + sum(r[0] for r in rooms)
+            mem = s.mem_free[node] + sum(r[1] for r in rooms)
             if cpu < shape.cpu_milli or mem < shape.memory_mib:
                 continue
             room = 0
             if allowed is not None:
-                room = int(np.where(allowed[node], s.gpu_free[node], 0).sum()) + sum(
-                    m for v in vs for c in v.claims if c.node == node for j, m, _ in c.gpus
-                    if allowed[node, j])
+                row = allowed[node]
+                room = int(s.gpu_free[node][row].sum()) + sum(
+                    m for r in rooms for j, m in r[2] if row[j])
                 if room < shape.whole * WHOLE + shape.milli:
                     continue
             out.append((min(v.lost_work for v in vs), -room, int(s.rank[node]), node))
