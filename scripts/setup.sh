@@ -72,10 +72,5 @@ if [ "${GPUPOOL_SKIP_WORKLOADS:-0}" != "1" ]; then
   fi
   $PIP uninstall -y -q torchvision torchaudio torchcodec >/dev/null 2>&1 || true
   .venv/bin/python -c "import torch, sys; v = torch.__version__.split('+')[0]; sys.exit(0 if v == '${TORCH_VERSION}' else f'setup: torch changed to {v}')"
-  # DeepSpeed compiles its CPU shared-memory comm op on first use (~45 s); do it once here.
-  .venv/bin/python - <<'PY' >/dev/null 2>&1 || echo "note: DeepSpeed's CPU comm op did not prebuild; it builds on first use" >&2
-from deepspeed.accelerator import get_accelerator
-get_accelerator().create_op_builder("ShareMemCommBuilder").load()
-PY
 fi
 # ---- end of workloads block ------------------------------------------------------------------------

@@ -31,11 +31,28 @@ def save(engine: Any, output_dir: str, step: int, state: dict[str, Any], keep: i
 
 
 def resume(engine: Any, output_dir: str) -> dict[str, Any] | None:
-    """Load the latest checkpoint when one exists; returns its client state (with ``step``)."""
+    """Load rank 0's latest checkpoint on every rank; returns its client state (with ``step``).
+
+    All ranks load the tag rank 0 sees; a rank that cannot see it (output not on shared storage)
+    fails with a clear error instead of training from a different state.
+    """
+    import torch.distributed as dist
+
+    from workloads.training.runtime import WorkloadError
+
     root = ckpt_dir(output_dir)
-    if not os.path.isfile(os.path.join(root, "latest")):
+    latest = os.path.join(root, "latest")
+    tag = open(latest, encoding="utf-8").read().strip() if os.path.isfile(latest) else None
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        box = [tag]
+        dist.broadcast_object_list(box, src=0)
+        tag = box[0]
+    if not tag:
         return None
-    path, state = engine.load_checkpoint(root, load_optimizer_states=True, load_lr_scheduler_states=True)
+    if not os.path.isdir(os.path.join(root, tag)):
+        raise WorkloadError(f"checkpoint {tag} of rank 0 is not under {root} on this node; "
+                            "put the job's output on storage every rank can reach")
+    path, state = engine.load_checkpoint(root, tag=tag, load_optimizer_states=True, load_lr_scheduler_states=True)
     if path is None:
-        return None
+        raise WorkloadError(f"checkpoint {tag} under {root} could not be loaded")
     return dict(state or {})

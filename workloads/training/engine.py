@@ -42,6 +42,14 @@ def lr_lambda(warmup: int, total: int) -> Any:
 def init_distributed(rt: Runtime) -> None:
     import deepspeed
 
+    if rt.device.type == "cpu" and os.environ.get("GPUPOOL_DS_SHM_COMM") != "1":
+        # Plain gloo on CPU: DeepSpeed's optional shared-memory comm op is JIT-compiled (~45 s) under a
+        # file lock in ~/.cache/torch_extensions that every job on the node shares, and a job killed
+        # while building leaves the lock behind, hanging all later jobs. GPUPOOL_DS_SHM_COMM=1 keeps it.
+        import importlib
+
+        # (sys.modules lookup: the attribute deepspeed.comm.torch is PyTorch itself, re-exported)
+        importlib.import_module("deepspeed.comm.torch").build_shm_op = lambda: None
     backend = "nccl" if rt.device.type == "cuda" else "gloo"
     deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False, verbose=False)
 
