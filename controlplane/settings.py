@@ -28,6 +28,7 @@ class Settings(BaseSettings):
     auth_cache_s: float = 2.0  # how long a verified token is trusted without a DB read
     assignment_poll_s: float = 0.25
     run_loops: bool = True
+    threads: int = Field(8, ge=1, le=256)  # threadpool for DB work per worker (fewer = less GIL thrash)
     workers: int = Field(1, ge=1, le=64)  # uvicorn worker processes (each runs loops; one leads)
     log_level: str = "info"
     replica_id: str | None = None

@@ -17,6 +17,9 @@ from controlplane.db.models import NodeRow, QueueRow, TeamRow, TokenRow, UserRow
 from controlplane.services.errors import Forbidden, Unauthorized
 
 
+NODE_TOKEN_CACHE_S = 60.0
+
+
 @dataclass(frozen=True, slots=True)
 class Principal:
     """Who is calling: a user (admin or member of a team), a node's agent, or a bootstrap token."""
@@ -74,7 +77,12 @@ def authenticate(db: Database, token: str | None, cache_s: float = 2.0) -> Princ
         if tok is None or tok.revoked:
             raise Unauthorized("invalid or revoked token")
         principal = _principal(s, tok)
-    db.cache[("tok", digest)] = (principal, time.monotonic() + cache_s)
+    # node tokens are presented every few seconds by each of possibly thousands of agents:
+    # trust them longer (revocation is immediate on this replica, NODE_TOKEN_CACHE_S elsewhere)
+    ttl = max(cache_s, NODE_TOKEN_CACHE_S) if principal.role == Role.AGENT else cache_s
+    if len(db.cache) > 200_000:  # bounded: forget everything rather than grow without end
+        db.cache.clear()
+    db.cache[("tok", digest)] = (principal, time.monotonic() + ttl)
     return principal
 
 

@@ -12,7 +12,7 @@ from controlplane.db.base import now
 from controlplane.db.database import Database, retry_deadlocks
 from controlplane.db.models import AcceleratorRow, MemberRow, NodeRow, SampleRow, TokenRow
 from controlplane.services import events
-from controlplane.services.auth import Principal, hash_token, new_secret
+from controlplane.services.auth import Principal, forget_cached_tokens, hash_token, new_secret
 from controlplane.services.errors import MAX_INT, Forbidden, Invalid, NotFound
 from controlplane.services.serialize import iso
 
@@ -77,6 +77,8 @@ def register(db: Database, who: Principal, req: wire.RegisterRequest,
                       data={"accelerators": len(req.accelerators), "backend": info.backend})
         node_id = node.id
     db.cache.pop(("accs", node_id), None)
+    if kind == "node_reregistered":
+        forget_cached_tokens(db)  # its previous tokens were revoked
     return wire.RegisterResponse(node_id=str(node_id), node_token=token,
                                  heartbeat_interval_s=heartbeat_interval_s)
 
