@@ -45,6 +45,7 @@ class QuotaBook:
     def __init__(self, snapshot: Snapshot, model_of: dict[str, str]):
         self.usage = {q.name: QueueUsage(q) for q in snapshot.queues}
         self.model_of = model_of  # accelerator uuid -> model
+        self.releases = 0  # bumped when usage drops (a preemption): turn order must be rebuilt
         total_gpu = sum(len(n.accelerators) for n in snapshot.nodes) * WHOLE
         self.totals = (max(total_gpu, 1), max(sum(n.cpu_milli for n in snapshot.nodes), 1),
                        max(sum(n.memory_mib for n in snapshot.nodes), 1))
@@ -66,6 +67,8 @@ class QuotaBook:
 
     def add(self, queue: str, req: Request, models: dict[str, int], sign: int = 1) -> None:
         u = self.of(queue)
+        if sign < 0:
+            self.releases += 1
         u.gpu_milli += sign * req.total_gpu_milli
         u.cpu_milli += sign * req.cpu_milli * req.gang
         u.memory_mib += sign * req.memory_mib * req.gang
@@ -128,7 +131,12 @@ def fair_order(pending: list[PendingJob], book: QuotaBook) -> Iterator[PendingJo
         jobs.sort(key=job_order, reverse=True)  # pop() from the end = next job
     heap = [(book.turn_key(q), q) for q in per_queue]
     heapq.heapify(heap)
+    seen = book.releases
     while heap:
+        if book.releases != seen:  # some queue's usage dropped: its stored key is stale
+            seen = book.releases
+            heap = [(book.turn_key(q), q) for _, q in heap]
+            heapq.heapify(heap)
         key, queue = heapq.heappop(heap)
         current = book.turn_key(queue)
         if current != key:  # usage changed since pushed (a preemption): re-queue with the new key
