@@ -85,8 +85,10 @@ def trace(
     out = Console()
     out.print(f"policy {policy}, trace {pods.stem}, seeds {seed_list[0]}..{seed_list[-1]}")
     for arrived, value in summary["unallocated_gpu_pct"].items():
-        out.print(f"  arrived {arrived:>3}%: {value}% of GPUs unallocated")
-    out.print(f"  fragmentation at 100%: {summary['frag_pct_of_capacity']['100']}% of capacity")
+        text = "not reached" if value is None else f"{value}% of GPUs unallocated"
+        out.print(f"  arrived {arrived:>3}%: {text}")
+    frag = summary["frag_pct_of_capacity"]["100"]
+    out.print(f"  fragmentation at 100%: {'not reached' if frag is None else f'{frag}% of capacity'}")
     out.print(f"  {summary['placements_per_s']} placements/s")
 
 
