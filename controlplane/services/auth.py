@@ -86,6 +86,12 @@ def authenticate(db: Database, token: str | None, cache_s: float = 2.0) -> Princ
     return principal
 
 
+def remember_token(db: Database, token: str, principal: Principal) -> None:
+    """Cache a token this replica just issued (saves each new agent's first DB lookup)."""
+    ttl = NODE_TOKEN_CACHE_S if principal.role == Role.AGENT else 2.0
+    db.cache[("tok", hash_token(token))] = (principal, time.monotonic() + ttl)
+
+
 def forget_cached_tokens(db: Database) -> None:
     for key in [k for k in list(db.cache) if k[0] == "tok"]:
         db.cache.pop(key, None)

@@ -12,7 +12,9 @@ from controlplane.db.base import now
 from controlplane.db.database import Database, retry_deadlocks
 from controlplane.db.models import AcceleratorRow, MemberRow, NodeRow, SampleRow, TokenRow
 from controlplane.services import events
-from controlplane.services.auth import Principal, forget_cached_tokens, hash_token, new_secret
+from controlplane.core.states import Role
+from controlplane.services.auth import (Principal, forget_cached_tokens, hash_token, new_secret,
+                                        remember_token)
 from controlplane.services.errors import MAX_INT, Forbidden, Invalid, NotFound
 from controlplane.services.serialize import iso
 
@@ -71,14 +73,18 @@ def register(db: Database, who: Principal, req: wire.RegisterRequest,
         for row in s.scalars(select(AcceleratorRow).where(AcceleratorRow.node_id == node.id)):
             if row.uuid not in seen:
                 row.healthy = False  # vanished from the node: never place on it again
-        s.add(TokenRow(token_hash=hash_token(token), kind="node", name=f"node {info.hostname}",
-                       node_id=node.id, created_at=ts))
+        tok = TokenRow(token_hash=hash_token(token), kind="node", name=f"node {info.hostname}",
+                       node_id=node.id, created_at=ts)
+        s.add(tok)
+        s.flush()
+        token_id = tok.id
         events.record(s, kind, "node", info.hostname, who.actor, node_id=node.id,
                       data={"accelerators": len(req.accelerators), "backend": info.backend})
         node_id = node.id
     db.cache.pop(("accs", node_id), None)
     if kind == "node_reregistered":
         forget_cached_tokens(db)  # its previous tokens were revoked
+    remember_token(db, token, Principal(Role.AGENT, token_id, node_id=node_id, node=info.hostname))
     return wire.RegisterResponse(node_id=str(node_id), node_token=token,
                                  heartbeat_interval_s=heartbeat_interval_s)
 
