@@ -78,6 +78,7 @@ def test_matches_deepspeed_estimators() -> None:
 
 def test_param_count_of_built_model_matches_transformers() -> None:
     torch = pytest.importorskip("torch")
+    pytest.importorskip("transformers")
     from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
     m = ModelSpec(hidden_size=64, num_layers=3, num_heads=4, num_kv_heads=2, vocab_size=500, max_seq_len=64)

@@ -64,7 +64,11 @@ def load_base(path: str, method: str, device_type: str, precision: str) -> Any:
     if not os.path.isfile(os.path.join(path, "config.json")):
         raise WorkloadError(f"base_model: {path} is not a local model directory (no config.json)")
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
-    kwargs: dict[str, Any] = {"local_files_only": True, "dtype": dtype}
+    import transformers
+
+    version = tuple(int(x) for x in transformers.__version__.split(".")[:2] if x.isdigit())
+    dtype_key = "dtype" if version >= (4, 56) else "torch_dtype"  # older releases (e.g. on a GPU box)
+    kwargs: dict[str, Any] = {"local_files_only": True, dtype_key: dtype}
     if method == "qlora":
         check_qlora_supported(device_type)
         from transformers import BitsAndBytesConfig
