@@ -94,6 +94,7 @@ class Loops:
         else:  # nothing to place on: say so instead of asking the policy engine
             decision = Decision(pending={j.job_id: PendingReason(
                 "capacity", "no nodes are registered yet; start a gpupool agent") for j in snap.pending})
+        decision.pending.update(self.service.invalid_reasons())
         result = self.service.apply(decision, actor=f"scheduler:{self.holder}")
         self.cycles += 1
         return result

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
@@ -17,6 +18,8 @@ from controlplane.services import events, lifecycle
 from controlplane.services.auth import Principal
 from controlplane.services.launch import build_start
 from controlplane.services.nodes import check_node
+
+log = logging.getLogger("gpupool.agent")
 
 
 def node_epoch(db: Database, node_id: int) -> int:
@@ -54,8 +57,11 @@ def assignments(db: Database, who: Principal) -> wire.Assignments:
             masters = dict(s.execute(select(NodeRow.id, NodeRow.address)
                                      .where(NodeRow.id.in_({a.master_node_id for _, a, _ in to_deliver}))).all())
             for member, attempt, job in to_deliver:
-                out.start.append(build_start(job, attempt, member, slices.get(member.id, []), epoch,
-                                             masters.get(attempt.master_node_id, attempt.master_addr)))
+                try:
+                    out.start.append(build_start(job, attempt, member, slices.get(member.id, []), epoch,
+                                                 masters.get(attempt.master_node_id, attempt.master_addr)))
+                except Exception:  # noqa: BLE001 - one unreadable job must not block the node
+                    log.exception("cannot build the start order of job %s", job.id)
         out.desired_attempts = sorted(set(out.desired_attempts))
         return out
 

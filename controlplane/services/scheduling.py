@@ -14,8 +14,8 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from controlplane.core.resources import Accelerator, Node, Request
-from controlplane.core.snapshot import (Decision, MemberPlacement, PendingJob, Queue, RunningJob,
-                                        Snapshot)
+from controlplane.core.snapshot import (Decision, MemberPlacement, PendingJob, PendingReason, Queue,
+                                        RunningJob, Snapshot)
 from controlplane.core.resources import SliceGrant
 from controlplane.db.base import now
 from controlplane.db.database import Database, retry_deadlocks
@@ -39,16 +39,25 @@ class SchedulingService:
         self.port_range = port_range
         self._requests: dict[int, tuple[Request, int, bool]] = {}
         self._reasons: dict[int, dict | None] = {}
+        self.invalid: dict[int, str] = {}
 
     def _request(self, job_id: int, spec_json: dict | None = None, s=None) -> tuple[Request, int, bool]:  # noqa: ANN001
         hit = self._requests.get(job_id)
         if hit is None:
             if spec_json is None:
                 spec_json = s.scalar(select(JobRow.spec).where(JobRow.id == job_id))
-            spec = parse_job_spec(spec_json)
-            hit = (spec.resources.to_request(), int(spec.min_runtime_s), bool(spec.preemptible))
+            try:
+                spec = parse_job_spec(spec_json)
+                hit = (spec.resources.to_request(), int(spec.min_runtime_s), bool(spec.preemptible))
+            except Exception as err:  # noqa: BLE001 - a stored spec this version cannot read
+                self.invalid[job_id] = f"stored spec no longer valid: {str(err).splitlines()[0][:300]}"
+                hit = (Request(), 0, True)
             self._requests[job_id] = hit
         return hit
+
+    def invalid_reasons(self) -> dict[str, PendingReason]:
+        """Pending jobs whose spec cannot be read: never placed, and they say why."""
+        return {str(j): PendingReason("invalid", msg, unschedulable=True) for j, msg in self.invalid.items()}
 
     def has_work(self) -> bool:
         """Anything to decide? (pending jobs); cheap, so idle pools skip whole cycles."""
@@ -100,6 +109,8 @@ class SchedulingService:
             for job_id, queue_id, priority, reason in rows:
                 req, _, preemptible = self._request(job_id, None, s)
                 self._reasons[job_id] = reason
+                if job_id in self.invalid:
+                    continue
                 pending.append(PendingJob(job_id=str(job_id), queue=qname.get(queue_id, "?"),
                                           request=req, priority=priority, submitted_seq=job_id,
                                           preemptible=preemptible))
@@ -119,9 +130,11 @@ class SchedulingService:
                                           started_at=job.started_at or attempt.created_at,
                                           min_runtime_s=min_runtime, preemptible=preemptible))
         live = {int(p.job_id) for p in pending} | {int(r.job_id) for r in running}
+        live |= {int(r[0]) for r in rows}
         for gone in [j for j in self._requests if j not in live]:  # keep the caches bounded
             self._requests.pop(gone, None)
             self._reasons.pop(gone, None)
+            self.invalid.pop(gone, None)
         return Snapshot(nodes=list(nodes.values()), queues=queues, pending=pending,
                         running=running, now=ts)
 
