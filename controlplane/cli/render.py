@@ -120,7 +120,7 @@ def fmt_reason(job: dict) -> str:
     if job.get("status") == "pending" and isinstance(reason, dict) and reason.get("message"):
         code = reason.get("code")
         return f"[{code}] {reason['message']}" if code else str(reason["message"])
-    if job.get("status") == "succeeded":
+    if job.get("status") in ("succeeded", "running", "scheduled"):
         return ""
     return str(job.get("status_reason") or "")
 
@@ -137,30 +137,42 @@ def placement_summary(job: dict) -> str:
 
 
 def jobs_table(jobs: list[dict], *, show_team: bool = True, width: int = 200) -> Table:
-    """One row per job in ``width`` columns: names and reasons are cut short with an ellipsis."""
-    cols = ["ID", "NAME", "STATUS", "QUEUE"] + (["TEAM"] if show_team else []) + [
-        "REQUEST", "PROGRESS", "AGE", "REASON"]
-    rows = []
-    for j in jobs:
-        row = [str(j.get("id", "")), str(j.get("name", "")), str(j.get("status", "?")),
-               str(j.get("queue", ""))]
-        if show_team:
-            row.append(str(j.get("team", "")))
-        row += [fmt_request(j.get("request")), fmt_progress(j.get("progress")),
-                fmt_age(j.get("created_at")), fmt_reason(j)]
-        rows.append(row)
-    widths = [max([len(col)] + [len(r[i]) for r in rows]) for i, col in enumerate(cols)]
-    name_i, reason_i = cols.index("NAME"), cols.index("REASON")
-    fixed = sum(w for i, w in enumerate(widths) if i not in (name_i, reason_i)) + 3 * len(cols) + 1
-    room = max(24, width - fixed)
-    widths[name_i] = min(widths[name_i], max(12, room // 3))
-    widths[reason_i] = min(widths[reason_i], max(len("REASON"), room - widths[name_i]))
+    """One row per job in ``width`` columns: names and reasons are cut short with an ellipsis.
+
+    On a narrow terminal the team, queue and age columns go first (``gpupool job ID`` has them).
+    """
+    every = ["ID", "NAME", "STATUS", "QUEUE", "TEAM", "REQUEST", "PROGRESS", "AGE", "REASON"]
+    values = {
+        "ID": lambda j: str(j.get("id", "")), "NAME": lambda j: str(j.get("name", "")),
+        "STATUS": lambda j: str(j.get("status", "?")), "QUEUE": lambda j: str(j.get("queue", "")),
+        "TEAM": lambda j: str(j.get("team", "")), "REQUEST": lambda j: fmt_request(j.get("request")),
+        "PROGRESS": lambda j: fmt_progress(j.get("progress")),
+        "AGE": lambda j: fmt_age(j.get("created_at")), "REASON": fmt_reason,
+    }
+    cols = [c for c in every if c != "TEAM" or show_team]
+    rows = [{c: values[c](j) for c in every} for j in jobs]
+
+    def natural(col: str) -> int:
+        return max([len(col)] + [len(r[col]) for r in rows])
+
+    def fixed_width(cs: list[str]) -> int:
+        return sum(natural(c) for c in cs if c not in ("NAME", "REASON")) + 3 * len(cs) + 1
+
+    for optional in ("TEAM", "QUEUE", "AGE"):
+        if fixed_width(cols) + 12 + 20 <= width:
+            break
+        if optional in cols:
+            cols.remove(optional)
+    room = max(24, width - fixed_width(cols))
+    widths = {c: natural(c) for c in cols}
+    widths["NAME"] = min(widths["NAME"], max(12, room // 3))
+    widths["REASON"] = min(widths["REASON"], max(len("REASON"), room - widths["NAME"]))
     table = Table(header_style="bold")
-    for col, w in zip(cols, widths, strict=True):
-        table.add_column(col, no_wrap=True, width=w)
+    for col in cols:
+        table.add_column(col, no_wrap=True, width=widths[col])
     for row in rows:
-        cells: list[Any] = [escape(_cut(c, w)) for c, w in zip(row, widths, strict=True)]
-        cells[2] = fmt_status(row[2])
+        cells: list[Any] = [fmt_status(row[c]) if c == "STATUS" else escape(_cut(row[c], widths[c]))
+                            for c in cols]
         table.add_row(*cells)
     return table
 
@@ -239,59 +251,79 @@ def placement_table(members: list[dict]) -> Table:
 
 
 def nodes_table(nodes: list[dict]) -> Table:
-    table = Table(header_style="bold")
-    for col in ("NAME", "STATE", "BACKEND", "GPUS", "MODELS", "ALLOCATED", "GPU MEMORY", "HEARTBEAT"):
-        table.add_column(col)
+    """One row per node: its GPUs by model, what is allocated on them, and when it last spoke."""
+    backends = {str(n.get("backend", "-")) for n in nodes}
+    one_backend = len(backends) == 1
+    table = Table(header_style="bold", caption=f"backend: {backends.pop()}" if one_backend else None,
+                  caption_justify="left")
+    for col in ("NAME", "STATE", "GPUS", "ALLOCATED", "GPU MEMORY") + (() if one_backend else ("BACKEND",)) + ("SEEN",):
+        table.add_column(col, no_wrap=True)
     for n in nodes:
         accs = n.get("accelerators") or []
-        models = sorted({a.get("model", "?") for a in accs})
+        models: dict[str, int] = {}
+        for a in accs:
+            models[a.get("model", "?")] = models.get(a.get("model", "?"), 0) + 1
+        gpus = ", ".join(f"{c}x {m}" for m, c in sorted(models.items())) or "none"
+        unhealthy = sum(1 for a in accs if a.get("healthy") is False)
+        if unhealthy:
+            gpus += f" ({unhealthy} unhealthy)"
         alloc = sum(a.get("allocated_milli") or 0 for a in accs)
         mem = sum(a.get("memory_mib") or 0 for a in accs)
         mem_alloc = sum(a.get("allocated_memory_mib") or 0 for a in accs)
         state = str(n.get("state", "?")) + (" (cordoned)" if n.get("cordoned") else "")
-        unhealthy = sum(1 for a in accs if a.get("healthy") is False)
-        gpus = f"{len(accs)}" + (f" ({unhealthy} unhealthy)" if unhealthy else "")
-        table.add_row(escape(str(n.get("name"))),
-                      Text(state, style="green" if state == "ready" else "yellow"),
-                      escape(str(n.get("backend", "-"))), gpus, escape(", ".join(models) or "-"),
-                      f"{fmt_gpus_milli(alloc)} / {len(accs)} GPU",
-                      f"{fmt_mib(mem_alloc)} / {fmt_mib(mem)}", fmt_age(n.get("last_heartbeat_at")))
+        seen = fmt_age(n.get("last_heartbeat_at"))
+        row: list[Any] = [escape(str(n.get("name"))),
+                          Text(state, style="green" if state == "ready" else "yellow"), escape(gpus),
+                          f"{fmt_gpus_milli(alloc)}/{len(accs)}", f"{fmt_gib(mem_alloc)}/{fmt_mib(mem)}"]
+        if not one_backend:
+            row.append(escape(str(n.get("backend", "-"))))
+        row.append(f"{seen} ago" if seen != "-" else "-")
+        table.add_row(*row)
     return table
+
+
+def fmt_gib(mib: float | int | None) -> str:
+    """A bare GiB figure for 'used/total' pairs: '40', '0', '19.9'."""
+    if not mib:
+        return "0"
+    gib = mib / 1024
+    return f"{gib:.0f}" if gib >= 100 or gib == int(gib) else f"{gib:.1f}"
 
 
 def capacity_table(cap: dict) -> Table:
+    """GPUs by vendor and model (in GPUs: 1 = 1000 milli): allocated, in use, free, memory."""
     table = Table(header_style="bold")
-    for col in ("VENDOR", "MODEL", "GPUS", "ALLOCATED", "IN USE", "MEMORY ALLOCATED", "FREE"):
-        table.add_column(col)
-    rows = list(cap.get("by_model") or [])
-    for r in rows:
-        table.add_row(*_cap_row(r, escape(str(r.get("vendor", "-"))), escape(str(r.get("model", "-")))))
+    for col in ("MODEL", "GPUS", "ALLOCATED", "IN USE", "FREE", "GPU MEMORY"):
+        table.add_column(col, no_wrap=True)
+    for r in cap.get("by_model") or []:
+        table.add_row(*_cap_row(r, escape(f"{r.get('vendor', '-')} {r.get('model', '-')}")))
     totals = cap.get("totals")
     if totals:
         table.add_section()
-        table.add_row(*_cap_row(totals, Text("total", style="bold"), ""))
+        table.add_row(*_cap_row(totals, Text("total", style="bold")))
     return table
 
 
-def _cap_row(r: dict, vendor: Any, model: Any) -> list[Any]:
+def _cap_row(r: dict, label: Any) -> list[Any]:
     milli = r.get("gpu_milli") or 0
     alloc = r.get("allocated_milli") or 0
     pct = f" ({alloc * 100 / milli:.0f}%)" if milli else ""
-    return [vendor, model, str(r.get("accelerators", "-")),
-            f"{fmt_gpus_milli(alloc)} GPU{pct}", f"{fmt_gpus_milli(r.get('in_use_milli'))} GPU",
-            f"{fmt_mib(r.get('allocated_memory_mib'))} / {fmt_mib(r.get('memory_mib'))}",
-            f"{fmt_gpus_milli(milli - alloc)} GPU"]
+    return [label, str(r.get("accelerators", "-")), f"{fmt_gpus_milli(alloc)}{pct}",
+            fmt_gpus_milli(r.get("in_use_milli")), fmt_gpus_milli(milli - alloc),
+            f"{fmt_gib(r.get('allocated_memory_mib'))}/{fmt_mib(r.get('memory_mib'))}"]
 
 
 def queues_table(queues: list[dict]) -> Table:
-    table = Table(header_style="bold")
-    for col in ("QUEUE", "TEAM", "GUARANTEE", "LIMIT", "WEIGHT", "ALLOCATED", "RUNNING", "PENDING"):
-        table.add_column(col)
+    """Quota and use per queue, in GPUs (1 = 1000 compute milli)."""
+    table = Table(header_style="bold", caption="figures in GPUs (1 = 1000 compute milli)",
+                  caption_justify="left")
+    for col in ("QUEUE", "TEAM", "GUARANTEE", "LIMIT", "WEIGHT", "IN USE", "RUNNING", "PENDING"):
+        table.add_column(col, no_wrap=True)
     for q in queues:
         limit = q.get("limit_milli")
         table.add_row(escape(str(q.get("name"))), escape(str(q.get("team"))),
-                      f"{fmt_gpus_milli(q.get('guarantee_milli') or 0)} GPU",
-                      "none" if limit is None else f"{fmt_gpus_milli(limit)} GPU",
-                      str(q.get("weight", 1)), f"{fmt_gpus_milli(q.get('allocated_milli') or 0)} GPU",
+                      fmt_gpus_milli(q.get("guarantee_milli") or 0),
+                      "none" if limit is None else fmt_gpus_milli(limit),
+                      str(q.get("weight", 1)), fmt_gpus_milli(q.get("allocated_milli") or 0),
                       str(q.get("running_jobs", 0)), str(q.get("pending_jobs", 0)))
     return table
