@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import time
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from controlplane.core import wire
 from controlplane.db.base import now
 from controlplane.db.database import Database, retry_deadlocks
-from controlplane.db.models import AcceleratorRow, MemberRow, NodeRow, SampleRow, TokenRow
+from controlplane.db.models import (AcceleratorRow, MemberRow, NodeRow, SampleRow, StatusSeenRow,
+                                    TokenRow)
 from controlplane.services import events
 from controlplane.core.states import Role
 from controlplane.services.auth import (Principal, forget_cached_tokens, hash_token, new_secret,
@@ -53,6 +54,9 @@ def register(db: Database, who: Principal, req: wire.RegisterRequest,
                 node.state = "ready"
             s.execute(update(TokenRow).where(TokenRow.node_id == node.id, TokenRow.kind == "node")
                       .values(revoked=True))
+            # an agent that lost its state restarts its seq at 1; replays are harmless anyway
+            # (a report for a rank that already exited is a no-op)
+            s.execute(delete(StatusSeenRow).where(StatusSeenRow.node_id == node.id))
             kind = "node_reregistered"
         seen = set()
         for acc in req.accelerators:

@@ -213,3 +213,19 @@ def test_drain_requeues_running_jobs_and_cordon_blocks_new_ones(server) -> None:
         wait_for(lambda: job(c, job_id)["status"] == "running", agents=(agent,))
         assert c.post("/api/v1/nodes/no-such-node/cordon").status_code == 404
     agent.close()
+
+
+def test_agent_that_lost_its_state_can_report_again(server) -> None:  # noqa: ANN001
+    agent, model = agent_for(server, "amnesia")
+    with server.client() as c:
+        job_id = c.post("/api/v1/jobs", json=spec("amnesia", model)).json()["id"]
+        order = wait_for(lambda: agent.assignments()["start"])[0]
+        agent.report(job_id, order["attempt_id"], "started", seq=1)
+        old_token = agent.token
+        agent.register()  # same hostname, fresh state: seq starts over
+        assert agent.token != old_token
+        with server.client(old_token) as stale:
+            assert stale.post("/api/v1/agent/heartbeat", json={"node_id": agent.node_id, "ts": 0}).status_code == 401
+        agent.report(job_id, order["attempt_id"], "exited", exit_code=0, seq=1)
+        assert job(c, job_id)["status"] == "succeeded"
+    agent.close()
