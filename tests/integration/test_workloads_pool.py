@@ -1,7 +1,8 @@
 """Packaged workloads through the pool: real server + two agent processes (simulated GPUs) on loopback.
 
-A 2-node DeepSpeed pre-train finishes with both ranks' logs in the job; a tiny llama is served by
-real vLLM: submitted, running, then /v1/completions answers at the endpoint the job shows.
+A 2-node DeepSpeed pre-train runs with both ranks' logs in the job, is cancelled mid-run (both ranks
+checkpoint) and resumes when resubmitted; a tiny llama is served by real vLLM: submitted, running,
+then /v1/completions answers at the endpoint the job shows.
 """
 
 from __future__ import annotations
@@ -38,23 +39,41 @@ def pool(tmp_path_factory):
         server.stop()
 
 
-def test_two_node_deepspeed_pretrain_finishes_with_both_ranks_logs(pool) -> None:
-    api, root = pool
-    spec = {"kind": "pretrain", "name": "pretrain-2node", "data": str(CORPUS), "output": str(root / "pt2"),
+def _pretrain_spec(name: str, out: Path, steps: int) -> dict:
+    return {"kind": "pretrain", "name": name, "data": str(CORPUS), "output": str(out), "grace_s": 60,
             "resources": {"gpu": 1, "nodes": 2, "cpu_milli": 500, "memory_mib": 1024},
             "model": {"hidden_size": 64, "num_layers": 2, "num_heads": 2, "max_seq_len": 128},
             "dataset": {"vocab_size": 400},
-            "training": {"steps": 4, "micro_batch_size": 4, "seq_len": 32, "zero_stage": 2, "checkpoint_every": 2,
-                         "eval_batches": 2}}
-    job = api.submit(spec)
-    done = api.wait_status(job["id"], "succeeded", timeout=400)
-    assert {p["node"] for p in done["placement"]} == {"wl-n1", "wl-n2"}
-    rank0 = api.http.get(f"/api/v1/jobs/{job['id']}/logs", params={"rank": 0, "tail": 5000}).text
-    rank1 = api.http.get(f"/api/v1/jobs/{job['id']}/logs", params={"rank": 1, "tail": 5000}).text
-    assert "world 2" in rank0 and "[rank 0]" in rank0, rank0[-2000:]
-    assert "[rank 1]" in rank1, rank1[-2000:]
-    assert done["progress"]["step"] == 4 and done["progress"].get("done") is True
-    assert (root / "pt2" / "model" / "config.json").is_file()
+            "training": {"steps": steps, "micro_batch_size": 4, "seq_len": 32, "zero_stage": 2,
+                         "checkpoint_every": 1000, "eval_batches": 2}}
+
+
+def _logs(api: Api, job_id: str, rank: int) -> str:
+    return api.http.get(f"/api/v1/jobs/{job_id}/logs", params={"rank": rank, "tail": 5000}).text
+
+
+def test_two_node_deepspeed_pretrain_cancelled_then_resubmitted_resumes(pool) -> None:
+    """2 nodes: both ranks' logs in the job; cancelled mid-run it checkpoints, resubmitted it resumes."""
+    api, root = pool
+    out = root / "pt2"
+    first = api.submit(_pretrain_spec("pretrain-2node", out, steps=100_000))
+    running = wait_until(lambda: ((j := api.job(first["id"]))["progress"] or {}).get("step", 0) >= 3 and j, 300,
+                         "training progress", interval=0.2)
+    assert {p["node"] for p in running["placement"]} == {"wl-n1", "wl-n2"}
+    api.cancel(first["id"])  # the agents SIGTERM both ranks
+    api.wait_status(first["id"], "cancelled", timeout=90)
+    stopped = wait_until(lambda: "stopped by signal" in (t := _logs(api, first["id"], 1)) and t, 30, "rank 1 log")
+    step = int(stopped.split("stopped by signal at step ")[1].split(";")[0])
+    assert f"stopped by signal at step {step}" in _logs(api, first["id"], 0)  # both ranks agree on the step
+    assert (out / "checkpoints" / f"step{step}").is_dir()
+
+    second = api.submit(_pretrain_spec("pretrain-2node-resumed", out, steps=step + 3))
+    done = api.wait_status(second["id"], "succeeded", timeout=300)
+    rank0, rank1 = _logs(api, second["id"], 0), _logs(api, second["id"], 1)
+    assert "world 2" in rank0 and f"resumed from checkpoint at step {step}" in rank0, rank0[-2000:]
+    assert f"[rank 1] resumed from checkpoint at step {step}" in rank1, rank1[-2000:]
+    assert done["progress"]["step"] == step + 3 and done["progress"].get("done") is True
+    assert (out / "model" / "config.json").is_file()
 
 
 def test_vllm_inference_served_through_the_pool(pool) -> None:
