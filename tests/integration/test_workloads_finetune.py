@@ -84,3 +84,18 @@ def test_qlora_on_cpu_fails_with_a_clear_error(base_model: str, tmp_path: Path) 
 
     with pytest.raises(WorkloadError, match="qlora needs an NVIDIA GPU"):
         _finetune(base_model, tmp_path, "qlora")
+
+
+def test_evaluate_reports_perplexity_and_generations_with_an_adapter(base_model: str, tmp_path: Path) -> None:
+    import json
+
+    from workloads.evaluate.__main__ import main as evaluate
+
+    _finetune(base_model, tmp_path / "ft", "lora", steps=3)
+    spec = {"kind": "evaluate", "name": "ev", "model_path": base_model, "adapter_path": str(tmp_path / "ft" / "adapter"),
+            "data": str(CORPUS / "qa.jsonl"), "output": str(tmp_path / "ev"), "seq_len": 48, "max_batches": 3,
+            "prompts": ["Question: What is true about ice?\nAnswer:"], "max_new_tokens": 5}
+    assert evaluate(["--spec-json", json.dumps(spec)]) == 0
+    result = json.loads((tmp_path / "ev" / "eval.json").read_text())
+    assert 1 < result["perplexity"] < 1000 and result["validation_blocks"] > 0
+    assert result["generations"][0]["prompt"].startswith("Question") and result["generations"][0]["completion"]
