@@ -36,7 +36,11 @@ def handle_errors(fn: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except (GpupoolError, CliError) as e:
+        except GpupoolError as e:
+            hint = ("; pass --token, set GPUPOOL_TOKEN, or run `gpupool up` (it writes the config "
+                    "file)") if e.status == 401 else ""
+            raise fail(f"{e}{hint}") from None
+        except CliError as e:
             raise fail(str(e)) from None
         except KeyboardInterrupt:
             err_console.print("[yellow]interrupted[/]")
