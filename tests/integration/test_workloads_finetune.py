@@ -50,14 +50,15 @@ def _base_state(path: str) -> dict:
     return {k: v.clone() for k, v in AutoModelForCausalLM.from_pretrained(path).state_dict().items()}
 
 
-@pytest.mark.parametrize("method", ["lora", "prefix", "prompt", "p_tuning"])
+@pytest.mark.parametrize("method", ["lora", "prefix", "prompt", "p_tuning", "p_tuning_v2", "ia3"])
 def test_adapter_methods_train_only_the_adapter(method: str, base_model: str, tmp_path: Path) -> None:
     before = _base_state(base_model)
     module, result = _finetune(base_model, tmp_path, method)
     assert result["val_loss"] < result["first_val_loss"], result
-    assert 0 < result["trainable_params"] < result["total_params"] / 10
+    assert 0 < result["trainable_params"] < result["total_params"] / 5  # p_tuning_v2 MLP: ~12 % of a tiny model
     trainable = {n for n, p in module.named_parameters() if p.requires_grad}
-    assert trainable and all(("lora_" in n or "prompt_encoder" in n or "prefix" in n) for n in trainable), trainable
+    assert trainable and all(("lora_" in n or "prompt_encoder" in n or "prefix" in n or "ia3_" in n)
+                         for n in trainable), trainable
     # the frozen base weights inside the trained model are bit-identical to the base model's
     base = module.get_base_model().state_dict()
     for name, tensor in before.items():
