@@ -125,10 +125,15 @@ class _Packaged(SpecBase):
     @model_validator(mode="after")
     def _derive_resources(self) -> "_Packaged":
         self._check()
-        if "resources" not in self.model_fields_set:
+        explicit = "resources" in self.model_fields_set
+        if not explicit or "gpu" not in self.resources.model_fields_set:
             from workloads.estimate import suggest_resources
 
-            self.resources = suggest_resources(self)
+            derived = suggest_resources(self)
+            if explicit:  # fields the user gave (cpu, memory, constraints...) win over the estimate
+                given = self.resources
+                derived = derived.model_copy(update={k: getattr(given, k) for k in given.model_fields_set})
+            self.resources = derived
         return self
 
     def _check(self) -> None:

@@ -49,6 +49,11 @@ def test_omitted_resources_are_derived_from_the_estimate() -> None:
 def test_explicit_resources_win() -> None:
     s = parse_job_spec({"kind": "pretrain", "name": "p", "data": "/d", "resources": {"gpu": 0.5}})
     assert s.resources == Resources(gpu=0.5)
+    partial = parse_job_spec({"kind": "pretrain", "name": "p", "data": "/d",
+                              "resources": {"cpu_milli": 4000, "models": ["A100-80GB"]}})
+    assert 0 < partial.resources.gpu < 1  # the GPU part still comes from the estimate
+    assert partial.resources.cpu_milli == 4000 and partial.resources.models == ["A100-80GB"]
+    assert parse_job_spec(json.loads(partial.model_dump_json())).resources == partial.resources
 
 
 @pytest.mark.parametrize(("spec", "field_words"), [
