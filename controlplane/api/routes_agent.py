@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
-
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 
 from controlplane.api.deps import agent, get_db, get_settings, principal
+from controlplane.api.epochs import EpochWatcher
 from controlplane.core import wire
 from controlplane.core.states import Role
 from controlplane.db.database import Database
@@ -40,13 +38,14 @@ async def assignments(request: Request, wait: float = Query(0, ge=0, le=300),
                       epoch: int | None = Query(None, ge=0),
                       who: Principal = Depends(agent), db: Database = Depends(get_db)) -> wire.Assignments:
     """Answers at once when the node's epoch differs from ``epoch``; else waits up to ``wait``."""
-    settings: Settings = request.app.state.settings
-    deadline = time.monotonic() + wait
-    while epoch is not None and time.monotonic() < deadline:
+    if epoch is not None and wait > 0:
         current = await run_in_threadpool(svc.node_epoch, db, who.node_id)
-        if current != epoch or await request.is_disconnected():
-            break
-        await asyncio.sleep(min(settings.assignment_poll_s, max(0.0, deadline - time.monotonic())))
+        if current == epoch:
+            watcher = getattr(request.app.state, "epochs", None)
+            if watcher is None:
+                settings: Settings = request.app.state.settings
+                watcher = request.app.state.epochs = EpochWatcher(db, settings.assignment_poll_s)
+            await watcher.wait_change(who.node_id, epoch, wait, request.is_disconnected)
     return await run_in_threadpool(svc.assignments, db, who)
 
 

@@ -229,3 +229,24 @@ def test_agent_that_lost_its_state_can_report_again(server) -> None:  # noqa: AN
         agent.report(job_id, order["attempt_id"], "exited", exit_code=0, seq=1)
         assert job(c, job_id)["status"] == "succeeded"
     agent.close()
+
+
+def test_assignments_long_poll_wakes_on_change_and_times_out_otherwise(server) -> None:  # noqa: ANN001
+    agent, model = agent_for(server, "poll")
+    agent.assignments()  # learn the current epoch
+    agent.heartbeat()
+    t0 = time.monotonic()
+    idle = agent.assignments(wait=1.0)
+    assert 0.9 <= time.monotonic() - t0 < 4 and idle["start"] == []
+    with server.client() as c, ThreadPoolExecutor(1) as pool:
+        t0 = time.monotonic()
+        agent.heartbeat()
+        waiting = pool.submit(agent.assignments, 20.0)
+        time.sleep(0.3)
+        c.post("/api/v1/jobs", json=spec("poll", model))
+        while not waiting.done() and time.monotonic() - t0 < 25:
+            agent.heartbeat()  # stay alive (this module's heartbeat timeout is 1.5 s)
+            time.sleep(0.3)
+        woke = waiting.result(timeout=1)
+        assert woke["start"] and time.monotonic() - t0 < 10
+    agent.close()
