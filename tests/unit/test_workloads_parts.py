@@ -121,3 +121,20 @@ def test_spec_argument_errors() -> None:
         read_spec_json([])
     with pytest.raises(WorkloadError, match="not valid JSON"):
         read_spec_json(["--spec-json", "{nope"])
+
+
+def test_relative_input_paths_resolve_against_cwd_data_root_then_checkout(tmp_path: Path, monkeypatch) -> None:
+    from workloads.paths import REPO_ROOT, resolve_path, resolve_spec_paths
+    from workloads.specs import parse_job_spec
+
+    monkeypatch.chdir(tmp_path)
+    assert resolve_path("examples/corpus/stories.txt") == str(REPO_ROOT / "examples/corpus/stories.txt")
+    (tmp_path / "root").mkdir()
+    (tmp_path / "root" / "mine.txt").write_text("x")
+    monkeypatch.setenv("GPUPOOL_DATA_ROOT", str(tmp_path / "root"))
+    assert resolve_path("mine.txt") == str(tmp_path / "root" / "mine.txt")
+    (tmp_path / "mine.txt").write_text("y")  # the job's working directory comes first
+    assert resolve_path("mine.txt") == str(tmp_path / "mine.txt")
+    assert resolve_path("/abs/missing") == "/abs/missing" and resolve_path("nowhere.txt") == "nowhere.txt"
+    spec = resolve_spec_paths(parse_job_spec({"kind": "pretrain", "name": "p", "data": "mine.txt", "output": "out"}))
+    assert spec.data == str(tmp_path / "mine.txt") and spec.output == "out"
