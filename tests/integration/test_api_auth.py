@@ -49,6 +49,8 @@ def test_no_token_is_401_everywhere(server) -> None:  # noqa: ANN001
 def test_health_needs_no_token(server) -> None:  # noqa: ANN001
     assert httpx.get(server.url + "/healthz").json() == {"status": "ok"}
     assert httpx.get(server.url + "/readyz").json() == {"status": "ready"}
+    assert httpx.get(server.url + "/docs").status_code == 200
+    assert "/api/v1/jobs" in httpx.get(server.url + "/openapi.json").json()["paths"]
 
 
 def test_member_sees_only_own_team(server, world) -> None:  # noqa: ANN001
