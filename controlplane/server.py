@@ -118,7 +118,11 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as err:  # noqa: BLE001 - pydantic names the bad variable
         print(f"gpupool: invalid settings: {err}", file=sys.stderr)
         return 2
-    run_server(args.host, args.port, settings)
+    try:
+        run_server(args.host, args.port, settings)
+    except ValueError as err:  # e.g. an unknown scheduler policy
+        print(f"gpupool: invalid settings: {err}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -20,7 +20,7 @@ class Settings(BaseSettings):
     heartbeat_timeout_s: float = 40.0
     heartbeat_interval_s: float = 10.0
     scheduler_interval_s: float = 2.0
-    scheduler_policy: str = "firstfit"
+    scheduler_policy: str | None = None  # None: the scheduler's default policy
     scheduler_lease_s: float = 15.0
     liveness_interval_s: float = 5.0
     master_port_min: int = 29500

@@ -18,14 +18,23 @@ log = logging.getLogger("gpupool.loops")
 LEASE = "scheduler"
 
 
-def _schedule_fn(policy: str):  # noqa: ANN202
+def _schedule_fn(policy: str | None):  # noqa: ANN202
+    """The pure scheduler and its config; an unknown policy is a ValueError naming the known ones."""
     from controlplane import scheduler
 
     config_cls = getattr(scheduler, "SchedulerConfig", None)
+    if config_cls is None:
+        return scheduler.schedule, None
+    config = config_cls(policy=policy) if policy else config_cls()
     try:
-        config = config_cls(policy=policy) if config_cls else None
-    except TypeError:
-        config = config_cls() if config_cls else None
+        from controlplane.scheduler import policies
+    except ImportError:
+        return scheduler.schedule, config
+    if hasattr(policies, "profile"):
+        try:
+            policies.profile(config.policy, getattr(config, "weights", None))
+        except ValueError as err:
+            raise ValueError(f"GPUPOOL_SCHEDULER_POLICY: {err}") from None
     return scheduler.schedule, config
 
 
@@ -38,6 +47,7 @@ class Loops:
         self.holder = settings.replica_id or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self.service = SchedulingService(db, port_range=(settings.master_port_min,
                                                          settings.master_port_max))
+        self._schedule, self._config = _schedule_fn(settings.scheduler_policy)  # fails fast
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -64,7 +74,7 @@ class Loops:
         self._wake.set()
 
     def _run(self) -> None:
-        schedule, config = _schedule_fn(self.settings.scheduler_policy)
+        schedule, config = self._schedule, self._config
         next_sweep = 0.0
         while not self._stop.is_set():
             started = time.monotonic()
@@ -84,7 +94,7 @@ class Loops:
 
     def cycle(self, schedule=None, config=None) -> dict:  # noqa: ANN001
         if schedule is None:
-            schedule, config = _schedule_fn(self.settings.scheduler_policy)
+            schedule, config = self._schedule, self._config
         if not self.service.has_work():
             self.cycles += 1
             return {"placed": 0, "skipped": 0, "preempted": 0, "pending": 0}
