@@ -104,6 +104,11 @@ class Loops:
         else:  # nothing to place on: say so instead of asking the policy engine
             decision = Decision(pending={j.job_id: PendingReason(
                 "capacity", "no nodes are registered yet; start a gpupool agent") for j in snap.pending})
+        placed = {p.job_id for p in decision.placements}
+        for job in snap.pending:  # every pending job says why, even if the policy did not
+            if job.job_id not in placed and job.job_id not in decision.pending:
+                decision.pending[job.job_id] = PendingReason(
+                    "capacity", "not placed in the last scheduling cycle; waiting for capacity")
         decision.pending.update(self.service.invalid_reasons())
         result = self.service.apply(decision, actor=f"scheduler:{self.holder}")
         self.cycles += 1
