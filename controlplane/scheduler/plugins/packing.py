@@ -11,7 +11,9 @@ score = floor(-(dF + a * dStranded + b * dWaste) / bucket), ties to the lowest n
   whose free CPU (or memory) times that ratio is below its free GPU strands the rest.
 - dWaste: on the accelerator a fraction lands on, how much of what is left no combination
   of the typical fractional sizes can ever fill (a small knapsack table over 0..1000 milli).
-  FGD only asks "does shape m still fit"; this asks "can the hole be closed".
+  FGD only asks "does shape m still fit"; this asks "can the hole be closed". Sizes under a
+  fifth of a GPU do not count as fillers: such pods are few and already go to the tightest
+  holes, so a plan that needs them to close a new hole mostly leaves that hole open.
 - bucket: equal buckets pack like first-fit over a fixed node order, which is what makes
   FGD work at all; a linear bucket keeps that property without sigmoid saturation.
 Nothing here is tuned to one trace: every input is derived from the target workload.
@@ -43,8 +45,10 @@ class GpuPool:
     name = "gpupool"
 
     def __init__(self, stranded_weight: float = 0.5, waste_weight: float = 2.0,
-                 bucket_milli: float = 100.0, demand_exponent: float = 0.5):
+                 bucket_milli: float = 100.0, demand_exponent: float = 0.5,
+                 min_filler_milli: int = 200):
         self.demand_exponent = demand_exponent
+        self.min_filler_milli = min_filler_milli
         self.stranded_weight = stranded_weight
         self.waste_weight = waste_weight
         self.bucket_milli = bucket_milli
@@ -59,7 +63,8 @@ class GpuPool:
         cpu = sum(p * s.cpu_milli for s, p in pairs)
         mem = sum(p * s.memory_mib for s, p in pairs)
         ctx.caches["gpupool.ratio"] = (gpu / cpu if cpu else 1e12, gpu / mem if mem else 1e12)
-        sizes = sorted({s.gpu_milli for s in workload.shapes if s.num_gpu == 1 and s.gpu_milli < WHOLE})
+        sizes = sorted({s.gpu_milli for s in workload.shapes
+                        if s.num_gpu == 1 and self.min_filler_milli <= s.gpu_milli < WHOLE})
         ctx.caches["gpupool.waste"] = waste_table(sizes)
 
     def score(self, ctx: Context, shape: MemberShape, cands: Candidates) -> np.ndarray:
