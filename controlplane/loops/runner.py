@@ -10,7 +10,7 @@ import time
 
 from controlplane.core.snapshot import Decision, PendingReason
 from controlplane.db.database import Database
-from controlplane.loops import lease, liveness
+from controlplane.loops import lease, liveness, retention
 from controlplane.services.scheduling import SchedulingService
 from controlplane.settings import Settings
 
@@ -75,7 +75,7 @@ class Loops:
 
     def _run(self) -> None:
         schedule, config = self._schedule, self._config
-        next_sweep = 0.0
+        next_sweep = next_trim = 0.0
         while not self._stop.is_set():
             started = time.monotonic()
             try:
@@ -86,6 +86,9 @@ class Loops:
                         liveness.sweep(self.db, self.settings.heartbeat_timeout_s)
                         liveness.lost_node_leftovers(self.db)
                         next_sweep = started + self.settings.liveness_interval_s
+                    if started >= next_trim:
+                        retention.trim_status_seen(self.db)
+                        next_trim = started + 300.0
                     self.cycle(schedule, config)
             except Exception:  # noqa: BLE001 - a bad cycle must not kill the loop
                 log.exception("scheduling cycle failed; retrying next interval")

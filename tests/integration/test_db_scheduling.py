@@ -36,3 +36,20 @@ def test_cycle_places_explains_and_skips_unreadable_specs(db_url, tmp_path) -> N
         assert loops.cycle()["placed"] == 0  # steady state: nothing new
     finally:
         db.dispose()
+
+
+def test_retention_keeps_only_recent_status_seqs(db_url) -> None:  # noqa: ANN001
+    from controlplane.db.models import StatusSeenRow
+    from controlplane.loops.retention import trim_status_seen
+
+    migrate.upgrade(db_url)
+    db = Database(db_url)
+    try:
+        with db.tx() as s:
+            s.add_all([StatusSeenRow(node_id=n, seq=q) for n in (1, 2) for q in range(1, 31)])
+        assert trim_status_seen(db, keep=10) == 2 * 19
+        with db.read() as s:
+            left = sorted((r.node_id, r.seq) for r in s.scalars(select(StatusSeenRow)))
+        assert left == [(n, q) for n in (1, 2) for q in range(20, 31)]
+    finally:
+        db.dispose()
