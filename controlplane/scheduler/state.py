@@ -45,7 +45,8 @@ class ClusterState:
         self.n = len(self.names)
         self.cpu_free = np.asarray(cpu_free, dtype=np.int64).copy()
         self.mem_free = np.asarray(mem_free, dtype=np.int64).copy()
-        self.gpu_free = np.asarray(gpu_free, dtype=np.int64).reshape(self.n, -1).copy()
+        gpu_free = np.asarray(gpu_free, dtype=np.int64)
+        self.gpu_free = (gpu_free.reshape(self.n, -1) if self.n else gpu_free.reshape(0, 0)).copy()
         self.g = self.gpu_free.shape[1]
         self.gpu_mem_free = np.asarray(gpu_mem_free, dtype=np.int64).reshape(self.n, self.g).copy()
         self.gpu_valid = np.asarray(gpu_valid, dtype=bool).reshape(self.n, self.g).copy()

@@ -137,10 +137,11 @@ def bootstrap(db: Database, *, admin_token: str | None = None,
     if bootstrap_token:
         _ensure_token(db, bootstrap_token, kind="bootstrap", name="settings bootstrap token")
     with db.read() as s:
-        if s.scalar(select(TeamRow.id).limit(1)) is not None:
-            if admin_token:
-                _ensure_admin_token(db, admin_token)
-            return None
+        already = s.scalar(select(TeamRow.id).limit(1)) is not None
+    if already:  # outside the read: SQLite allows one writer, and this read holds a lock
+        if admin_token:
+            _ensure_admin_token(db, admin_token)
+        return None
     token = admin_token or new_secret("gpa")
     try:
         with db.tx() as s:
