@@ -1,15 +1,15 @@
-"""Start orders: argv/env from the job spec (workloads.launch when present, else custom only)."""
+"""Start orders: argv, env, ports and readiness from the job spec through workloads.launch."""
 
 from __future__ import annotations
 
+import logging
+
 from controlplane.core import wire
 from controlplane.db.models import AttemptRow, JobRow, MemberRow
+from workloads.launch import build_launch
 from workloads.specs import parse_job_spec
 
-try:  # the workloads engineer's launcher; optional until it lands
-    from workloads.launch import build_launch  # type: ignore[attr-defined]
-except ImportError:  # pragma: no cover - depends on the tree's state
-    build_launch = None
+log = logging.getLogger(__name__)
 
 
 def build_start(job: JobRow, attempt: AttemptRow, member: MemberRow, slices: list[wire.SliceSpec],
@@ -23,16 +23,18 @@ def build_start(job: JobRow, attempt: AttemptRow, member: MemberRow, slices: lis
     argv = list(getattr(spec, "command", []) or [])
     port_count = int(getattr(spec, "ports", 0) or 0)
     readiness = getattr(spec, "readiness_path", None)
-    if build_launch is not None:
-        try:
-            plan = build_launch(spec, rank=member.rank, world_size=world)
-        except Exception:  # noqa: BLE001 - a launcher bug must not stop the agent loop
-            plan = None
-        if plan is not None:
-            argv = list(plan.argv)
-            env.update(plan.env)
-            port_count = int(getattr(plan, "port_count", port_count) or 0)
-            readiness = getattr(plan, "readiness_path", readiness)
+    try:
+        plan = build_launch(spec, rank=member.rank, world_size=world)
+    except Exception:  # noqa: BLE001 - a launcher bug must not stop the agent loop
+        # The order then carries the spec's own command (empty for packaged kinds), and the
+        # agent answers failed_to_start, so the job fails visibly instead of hanging.
+        log.exception("launch plan for job %s rank %s failed", job.id, member.rank)
+        plan = None
+    if plan is not None:
+        argv = list(plan.argv)
+        env.update(plan.env)
+        port_count = plan.port_count
+        readiness = plan.readiness_path
     return wire.StartOrder(
         job_id=str(job.id), attempt_id=str(attempt.id), epoch=epoch, rank=member.rank,
         name=job.name, argv=argv, env=env, workdir=spec.workdir, slices=slices,
