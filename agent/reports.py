@@ -53,7 +53,8 @@ class ReportSender:
             return
         self._unknown_stops.add(order.attempt_id)
         self._queue(wire.StatusReport(seq=self.state.next_seq(), job_id=order.job_id,
-                                      attempt_id=order.attempt_id, kind=wire.StatusKind.KILLED,
+                                      attempt_id=order.attempt_id, rank=order.rank,
+                                      kind=wire.StatusKind.KILLED,
                                       ts=time.time(), reason=f"not running on node {node}"))
 
     def _queue(self, report: wire.StatusReport) -> None:

@@ -105,13 +105,17 @@ def slice_env(order: StartOrder, *, node: str, ports: list[int], master_port: in
         env["GPUPOOL_PORT" if i == 0 else f"GPUPOOL_PORT_{i}"] = str(port)
     if ports:
         env["GPUPOOL_PORTS"] = ",".join(str(p) for p in ports)
+    # one process per member as the agent starts it; a launcher inside it (torchrun) that runs one
+    # process per accelerator sets RANK/LOCAL_RANK/WORLD_SIZE per process from GPUPOOL_NPROC_PER_NODE
     rdv = order.rendezvous
     env["MASTER_ADDR"] = rdv.master_addr if rdv else "127.0.0.1"
     env["MASTER_PORT"] = str(rdv.master_port if rdv else master_port)
-    env["WORLD_SIZE"] = str(rdv.world_size if rdv else 1)
-    env["RANK"] = str(rdv.rank if rdv else order.rank)
-    env["NODE_RANK"] = str(rdv.node_rank if rdv else order.rank)
-    env["LOCAL_RANK"] = str(rdv.local_rank if rdv else 0)
+    env["GPUPOOL_NNODES"] = str(rdv.nnodes if rdv else 1)
+    env["GPUPOOL_NODE_RANK"] = str(rdv.node_rank if rdv else order.rank)
+    env["GPUPOOL_NPROC_PER_NODE"] = str(rdv.nproc_per_node if rdv else 1)
+    env["WORLD_SIZE"] = str(rdv.nnodes if rdv else 1)
+    env["RANK"] = env["NODE_RANK"] = str(rdv.node_rank if rdv else order.rank)
+    env["LOCAL_RANK"] = "0"
     return out
 
 

@@ -8,6 +8,7 @@ the job's record first, so a restarted agent re-adopts running jobs and never re
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -121,6 +122,12 @@ class Runtime:
                        master_port=ports[-1], output_dir=str(output_dir), mps=mps,
                        watchdog_grace_s=self.watchdog.grace_s if self.watchdog else None)
         env = {**inherited_env(dict(os.environ)), **order.env, **se.env}
+        if order.spec is not None:  # packaged workloads read their spec from a file, never argv
+            spec_file = job.job_dir / "spec.json"
+            fd = os.open(spec_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(order.spec, f)
+            env["GPUPOOL_SPEC_FILE"] = str(spec_file)
         if self.backend is not None and getattr(self.backend, "name", "").startswith("sim"):
             env["GPUPOOL_SIM_MEMORY_FILE"] = str(job.job_dir / "sim_memory_mib")
         cwd = order.workdir or str(job.job_dir)

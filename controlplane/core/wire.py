@@ -110,12 +110,28 @@ class SliceSpec(BaseModel):
 
 
 class Rendezvous(BaseModel):
+    """Where a gang meets: member ``node_rank`` of ``nnodes``, each running ``nproc_per_node``
+    processes (one per whole accelerator of the member, at least one)."""
+
     master_addr: str
     master_port: int
-    world_size: int
-    rank: int
-    node_rank: int
-    local_rank: int = 0
+    nnodes: int = 1
+    node_rank: int = 0
+    nproc_per_node: int = 1
+
+    @property
+    def world_size(self) -> int:
+        """Processes in the whole job."""
+        return self.nnodes * self.nproc_per_node
+
+
+class JobIdentity(BaseModel):
+    """Whose job this is, as the server knows it (never read from the job's own environment):
+    labels its usage series and picks the job's uid on the node."""
+
+    team: str
+    queue: str
+    user: str | None = None
 
 
 class StartOrder(BaseModel):
@@ -129,6 +145,11 @@ class StartOrder(BaseModel):
     workdir: str | None = None
     slices: list[SliceSpec] = Field(default_factory=list)
     rendezvous: Rendezvous | None = None
+    identity: JobIdentity | None = None
+    # the normalised spec of a packaged workload; the agent writes it to a file only the job's
+    # uid can read and points GPUPOOL_SPEC_FILE at it (specs never travel in argv)
+    spec: dict | None = None
+    image: str | None = None  # run the member in this OCI image (container runtime)
     grace_s: float = 10.0
     port_count: int = 0  # ports the agent allocates (GPUPOOL_PORT, GPUPOOL_PORT_1...)
     readiness_path: str | None = None  # HTTP path probed on GPUPOOL_PORT before "ready"
@@ -137,6 +158,7 @@ class StartOrder(BaseModel):
 class StopOrder(BaseModel):
     job_id: str
     attempt_id: str
+    rank: int = 0  # the member this order stops (its status report answers for that rank)
     epoch: int
     reason: str
     grace_s: float = 10.0

@@ -13,7 +13,7 @@ from controlplane.core.wire import StatusKind
 from controlplane.db.base import now
 from controlplane.db.database import Database, retry_deadlocks
 from controlplane.db.models import (AcceleratorRow, AttemptRow, JobRow, LogChunkRow, MemberRow,
-                                    NodeRow, SliceRow, StatusSeenRow)
+                                    NodeRow, QueueRow, SliceRow, StatusSeenRow, TeamRow, UserRow)
 from controlplane.services import events, lifecycle
 from controlplane.services.auth import Principal
 from controlplane.services.launch import build_start
@@ -43,7 +43,7 @@ def assignments(db: Database, who: Principal) -> wire.Assignments:
         for member, attempt, job in rows:
             if attempt.stop_kind:
                 out.stop.append(wire.StopOrder(job_id=str(job.id), attempt_id=str(attempt.id),
-                                               epoch=epoch, reason=attempt.stop_reason or attempt.stop_kind,
+                                               rank=member.rank, epoch=epoch, reason=attempt.stop_reason or attempt.stop_kind,
                                                grace_s=float(job.spec.get("grace_s", 10.0))))
                 continue
             out.desired_attempts.append(str(attempt.id))
@@ -56,14 +56,25 @@ def assignments(db: Database, who: Principal) -> wire.Assignments:
             slices = _slices_for(s, ids)
             masters = dict(s.execute(select(NodeRow.id, NodeRow.address)
                                      .where(NodeRow.id.in_({a.master_node_id for _, a, _ in to_deliver}))).all())
+            identities = _identities(s, [j for _, _, j in to_deliver])
             for member, attempt, job in to_deliver:
                 try:
                     out.start.append(build_start(job, attempt, member, slices.get(member.id, []), epoch,
-                                                 masters.get(attempt.master_node_id, attempt.master_addr)))
+                                                 masters.get(attempt.master_node_id, attempt.master_addr),
+                                                 identities[job.id]))
                 except Exception:  # noqa: BLE001 - one unreadable job must not block the node
                     log.exception("cannot build the start order of job %s", job.id)
         out.desired_attempts = sorted(set(out.desired_attempts))
         return out
+
+
+def _identities(s, jobs: list[JobRow]) -> dict[int, wire.JobIdentity]:  # noqa: ANN001
+    """Team, queue and user names of each job, from the server's own rows."""
+    q = (select(JobRow.id, TeamRow.name, QueueRow.name, UserRow.name)
+         .join(TeamRow, TeamRow.id == JobRow.team_id).join(QueueRow, QueueRow.id == JobRow.queue_id)
+         .join(UserRow, UserRow.id == JobRow.user_id).where(JobRow.id.in_({j.id for j in jobs})))
+    return {job_id: wire.JobIdentity(team=team, queue=queue, user=user)
+            for job_id, team, queue, user in s.execute(q)}
 
 
 def _slices_for(s, member_ids: list[int]) -> dict[int, list[wire.SliceSpec]]:  # noqa: ANN001

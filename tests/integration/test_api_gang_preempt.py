@@ -44,8 +44,8 @@ def test_gang_rendezvous_and_failure_stops_the_rest(server) -> None:  # noqa: AN
         assert sorted(orders) == [0, 1], c.get(f"/api/v1/jobs/{job_id}").json()
         (a0, o0), (a1, o1) = orders[0], orders[1]
         assert o0["attempt_id"] == o1["attempt_id"] and a0 is not a1
-        assert o0["rendezvous"] == {**o1["rendezvous"], "rank": 0, "node_rank": 0}
-        assert o0["rendezvous"]["world_size"] == 2 and 29500 <= o0["rendezvous"]["master_port"] <= 29999
+        assert o0["rendezvous"] == {**o1["rendezvous"], "node_rank": 0}
+        assert o1["rendezvous"]["node_rank"] == 1 and o0["rendezvous"]["nnodes"] == 2 and 29500 <= o0["rendezvous"]["master_port"] <= 29999
         for a, o in orders.values():
             a.report(o["job_id"], o["attempt_id"], "started", rank=o["rank"])
         assert c.get(f"/api/v1/jobs/{job_id}").json()["status"] == "running"

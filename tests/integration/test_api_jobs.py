@@ -102,7 +102,7 @@ def test_job_runs_to_success_with_logs_progress_and_events(server) -> None:  # n
         job_id = c.post("/api/v1/jobs", json=spec("ok", model)).json()["id"]
         order = wait_for(lambda: agent.assignments()["start"])[0]
         assert order["job_id"] == job_id and order["slices"][0]["compute_milli"] == 500
-        assert order["argv"][:2] == ["python", "-c"] and order["rendezvous"]["world_size"] == 1
+        assert order["argv"][:2] == ["python", "-c"] and order["rendezvous"]["nnodes"] == 1
         assert job(c, job_id)["status"] == "scheduled"
         agent.report(job_id, order["attempt_id"], "started")
         assert job(c, job_id)["status"] == "running"

@@ -56,13 +56,14 @@ def test_mps_unavailable_is_reported_not_silent():
 def test_whole_gpus_and_rendezvous():
     slices = [SliceSpec(accelerator_uuid=f"GPU-{i}", compute_milli=1000, memory_mib=81559,
                         device_memory_mib=81559) for i in range(2)]
-    rdv = Rendezvous(master_addr="10.0.0.5", master_port=29500, world_size=4, rank=2, node_rank=1)
+    rdv = Rendezvous(master_addr="10.0.0.5", master_port=29500, nnodes=4, node_rank=1, nproc_per_node=2)
     se = build(order(slices=slices, rendezvous=rdv, rank=1),
                MpsSettings(mode="managed", available=True))
     assert se.env["CUDA_VISIBLE_DEVICES"] == "GPU-0,GPU-1"
     assert se.env["GPUPOOL_MEMORY_FRACTION"] == "1.0000"
     assert (se.env["MASTER_ADDR"], se.env["MASTER_PORT"], se.env["WORLD_SIZE"], se.env["RANK"],
-            se.env["NODE_RANK"]) == ("10.0.0.5", "29500", "4", "2", "1")
+            se.env["NODE_RANK"]) == ("10.0.0.5", "29500", "4", "1", "1")
+    assert (se.env["GPUPOOL_NNODES"], se.env["GPUPOOL_NODE_RANK"], se.env["GPUPOOL_NPROC_PER_NODE"]) == ("4", "1", "2")
     assert se.enforcement["mps"] == "not needed (whole accelerators)"
 
 

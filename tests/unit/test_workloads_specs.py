@@ -77,17 +77,18 @@ def test_bad_specs_name_the_field(spec: dict, field_words: str) -> None:
 
 def test_launch_plans() -> None:
     p = parse_job_spec({"kind": "pretrain", "name": "p", "data": "/d", "output": "/shared/p", "env": {"A": "1"}})
-    plan = build_launch(p, rank=1, world_size=2)
-    assert plan.argv[:4] == ["python", "-m", "workloads.pretrain", "--spec-json"]
-    assert PretrainSpec.model_validate_json(plan.argv[4]) == p
+    plan = build_launch(p.model_dump(mode="json"), rank=1, world_size=2)
+    assert plan.argv == ["python", "-m", "workloads.pretrain"]  # the spec travels as a file
     assert plan.env["GPUPOOL_OUTPUT_DIR"] == "/shared/p" and plan.env["A"] == "1"
     assert plan.port_count == 0 and plan.readiness_path is None
     inf = parse_job_spec({"kind": "inference", "name": "i", "model_path": "/m", "resources": {"gpu": 1, "nodes": 2}})
+    inf = inf.model_dump(mode="json")
     head, worker = build_launch(inf, rank=0, world_size=2), build_launch(inf, rank=1, world_size=2)
     assert (head.port_count, head.readiness_path) == (1, "/health")
     assert (worker.port_count, worker.readiness_path) == (0, None)
     c = parse_job_spec({"name": "c", "command": ["tritonserver", "--http-port", "$GPUPOOL_PORT"], "ports": 2,
                         "readiness_path": "/v2/health/ready"})
+    c = c.model_dump(mode="json")
     cp = build_launch(c)
     assert cp.argv[0] == "tritonserver" and cp.port_count == 2 and cp.readiness_path == "/v2/health/ready"
     with pytest.raises(ValueError, match="rank 2"):
@@ -117,5 +118,5 @@ def test_shipped_examples_are_valid_specs(name: str) -> None:
     path = Path(__file__).resolve().parents[2] / "examples" / f"{name}.yaml"
     spec = parse_job_spec(yaml.safe_load(path.read_text()))
     assert spec.kind == name.split("-")[0]
-    plan = build_launch(spec)
+    plan = build_launch(spec.model_dump(mode="json"))
     assert plan.argv and plan.argv[0] == "python"

@@ -89,21 +89,37 @@ def setup(requested_precision: str = "auto", output: str | None = None) -> Runti
 
 
 def read_spec_json(argv: list[str]) -> dict[str, Any]:
-    """The ``--spec-json JSON`` (or ``--spec-file PATH``) argument as a dict."""
+    """The spec as a dict: ``--spec-file PATH``, ``--spec-json JSON``, else the file the agent
+    wrote and named in ``GPUPOOL_SPEC_FILE`` (specs never travel in argv from the agent)."""
     for flag in ("--spec-json", "--spec-file"):
         if flag in argv:
             i = argv.index(flag)
             if i + 1 >= len(argv):
                 raise WorkloadError(f"{flag} needs a value")
-            raw = argv[i + 1] if flag == "--spec-json" else open(argv[i + 1], encoding="utf-8").read()
-            try:
-                data = json.loads(raw)
-            except ValueError as exc:
-                raise WorkloadError(f"{flag}: not valid JSON ({exc})") from None
-            if not isinstance(data, dict):
-                raise WorkloadError(f"{flag}: expected a JSON object")
-            return data
-    raise WorkloadError("usage: python -m workloads.<kind> --spec-json '{...}' | --spec-file spec.json")
+            return _spec_object(flag, argv[i + 1] if flag == "--spec-json" else _read(flag, argv[i + 1]))
+    path = os.environ.get("GPUPOOL_SPEC_FILE")
+    if path:
+        return _spec_object("GPUPOOL_SPEC_FILE", _read("GPUPOOL_SPEC_FILE", path))
+    raise WorkloadError("usage: python -m workloads.<kind> --spec-file spec.json | --spec-json '{...}' "
+                        "(or GPUPOOL_SPEC_FILE=spec.json)")
+
+
+def _read(what: str, path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except OSError as exc:
+        raise WorkloadError(f"{what}: cannot read {path}: {exc.strerror or exc}") from None
+
+
+def _spec_object(what: str, raw: str) -> dict[str, Any]:
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        raise WorkloadError(f"{what}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise WorkloadError(f"{what}: expected a JSON object")
+    return data
 
 
 def run_main(fn: Any) -> None:
