@@ -11,7 +11,6 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 
-from controlplane.core.resources import Constraints, Request
 from workloads.spec_parts import AdapterSpec, DatasetSpec, FinetuneMethod, ModelSpec, TrainingSpec
 
 PRIORITY_CLASSES = {"low": -100, "normal": 0, "high": 100, "critical": 1000}
@@ -40,26 +39,6 @@ class Resources(BaseModel):
         if 0 < v < 1 and round(v * 1000) < 1:
             raise ValueError("a fraction must be at least 0.001 GPU")
         return v
-
-    def to_request(self) -> Request:
-        whole = int(self.gpu) if self.gpu >= 1 else 0
-        milli = 0 if whole else round(self.gpu * 1000)
-        if not whole and not milli and self.gpu_memory_mib:
-            milli = 1  # memory-only slice still takes a sliver of compute
-        return Request(
-            cpu_milli=self.cpu_milli,
-            memory_mib=self.memory_mib,
-            gpus=whole,
-            gpu_milli=milli,
-            gpu_memory_mib=self.gpu_memory_mib if not whole else 0,
-            constraints=Constraints(
-                vendor=self.vendor,
-                models=tuple(self.models),
-                min_memory_mib=self.min_gpu_memory_mib,
-                labels=tuple(sorted(self.labels.items())),
-            ),
-            gang=self.nodes,
-        )
 
 
 class RetryPolicy(BaseModel):

@@ -13,6 +13,7 @@ from dataclasses import asdict
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
+from controlplane.core.requests import request_from_resources
 from controlplane.core.resources import Accelerator, Node, Request
 from controlplane.core.snapshot import (Decision, MemberPlacement, PendingJob, PendingReason, Queue,
                                         RunningJob, Snapshot)
@@ -48,7 +49,7 @@ class SchedulingService:
                 spec_json = s.scalar(select(JobRow.spec).where(JobRow.id == job_id))
             try:
                 spec = parse_job_spec(spec_json)
-                hit = (spec.resources.to_request(), int(spec.min_runtime_s), bool(spec.preemptible))
+                hit = (request_from_resources(spec.resources.model_dump()), int(spec.min_runtime_s), bool(spec.preemptible))
             except Exception as err:  # noqa: BLE001 - a stored spec this version cannot read
                 self.invalid[job_id] = f"stored spec no longer valid: {str(err).splitlines()[0][:300]}"
                 hit = (Request(), 0, True)
