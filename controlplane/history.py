@@ -1,9 +1,9 @@
 """Utilisation and allocation history kept in the database, so charts work without Prometheus.
 
 One row per minute per accelerator model, per queue and for the whole cluster (scope ``model``,
-``queue``, ``cluster``), written by the history loop (controlplane/loops/history.py) and pruned
+``queue``, ``cluster``), written by the server loops (controlplane/loops/runner.py) and pruned
 past a retention window. Replicas may all sample: the (scope, key, ts) unique key and an
-insert-or-ignore keep one row per bucket. Table added by migration f001 (after A's schema).
+insert-or-ignore keep one row per bucket. Table added by migration 0001a.
 """
 
 from __future__ import annotations

@@ -7,8 +7,8 @@ transition counter are computed from the database at scrape time with a handful 
 queries, cached for ``cache_s`` so concurrent scrapes cost one read. Nothing touches
 prometheus_client's global registry, so tests may start many apps in one process.
 
-Wiring: ``install(app, db)`` adds the latency middleware and ``app.state.metrics``; the dashboard
-router serves GET /metrics and (controlplane/web/wiring.py) times the scheduling loop's cycles.
+Wiring: the app factory (``controlplane.api.app.build_app``) adds the latency middleware, serves
+GET /metrics, and hands ``observe_cycle`` to the scheduling loop as its observer.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from collections.abc import Callable, Iterator
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+from controlplane.core.states import UNFINISHED_STATES
 
 
 LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -143,8 +145,8 @@ def _families(pool: dict, transitions: dict[str, float]) -> Iterator:
         age.add_metric([name], float(seconds))
     yield age
     jobs = GaugeMetricFamily("gpupool_jobs", "Jobs not yet final, by state.", labels=["state"])
-    for state in ("pending", "scheduled", "running"):
-        jobs.add_metric([state], float(pool["job_states"].get(state, 0)))
+    for state in sorted(UNFINISHED_STATES):
+        jobs.add_metric([state.value], float(pool["job_states"].get(state.value, 0)))
     yield jobs
     pending = GaugeMetricFamily("gpupool_pending_jobs", "Pending jobs by queue and reason code.",
                                 labels=["team", "queue", "reason"])
@@ -180,28 +182,4 @@ def _families(pool: dict, transitions: dict[str, float]) -> Iterator:
     yield trans
 
 
-def install(app, db) -> ControlPlaneMetrics:  # noqa: ANN001
-    """Give ``app`` its own metrics before it starts: latency middleware and ``app.state.metrics``.
-
-    GET /metrics is served by the dashboard router (controlplane.web); when a server never calls
-    this, the router's lifespan installs the same things itself.
-    """
-    from controlplane.metrics_http import LatencyMiddleware
-
-    existing = metrics_of(app)
-    if existing is not None:
-        return existing
-    metrics = ControlPlaneMetrics(db)
-    app.state.metrics = metrics
-    app.add_middleware(LatencyMiddleware, metrics=metrics)
-    app.state.metrics_middleware = True
-    return metrics
-
-
-def metrics_of(app) -> ControlPlaneMetrics | None:  # noqa: ANN001
-    """The app's metrics, or None where they were not installed (loops may call it blindly)."""
-    value = getattr(getattr(app, "state", None), "metrics", None)
-    return value if isinstance(value, ControlPlaneMetrics) else None
-
-
-__all__ = ["ControlPlaneMetrics", "PoolCollector", "install", "metrics_of", "CONTENT_TYPE_LATEST"]
+__all__ = ["ControlPlaneMetrics", "PoolCollector", "CONTENT_TYPE_LATEST"]

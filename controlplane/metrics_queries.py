@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from sqlalchemy import and_, case, func, or_, select
 
+from controlplane.core.states import UNFINISHED_STATES, JobState
 from controlplane.db.models import (AcceleratorRow, EventRow, JobRow, LeaseRow, MemberRow, NodeRow,
                                     QueueRow, SampleRow, SliceRow, TeamRow)
 
-ACTIVE = ("scheduled", "running")
-TRANSITION_KINDS = frozenset({"submitted", "scheduled", "running", "succeeded", "failed",
-                              "cancelled", "lost", "requeued", "preempted", "pending"})
+UNFINISHED = tuple(s.value for s in UNFINISHED_STATES)
+PENDING = JobState.PENDING.value
+# job events that count as a status transition, and the status each one enters
+TRANSITION_KINDS = {**{s.value: s.value for s in JobState}, "submitted": PENDING, "requeued": PENDING}
 
 
 def unhealthy_condition():  # noqa: ANN201
@@ -60,9 +62,9 @@ def job_groups(s) -> list[tuple]:  # noqa: ANN001
 
     The reason code is only read for pending jobs (None for others; None = no reason yet).
     """
-    code = case((JobRow.status == "pending", JobRow.pending_reason["code"].as_string()), else_=None)
+    code = case((JobRow.status == PENDING, JobRow.pending_reason["code"].as_string()), else_=None)
     q = (select(JobRow.queue_id, JobRow.status, code, func.count(), func.min(JobRow.created_at))
-         .where(JobRow.status.in_(("pending",) + ACTIVE))
+         .where(JobRow.status.in_(UNFINISHED))
          .group_by(JobRow.queue_id, JobRow.status, code))
     return [tuple(r) for r in s.execute(q)]
 
@@ -74,13 +76,14 @@ def queue_usage(s, now: float, groups: list[tuple] | None = None) -> list[dict]:
         select(JobRow.queue_id, func.sum(SliceRow.compute_milli))
         .join(MemberRow, MemberRow.id == SliceRow.member_id)
         .join(JobRow, JobRow.id == MemberRow.job_id)
+        .where(SliceRow.released_at.is_(None))
         .group_by(JobRow.queue_id)).all())
     pending: dict[int, int] = {}
     running: dict[int, int] = {}
     oldest: dict[int, float] = {}
     by_reason: dict[int, dict[str, int]] = {}
     for qid, status, code, n, first in groups:
-        if status == "pending":
+        if status == PENDING:
             pending[qid] = pending.get(qid, 0) + int(n)
             oldest[qid] = min(oldest.get(qid, float(first)), float(first))
             reasons = by_reason.setdefault(qid, {})
@@ -138,7 +141,7 @@ def read_pool(db, now: float, after_event_id: int) -> dict:  # noqa: ANN001
     transitions: dict[str, int] = {}
     for kind, n, _ in trans_rows:
         if kind in TRANSITION_KINDS:
-            to = "pending" if kind in ("submitted", "requeued") else kind
+            to = TRANSITION_KINDS[kind]
             transitions[to] = transitions.get(to, 0) + int(n)
     pool["transitions"] = transitions
     pool["last_event_id"] = int(last_id)

@@ -2,7 +2,7 @@
 
 ``create_app`` migrates the database, bootstraps an empty one (team/queue "default", user
 "admin"; the new admin token is on ``app.state.admin_token``, None when not new) and runs the
-scheduling and liveness loops in this process while the app is served.
+loops (scheduling, liveness, retention, usage history) in this process while the app is served.
 ``gpupool server`` and ``gpupool up`` call ``run_server``; ``python -m controlplane.server``
 does the same.
 """
@@ -20,6 +20,7 @@ from controlplane.api.app import build_app
 from controlplane.db import migrate
 from controlplane.db.database import Database
 from controlplane.loops.runner import Loops
+from controlplane.metrics import ControlPlaneMetrics
 from controlplane.services.auth import bootstrap
 from controlplane.settings import Settings
 
@@ -33,7 +34,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     migrate.upgrade(url, engine=db.engine)
     admin_token = bootstrap(db, admin_token=settings.admin_token,
                             bootstrap_token=settings.bootstrap_token)
-    loops = Loops(db, settings) if settings.run_loops else None
+    metrics = ControlPlaneMetrics(db)
+    loops = Loops(db, settings, observer=metrics.observe_cycle) if settings.run_loops else None
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):  # noqa: ANN202
@@ -49,7 +51,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 loops.stop()
             db.dispose()
 
-    app = build_app(db, settings, loops=loops, lifespan=lifespan)
+    app = build_app(db, settings, metrics=metrics, loops=loops, lifespan=lifespan)
     app.state.admin_token = admin_token
     return app
 

@@ -23,6 +23,8 @@ class Settings(BaseSettings):
     scheduler_policy: str | None = None  # None: the scheduler's default policy
     scheduler_lease_s: float = 15.0
     liveness_interval_s: float = 5.0
+    history_interval_s: float = Field(60.0, gt=0)  # usage history sampling (dashboard charts)
+    history_retention_s: float = Field(7 * 86400.0, gt=0)
     master_port_min: int = 29500
     master_port_max: int = 29999
     auth_cache_s: float = 2.0  # how long a verified token is trusted without a DB read

@@ -5,11 +5,7 @@ from sqlalchemy import create_engine
 
 from controlplane.db.base import Base
 import controlplane.db.models  # noqa: F401  (registers the tables)
-
-try:  # tables other packages own (dashboard usage history) share the metadata
-    import controlplane.history  # noqa: F401
-except ImportError:
-    pass
+import controlplane.history  # noqa: F401  (the usage history table shares the metadata)
 
 config = context.config
 target_metadata = Base.metadata

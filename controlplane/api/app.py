@@ -1,21 +1,24 @@
-"""FastAPI app factory: routers, problem+json errors, health/readiness, optional dashboard router."""
+"""FastAPI app factory: routers, problem+json errors, health/readiness, metrics, the dashboard.
+
+Everything the app needs is handed in (database, settings, metrics, loops) and installed here,
+before the app starts: nothing is patched in later.
+"""
 
 from __future__ import annotations
 
-import logging
-from contextlib import asynccontextmanager
-
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy import text
 
 from controlplane.api import problems, routes_admin, routes_agent, routes_jobs, routes_nodes
 from controlplane.db import migrate
 from controlplane.db.database import Database
+from controlplane.loops.runner import Loops
+from controlplane.metrics import CONTENT_TYPE_LATEST, ControlPlaneMetrics
+from controlplane.metrics_http import LatencyMiddleware
 from controlplane.settings import Settings
-
-log = logging.getLogger("gpupool.api")
+from controlplane.web.router import dashboard_router
 
 
 def _ready(db: Database) -> tuple[bool, str]:
@@ -29,13 +32,19 @@ def _ready(db: Database) -> tuple[bool, str]:
         return False, f"database unreachable: {str(err).splitlines()[0][:200]}"
 
 
-def build_app(db: Database, settings: Settings, *, loops=None, lifespan=None) -> FastAPI:  # noqa: ANN001
+def build_app(db: Database, settings: Settings, *, metrics: ControlPlaneMetrics | None = None,
+              loops: Loops | None = None, lifespan=None) -> FastAPI:  # noqa: ANN001
     """The app on an existing database handle (migrated and bootstrapped by the caller)."""
     app = FastAPI(title="gpupool", version="0.1.0", docs_url="/docs", openapi_url="/openapi.json",
                   lifespan=lifespan)
+    metrics = metrics or ControlPlaneMetrics(db)
     app.state.db = db
     app.state.settings = settings
+    app.state.metrics = metrics
     app.state.loops = loops
+    # a submit wakes the scheduling loop, so an idle pool places a job at once
+    app.state.kick_scheduler = loops.kick if loops is not None else (lambda: None)
+    app.add_middleware(LatencyMiddleware, metrics=metrics)
     problems.install(app)
 
     @app.get("/healthz", tags=["health"])
@@ -49,13 +58,13 @@ def build_app(db: Database, settings: Settings, *, loops=None, lifespan=None) ->
             return JSONResponse({"status": "ready"})
         return problems.problem(503, "Not ready", why)
 
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus_metrics(request: Request) -> Response:
+        """Prometheus exposition of the control plane (no auth, like most exporters)."""
+        body = await run_in_threadpool(request.app.state.metrics.render)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
+
     for r in (routes_jobs.router, routes_nodes.router, routes_admin.router, routes_agent.router):
         app.include_router(r)
-    try:  # the dashboard and metrics live in other packages and are optional
-        from controlplane.web import router as web_router  # type: ignore[attr-defined]
-    except Exception:  # noqa: BLE001 - a dashboard bug must not take the API down
-        log.exception("dashboard router not mounted")
-        web_router = None
-    if web_router is not None:
-        app.include_router(web_router)
+    app.include_router(dashboard_router())
     return app

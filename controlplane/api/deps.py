@@ -9,8 +9,8 @@ from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
 
 from controlplane.db.database import Database
-from controlplane.services.auth import (Principal, authenticate, cached_principal, require_admin,
-                                        require_agent, require_user)
+from controlplane.services.auth import authenticate, cached_principal
+from controlplane.services.principal import Principal, require_admin, require_agent, require_user
 from controlplane.services.errors import Unauthorized
 from controlplane.settings import Settings
 

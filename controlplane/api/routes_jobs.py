@@ -22,6 +22,8 @@ def submit_job(request: Request, spec: Any = Body(..., description="a job spec (
                idempotency_key: str | None = Header(None, alias="Idempotency-Key"),
                who: Principal = Depends(user), db: Database = Depends(get_db)) -> Response:
     job, created = jobs.submit(db, who, spec, idempotency_key)
+    if created:
+        request.app.state.kick_scheduler()
     return JSONResponse(job, status_code=201 if created else 200)
 
 

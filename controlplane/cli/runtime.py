@@ -48,11 +48,9 @@ def has_nvidia_gpu() -> bool:
             pass
 
 
-def _settings(env: dict | None = None):
-    try:
-        from controlplane.settings import Settings
-    except ImportError as e:
-        raise CliError(f"this build has no control-plane settings ({e})") from None
+def _settings(env: dict | None = None):  # noqa: ANN202
+    from controlplane.settings import Settings
+
     if env is None:
         return Settings()
     saved = dict(os.environ)
@@ -65,21 +63,17 @@ def _settings(env: dict | None = None):
 
 
 def run_server(host: str, port: int) -> None:
-    try:
-        from controlplane.server import run_server as _run
-    except ImportError as e:
-        raise CliError(f"this build has no control-plane server ({e})") from None
+    from controlplane.server import run_server as _run
+
     _run(host, port, _settings())
 
 
 def run_agent(**overrides) -> None:
     """Run the node agent until SIGTERM; None options fall back to GPUPOOL_AGENT_* env / file."""
-    try:
-        from agent.config import ConfigError, load_config
-        from agent.devices.base import BackendUnavailable
-        from agent.main import run_agent as _run
-    except ImportError as e:
-        raise CliError(f"this build has no node agent ({e})") from None
+    from agent.config import ConfigError, load_config
+    from agent.devices.base import BackendUnavailable
+    from agent.main import run_agent as _run
+
     try:
         _run(load_config(overrides))
     except (ConfigError, BackendUnavailable) as e:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-import uuid
 
 from sqlalchemy import JSON, MetaData, create_engine, event
 from sqlalchemy.engine import Engine
@@ -26,10 +25,6 @@ class Base(DeclarativeBase):
 def now() -> float:
     """Wall-clock seconds; every timestamp in the database is one of these."""
     return time.time()
-
-
-def new_id() -> str:
-    return uuid.uuid4().hex[:16]
 
 
 def make_engine(url: str, *, pool_size: int = 10) -> Engine:

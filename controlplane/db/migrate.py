@@ -8,13 +8,14 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import text
+from sqlalchemy import inspect, text
 from sqlalchemy.engine import Engine
 
 from controlplane.db.base import make_engine
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 _PG_LOCK_KEY = 7_312_001  # advisory lock so replicas starting together migrate one at a time
+RENAMED_REVISIONS = {"f001": "0001a"}  # shipped revision ids that were renamed: old -> new
 
 
 def alembic_config(url: str) -> Config:
@@ -39,6 +40,7 @@ def upgrade(url: str, engine: Engine | None = None) -> str:
                 conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _PG_LOCK_KEY})
                 conn.commit()
             try:
+                _rename_revisions(conn)
                 cfg.attributes["connection"] = conn
                 command.upgrade(cfg, "head")
                 conn.commit()
@@ -50,6 +52,16 @@ def upgrade(url: str, engine: Engine | None = None) -> str:
     finally:
         if own:
             engine.dispose()
+
+
+def _rename_revisions(conn) -> None:  # noqa: ANN001
+    """A database stamped with a revision id that was later renamed gets the new id."""
+    if not inspect(conn).has_table("alembic_version"):
+        return
+    for old, new in RENAMED_REVISIONS.items():
+        conn.execute(text("UPDATE alembic_version SET version_num = :new WHERE version_num = :old"),
+                     {"new": new, "old": old})
+    conn.commit()
 
 
 def current_revision(engine: Engine) -> str | None:

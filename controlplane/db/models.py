@@ -1,14 +1,15 @@
 """SQLAlchemy 2 typed tables (*Row). Times are float epoch seconds; JSON columns hold specs etc.
 
-Capacity rule: slices on one accelerator never exceed 1000 milli or its memory. The database
-keeps it: triggers (migration 0001) add/subtract each slice to the accelerator's counters in
-the same transaction, and CHECK constraints on those counters reject any over-commit.
+Capacity rule: live slices on one accelerator never exceed 1000 milli or its memory. The
+database keeps it: triggers (migration 0003) add each live slice to its accelerator's counters
+and subtract it when released, in the same transaction, and CHECK constraints on those counters
+reject any over-commit.
 """
 
 from __future__ import annotations
 
 from sqlalchemy import (BigInteger, Boolean, CheckConstraint, Float, ForeignKey, Index, Integer,
-                        String, Text, UniqueConstraint)
+                        String, Text, UniqueConstraint, text, true)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from controlplane.db.base import Base
@@ -84,10 +85,6 @@ class AcceleratorRow(Base):
     healthy: Mapped[bool] = mapped_column(Boolean, default=True)
     allocated_milli: Mapped[int] = mapped_column(Integer, default=0)
     allocated_memory_mib: Mapped[int] = mapped_column(BigInt, default=0)
-    # unused since 0002 (telemetry moved to accelerator_samples so heartbeats never lock this row)
-    unmanaged_memory_mib: Mapped[int] = mapped_column(BigInt, default=0)
-    gpu_util_pct: Mapped[float | None] = mapped_column(Float, nullable=True)
-    telemetry: Mapped[dict | None] = mapped_column(nullable=True)
 
 
 class SampleRow(Base):
@@ -133,10 +130,13 @@ class JobRow(Base):
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
     status: Mapped[str] = mapped_column(String(16))
     priority: Mapped[int] = mapped_column(Integer, default=0)
-    spec: Mapped[dict] = mapped_column()
-    request: Mapped[dict] = mapped_column()
+    spec: Mapped[dict] = mapped_column()  # the normalised spec, validated once at submit
+    request: Mapped[dict] = mapped_column()  # the scheduler Request (controlplane.core.requests)
+    min_runtime_s: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    preemptible: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     pending_reason: Mapped[dict | None] = mapped_column(nullable=True)
     status_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    reason_code: Mapped[str | None] = mapped_column(String(32), nullable=True)  # OutcomeCode
     attempt: Mapped[int] = mapped_column(Integer, default=0)
     max_attempts: Mapped[int] = mapped_column(Integer, default=1)
     exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
@@ -149,7 +149,7 @@ class JobRow(Base):
 
 
 class AttemptRow(Base):
-    """One try at running a job. stop_kind: cancel | preempt | lost | failure (why it stops)."""
+    """One try at running a job; its placement is its members' slice rows. stop_kind: StopKind."""
 
     __tablename__ = "attempts"
     id: Mapped[int] = mapped_column(BigInt, primary_key=True, autoincrement=True)
@@ -161,13 +161,12 @@ class AttemptRow(Base):
     master_port: Mapped[int] = mapped_column(Integer)
     stop_kind: Mapped[str | None] = mapped_column(String(16), nullable=True)
     stop_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
-    placement: Mapped[list] = mapped_column(default=list)  # [{"rank","node","slices":[...]}]
     created_at: Mapped[float] = mapped_column(Float)
     finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class MemberRow(Base):
-    """One rank of an attempt on one node. state: assigned | running | exited."""
+    """One rank of an attempt on one node. state: MemberState."""
 
     __tablename__ = "attempt_members"
     __table_args__ = (UniqueConstraint("attempt_id", "rank", name="uq_members_rank"),
@@ -187,18 +186,23 @@ class MemberRow(Base):
 
 
 class SliceRow(Base):
-    """A granted piece of one accelerator; exists only while the process may be running."""
+    """A granted piece of one accelerator. Live (counted on the accelerator) until released,
+    when the member's process is confirmed gone; released rows stay as placement history."""
 
     __tablename__ = "slices"
     __table_args__ = (
         CheckConstraint("compute_milli BETWEEN 0 AND 1000", name="slice_milli"),
         CheckConstraint("memory_mib >= 0", name="slice_memory"),
+        Index("ix_slices_live", "accelerator_uuid", postgresql_where=text("released_at IS NULL"),
+              sqlite_where=text("released_at IS NULL")),
     )
     id: Mapped[int] = mapped_column(BigInt, primary_key=True, autoincrement=True)
     member_id: Mapped[int] = mapped_column(ForeignKey("attempt_members.id"), index=True)
     accelerator_uuid: Mapped[str] = mapped_column(ForeignKey("accelerators.uuid"), index=True)
     compute_milli: Mapped[int] = mapped_column(Integer)
     memory_mib: Mapped[int] = mapped_column(BigInt)
+    allocated_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    released_at: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class EventRow(Base):

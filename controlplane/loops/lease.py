@@ -37,9 +37,3 @@ def release(db: Database, name: str, holder: str) -> None:
     with db.tx() as s:
         s.execute(update(LeaseRow).where(LeaseRow.name == name, LeaseRow.holder == holder)
                   .values(expires_at=0.0))
-
-
-def holder_of(db: Database, name: str) -> str | None:
-    with db.read() as s:
-        row = s.get(LeaseRow, name)
-        return row.holder if row and row.expires_at > now() else None

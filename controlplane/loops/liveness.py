@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import select, update
 
+from controlplane.core.states import NodeState
 from controlplane.db.base import now
 from controlplane.db.database import Database, retry_deadlocks
 from controlplane.db.models import NodeRow
@@ -16,8 +17,9 @@ def sweep(db: Database, timeout_s: float) -> list[str]:
     cutoff = now() - timeout_s
     with db.tx() as s:
         lost = s.execute(update(NodeRow)
-                         .where(NodeRow.state != "not_ready", NodeRow.last_heartbeat_at < cutoff)
-                         .values(state="not_ready")
+                         .where(NodeRow.state != NodeState.NOT_READY.value,
+                                NodeRow.last_heartbeat_at < cutoff)
+                         .values(state=NodeState.NOT_READY.value)
                          .returning(NodeRow.id, NodeRow.name)).all()
         if not lost:
             return []
@@ -33,5 +35,5 @@ def sweep(db: Database, timeout_s: float) -> list[str]:
 def lost_node_leftovers(db: Database) -> int:
     """Members still live on not_ready nodes (e.g. placed in a race): close them too."""
     with db.tx() as s:
-        ids = list(s.scalars(select(NodeRow.id).where(NodeRow.state == "not_ready")))
+        ids = list(s.scalars(select(NodeRow.id).where(NodeRow.state == NodeState.NOT_READY.value)))
         return lifecycle.nodes_lost(s, ids, "node is not ready") if ids else 0

@@ -1,4 +1,5 @@
-"""Background loops in server threads: scheduling (only the lease holder) and node liveness."""
+"""Background loops in one server thread: scheduling and liveness (only the lease holder),
+retention, and the per-minute usage history (every replica; one row per minute is kept)."""
 
 from __future__ import annotations
 
@@ -7,47 +8,47 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 
 from controlplane.core.snapshot import Decision, PendingReason
+from controlplane.core.states import PendingCode
 from controlplane.db.database import Database
+from controlplane.history import sample as sample_history
 from controlplane.loops import lease, liveness, retention
+from controlplane.scheduler import SchedulerConfig, schedule
+from controlplane.scheduler.policies import profile
 from controlplane.services.scheduling import SchedulingService
 from controlplane.settings import Settings
 
 log = logging.getLogger("gpupool.loops")
 LEASE = "scheduler"
+KICK_GAP_S = 0.02  # shortest time between the starts of two kicked cycles
+TRIM_EVERY_S = 300.0  # status-seq retention: cheap, and replays older than minutes are harmless
+# observer(seconds, placed, preempted, pending) of each cycle, e.g. the metrics
+CycleObserver = Callable[[float, int, int, int], None]
 
 
-def _schedule_fn(policy: str | None):  # noqa: ANN202
-    """The pure scheduler and its config; an unknown policy is a ValueError naming the known ones."""
-    from controlplane import scheduler
-
-    config_cls = getattr(scheduler, "SchedulerConfig", None)
-    if config_cls is None:
-        return scheduler.schedule, None
-    config = config_cls(policy=policy) if policy else config_cls()
+def scheduler_config(settings: Settings) -> SchedulerConfig:
+    """The scheduler's config from settings; an unknown policy is a ValueError naming the known ones."""
+    config = SchedulerConfig(policy=settings.scheduler_policy) if settings.scheduler_policy else SchedulerConfig()
     try:
-        from controlplane.scheduler import policies
-    except ImportError:
-        return scheduler.schedule, config
-    if hasattr(policies, "profile"):
-        try:
-            policies.profile(config.policy, getattr(config, "weights", None))
-        except ValueError as err:
-            raise ValueError(f"GPUPOOL_SCHEDULER_POLICY: {err}") from None
-    return scheduler.schedule, config
+        profile(config.policy, config.weights)
+    except ValueError as err:
+        raise ValueError(f"GPUPOOL_SCHEDULER_POLICY: {err}") from None
+    return config
 
 
 class Loops:
-    """Runs one cycle every ``scheduler_interval_s`` while holding the lease; sweeps liveness."""
+    """Runs one cycle every ``scheduler_interval_s`` (sooner when kicked) while holding the lease."""
 
-    def __init__(self, db: Database, settings: Settings):
+    def __init__(self, db: Database, settings: Settings, *, observer: CycleObserver | None = None):
         self.db = db
         self.settings = settings
         self.holder = settings.replica_id or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self.service = SchedulingService(db, port_range=(settings.master_port_min,
                                                          settings.master_port_max))
-        self._schedule, self._config = _schedule_fn(settings.scheduler_policy)  # fails fast
+        self.config = scheduler_config(settings)  # fails fast on a bad policy
+        self.observer = observer
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -66,18 +67,24 @@ class Loops:
         if self.is_leader:
             try:
                 lease.release(self.db, LEASE, self.holder)
-            except Exception:  # noqa: BLE001
+            except Exception:  # noqa: BLE001 - the lease expires by itself anyway
                 pass
 
     def kick(self) -> None:
-        """Run the next cycle now (e.g. after a submit)."""
+        """Run the next cycle now (a job was submitted)."""
         self._wake.set()
 
     def _run(self) -> None:
-        schedule, config = self._schedule, self._config
-        next_sweep = next_trim = 0.0
+        next_sweep = next_trim = next_history = 0.0
         while not self._stop.is_set():
             started = time.monotonic()
+            try:
+                if started >= next_history:
+                    sample_history(self.db, time.time(), retention_s=self.settings.history_retention_s,
+                                   bucket_s=min(self.settings.history_interval_s, 60.0))
+                    next_history = started + self.settings.history_interval_s
+            except Exception:  # noqa: BLE001 - a failed sample must not stop scheduling
+                log.exception("usage history sample failed; retrying next interval")
             try:
                 self.is_leader = lease.try_acquire(self.db, LEASE, self.holder,
                                                    self.settings.scheduler_lease_s)
@@ -88,31 +95,41 @@ class Loops:
                         next_sweep = started + self.settings.liveness_interval_s
                     if started >= next_trim:
                         retention.trim_status_seen(self.db)
-                        next_trim = started + 300.0
-                    self.cycle(schedule, config)
+                        next_trim = started + TRIM_EVERY_S
+                    self.cycle()
             except Exception:  # noqa: BLE001 - a bad cycle must not kill the loop
                 log.exception("scheduling cycle failed; retrying next interval")
-            self._wake.wait(max(0.0, self.settings.scheduler_interval_s - (time.monotonic() - started)))
+            elapsed = time.monotonic() - started
+            if self._wake.wait(max(0.0, self.settings.scheduler_interval_s - elapsed)):
+                # kicked: run again soon, but leave the database at least as long idle as the
+                # last cycle took, so a stream of submits cannot keep the leader cycling flat out
+                self._stop.wait(max(0.0, started + max(KICK_GAP_S, 2 * elapsed) - time.monotonic()))
             self._wake.clear()
 
-    def cycle(self, schedule=None, config=None) -> dict:  # noqa: ANN001
-        if schedule is None:
-            schedule, config = self._schedule, self._config
+    def cycle(self) -> dict:
+        """One scheduling cycle: snapshot, schedule, apply; reported to the observer."""
+        started = time.perf_counter()
+        result = self._cycle()
+        if self.observer is not None:
+            self.observer(time.perf_counter() - started, result["placed"], result["preempted"],
+                          result["pending"])
+        return result
+
+    def _cycle(self) -> dict:
+        self.cycles += 1
         if not self.service.has_work():
-            self.cycles += 1
             return {"placed": 0, "skipped": 0, "preempted": 0, "pending": 0}
         snap = self.service.snapshot(time.time())
         if snap.nodes:
-            decision = schedule(snap, config)
+            decision = schedule(snap, self.config)
         else:  # nothing to place on: say so instead of asking the policy engine
             decision = Decision(pending={j.job_id: PendingReason(
-                "capacity", "no nodes are registered yet; start a gpupool agent") for j in snap.pending})
+                PendingCode.CAPACITY.value, "no nodes are registered yet; start a gpupool agent")
+                for j in snap.pending})
         placed = {p.job_id for p in decision.placements}
         for job in snap.pending:  # every pending job says why, even if the policy did not
             if job.job_id not in placed and job.job_id not in decision.pending:
                 decision.pending[job.job_id] = PendingReason(
-                    "capacity", "not placed in the last scheduling cycle; waiting for capacity")
+                    PendingCode.CAPACITY.value, "not placed in the last scheduling cycle; waiting for capacity")
         decision.pending.update(self.service.invalid_reasons())
-        result = self.service.apply(decision, actor=f"scheduler:{self.holder}")
-        self.cycles += 1
-        return result
+        return self.service.apply(decision, actor=f"scheduler:{self.holder}")

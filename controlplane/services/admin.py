@@ -8,16 +8,18 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from controlplane.core.states import UNFINISHED_STATES, JobState
 from controlplane.db.base import now
 from controlplane.db.database import Database
 from controlplane.db.models import (AcceleratorRow, JobRow, MemberRow, QueueRow, SliceRow, TeamRow,
                                     TokenRow, UserRow)
 from controlplane.services import events
-from controlplane.services.auth import (Principal, forget_cached_tokens, hash_token, new_secret,
-                                        require_admin)
+from controlplane.services.auth import forget_cached_tokens, hash_token, new_secret
+from controlplane.services.principal import Principal, require_admin
 from controlplane.services.errors import MAX_INT, Conflict, Invalid, NotFound
 from controlplane.services.serialize import iso, parse_id
 
+UNFINISHED = tuple(s.value for s in UNFINISHED_STATES)
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
@@ -62,14 +64,15 @@ def _queue_stats(s: Session, queue_ids: list[int]) -> dict[int, dict]:
     stats = {q: {"allocated_milli": 0, "pending_jobs": 0, "running_jobs": 0} for q in queue_ids}
     for qid, status, n in s.execute(select(JobRow.queue_id, JobRow.status, func.count())
                                     .where(JobRow.queue_id.in_(queue_ids),
-                                           JobRow.status.in_(("pending", "scheduled", "running")))
+                                           JobRow.status.in_(UNFINISHED))
                                     .group_by(JobRow.queue_id, JobRow.status)):
-        key = "pending_jobs" if status == "pending" else "running_jobs"
+        key = "pending_jobs" if status == JobState.PENDING.value else "running_jobs"
         stats[qid][key] += n
     for qid, milli in s.execute(select(JobRow.queue_id, func.sum(SliceRow.compute_milli))
                                 .join(MemberRow, MemberRow.job_id == JobRow.id)
                                 .join(SliceRow, SliceRow.member_id == MemberRow.id)
-                                .where(JobRow.queue_id.in_(queue_ids)).group_by(JobRow.queue_id)):
+                                .where(JobRow.queue_id.in_(queue_ids), SliceRow.released_at.is_(None))
+                                .group_by(JobRow.queue_id)):
         stats[qid]["allocated_milli"] = int(milli or 0)
     return stats
 
@@ -169,7 +172,7 @@ def delete_queue(db: Database, who: Principal, name: str, team: str | None) -> d
     with db.tx() as s:
         q, team_name = _find_queue(s, name, team)
         active = s.scalar(select(func.count()).select_from(JobRow).where(
-            JobRow.queue_id == q.id, JobRow.status.in_(("pending", "scheduled", "running"))))
+            JobRow.queue_id == q.id, JobRow.status.in_(UNFINISHED)))
         if active:
             raise Conflict(f"queue {team_name}/{name} holds {active} active job(s); cancel them first")
         if s.scalar(select(JobRow.id).where(JobRow.queue_id == q.id).limit(1)) is not None:

@@ -9,15 +9,15 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from controlplane.core import wire
+from controlplane.core.states import MemberState
 from controlplane.core.wire import StatusKind
-from controlplane.db.base import now
 from controlplane.db.database import Database, retry_deadlocks
 from controlplane.db.models import (AcceleratorRow, AttemptRow, JobRow, LogChunkRow, MemberRow,
                                     NodeRow, QueueRow, SliceRow, StatusSeenRow, TeamRow, UserRow)
 from controlplane.services import events, lifecycle
-from controlplane.services.auth import Principal
 from controlplane.services.launch import build_start
 from controlplane.services.nodes import check_node
+from controlplane.services.principal import Principal
 
 log = logging.getLogger("gpupool.agent")
 
@@ -47,11 +47,12 @@ def assignments(db: Database, who: Principal) -> wire.Assignments:
                                                grace_s=float(job.spec.get("grace_s", 10.0))))
                 continue
             out.desired_attempts.append(str(attempt.id))
-            if member.state == "assigned":
+            if member.state == MemberState.ASSIGNED.value:
                 to_deliver.append((member, attempt, job))
         if to_deliver:
             ids = [m.id for m, _, _ in to_deliver]
-            s.execute(update(MemberRow).where(MemberRow.id.in_(ids), MemberRow.state == "assigned")
+            s.execute(update(MemberRow).where(MemberRow.id.in_(ids),
+                                              MemberRow.state == MemberState.ASSIGNED.value)
                       .values(delivered=True))
             slices = _slices_for(s, ids)
             masters = dict(s.execute(select(NodeRow.id, NodeRow.address)
@@ -81,7 +82,7 @@ def _slices_for(s, member_ids: list[int]) -> dict[int, list[wire.SliceSpec]]:  #
     out: dict[int, list[wire.SliceSpec]] = {}
     q = (select(SliceRow, AcceleratorRow.memory_mib)
          .join(AcceleratorRow, AcceleratorRow.uuid == SliceRow.accelerator_uuid)
-         .where(SliceRow.member_id.in_(member_ids)).order_by(SliceRow.id))
+         .where(SliceRow.member_id.in_(member_ids), SliceRow.released_at.is_(None)).order_by(SliceRow.id))
     for sl, device_mem in s.execute(q):
         out.setdefault(sl.member_id, []).append(wire.SliceSpec(
             accelerator_uuid=sl.accelerator_uuid, compute_milli=sl.compute_milli,
@@ -129,17 +130,12 @@ def _apply_report(s, who: Principal, node_id: int, report: wire.StatusReport) ->
     member = s.scalar(select(MemberRow).where(MemberRow.attempt_id == attempt_id,
                                               MemberRow.rank == report.rank,
                                               MemberRow.node_id == node_id))
-    if member is None or member.state == "exited":
+    if member is None or member.state == MemberState.EXITED.value:
         return False
     kind = report.kind
     if kind == StatusKind.STARTED:
-        member.state, member.pid = "running", report.pid
-        if job.status == "scheduled" and attempt.active:
-            job.status, job.status_reason = "running", "started"
-            job.started_at = job.started_at or now()
-            events.record(s, "running", "job", job.id, who.actor, reason=f"rank {report.rank} started",
-                          job_id=job.id, team_id=job.team_id,
-                          data={"enforcement": report.enforcement} if report.enforcement else None)
+        lifecycle.member_started(s, job, attempt, member, pid=report.pid, actor=who.actor,
+                                 enforcement=report.enforcement or None)
         return True
     if kind == StatusKind.READY:
         if report.endpoint:

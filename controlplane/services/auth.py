@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
-from dataclasses import dataclass
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -14,36 +13,11 @@ from controlplane.core.states import Role
 from controlplane.db.base import now
 from controlplane.db.database import Database
 from controlplane.db.models import NodeRow, QueueRow, TeamRow, TokenRow, UserRow
-from controlplane.services.errors import Forbidden, Unauthorized
-
+from controlplane.services.errors import Unauthorized
+from controlplane.services.events import record
+from controlplane.services.principal import Principal
 
 NODE_TOKEN_CACHE_S = 60.0
-
-
-@dataclass(frozen=True, slots=True)
-class Principal:
-    """Who is calling: a user (admin or member of a team), a node's agent, or a bootstrap token."""
-
-    role: Role
-    token_id: int
-    user_id: int | None = None
-    user: str | None = None
-    team_id: int | None = None
-    team: str | None = None
-    node_id: int | None = None
-    node: str | None = None
-
-    @property
-    def is_admin(self) -> bool:
-        return self.role == Role.ADMIN
-
-    @property
-    def actor(self) -> str:
-        if self.user:
-            return f"user:{self.user}"
-        if self.node:
-            return f"node:{self.node}"
-        return f"token:{self.token_id}"
 
 
 def hash_token(token: str) -> str:
@@ -109,24 +83,6 @@ def _principal(s, tok: TokenRow) -> Principal:  # noqa: ANN001
                      team_id=team.id, team=team.name)
 
 
-def require_user(who: Principal) -> Principal:
-    if who.role not in (Role.ADMIN, Role.MEMBER):
-        raise Forbidden(f"a {who.role.value} token may not call this endpoint; use a user token")
-    return who
-
-
-def require_admin(who: Principal) -> Principal:
-    if who.role != Role.ADMIN:
-        raise Forbidden("only admins may do this")
-    return who
-
-
-def require_agent(who: Principal) -> Principal:
-    if who.role != Role.AGENT:
-        raise Forbidden("only a node agent token may call this endpoint")
-    return who
-
-
 def bootstrap(db: Database, *, admin_token: str | None = None,
               bootstrap_token: str | None = None) -> str | None:
     """On an empty database create team+queue "default" and user "admin"; return its new token.
@@ -155,8 +111,6 @@ def bootstrap(db: Database, *, admin_token: str | None = None,
             s.flush()
             s.add(TokenRow(token_hash=hash_token(token), kind="user", name="bootstrap admin",
                            user_id=user.id, created_at=ts))
-            from controlplane.services.events import record
-
             record(s, "bootstrap", "team", "default", "system",
                    reason="first start: created team, queue and admin user")
     except IntegrityError:  # another replica bootstrapped at the same moment

@@ -8,8 +8,10 @@ from sqlalchemy.orm import Session
 from controlplane.db.base import now
 from controlplane.db.database import Database
 from controlplane.db.models import EventRow, JobRow, NodeRow
-from controlplane.services.auth import Principal
-from controlplane.services.errors import Invalid
+from controlplane.services.access import visible_job
+from controlplane.services.errors import NotFound
+from controlplane.services.paging import parse_cursor
+from controlplane.services.principal import Principal
 from controlplane.services.serialize import iso
 
 
@@ -26,18 +28,6 @@ def event_dict(e: EventRow) -> dict:
             "object_id": e.object_id, "actor": e.actor, "reason": e.reason, "data": e.data or {}}
 
 
-def parse_cursor(cursor: str | None) -> int | None:
-    if cursor in (None, ""):
-        return None
-    try:
-        value = int(cursor)
-    except ValueError:
-        raise Invalid("cursor", "not a cursor this server returned") from None
-    if value < 0:
-        raise Invalid("cursor", "not a cursor this server returned")
-    return value
-
-
 def list_events(db: Database, who: Principal, *, job: str | None = None, node: str | None = None,
                 limit: int = 100, cursor: str | None = None) -> dict:
     before = parse_cursor(cursor)
@@ -46,14 +36,10 @@ def list_events(db: Database, who: Principal, *, job: str | None = None, node: s
         q = q.where(EventRow.id < before)
     with db.read() as s:
         if job is not None:
-            from controlplane.services.jobs import visible_job  # late: jobs imports this module
-
             q = q.where(EventRow.job_id == visible_job(s, who, job).id)
         if node is not None:
             node_id = s.scalar(select(NodeRow.id).where(NodeRow.name == node))
             if node_id is None:
-                from controlplane.services.errors import NotFound
-
                 raise NotFound(f"no node named {node!r}")
             q = q.where(EventRow.node_id == node_id)
         if not who.is_admin:

@@ -1,4 +1,5 @@
-"""Job use cases: submit (idempotent), list (cursor pages), get, cancel; jobs as contract dicts."""
+"""Job use cases: submit (idempotent; the spec is validated and its Request derived once, here),
+list (cursor pages), get, cancel; jobs as contract dicts."""
 
 from __future__ import annotations
 
@@ -9,14 +10,18 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from controlplane.core.states import FINAL_STATES, JobState
+from controlplane.core.requests import request_from_resources, request_to_json
+from controlplane.core.states import FINAL_STATES, JobState, OutcomeCode, StopKind
 from controlplane.db.base import now
 from controlplane.db.database import Database, retry_deadlocks
-from controlplane.db.models import AttemptRow, EventRow, JobRow, QueueRow, TeamRow, UserRow
-from controlplane.services import events
-from controlplane.services.auth import Principal
-from controlplane.services.errors import MAX_INT, Conflict, Invalid, NotFound, ServiceError
-from controlplane.services.serialize import iso, parse_id
+from controlplane.db.models import EventRow, JobRow, QueueRow, TeamRow, UserRow
+from controlplane.services import events, lifecycle
+from controlplane.services.access import visible_job
+from controlplane.services.errors import MAX_INT, Conflict, Invalid, ServiceError
+from controlplane.services.paging import parse_cursor
+from controlplane.services.placement import placements_of
+from controlplane.services.principal import Principal
+from controlplane.services.serialize import iso
 from workloads.specs import parse_job_spec
 
 MAX_SPEC_BYTES = 256 * 1024
@@ -69,21 +74,20 @@ def submit(db: Database, who: Principal, body: object, idempotency_key: str | No
     else:
         team_name = who.team
     spec = parse_spec(body)
-    res = spec.resources
+    normalised = spec.model_dump(mode="json")
     try:
         # Core inserts on one connection: the hot path of the API, kept to two statements
         with db.engine.begin() as conn:
             team_id, queue_id = _resolve_queue(db, conn, team_name, spec.queue)
             fields = dict(name=spec.name, kind=spec.kind, team_id=team_id, queue_id=queue_id,
                           user_id=who.user_id, status=JobState.PENDING.value,
-                          priority=spec.priority_value, spec=spec.model_dump(mode="json"),
-                          request={"gpu": res.gpu, "gpu_memory_mib": res.gpu_memory_mib,
-                                   "cpu_milli": res.cpu_milli, "memory_mib": res.memory_mib,
-                                   "nodes": res.nodes},
+                          priority=spec.priority_value, spec=normalised,
+                          request=request_to_json(request_from_resources(normalised["resources"])),
+                          min_runtime_s=float(spec.min_runtime_s), preemptible=bool(spec.preemptible),
                           max_attempts=spec.retry.max_attempts, idempotency_key=idempotency_key,
                           created_at=now(), attempt=0, pending_reason=None, status_reason=None,
-                          exit_code=None, endpoint=None, progress=None, started_at=None,
-                          finished_at=None)
+                          reason_code=None, exit_code=None, endpoint=None, progress=None,
+                          started_at=None, finished_at=None)
             job_id = conn.execute(_INSERT_JOB, fields).scalar_one()
             conn.execute(_INSERT_EVENT, dict(
                 ts=fields["created_at"], kind="submitted", object_type="job", object_id=str(job_id),
@@ -130,7 +134,7 @@ def job_dict(job: JobRow, team: str, queue: str, user: str | None, placement: li
         "max_attempts": job.max_attempts, "exit_code": job.exit_code, "endpoint": job.endpoint,
         "progress": job.progress, "placement": placement, "created_at": iso(job.created_at),
         "started_at": iso(job.started_at), "finished_at": iso(job.finished_at),
-        "status_reason": job.status_reason,
+        "status_reason": job.status_reason, "reason_code": job.reason_code,
     }
 
 
@@ -143,27 +147,9 @@ def dicts_for(s: Session, jobs: list[JobRow]) -> list[dict]:
                             .where(QueueRow.id.in_({j.queue_id for j in jobs}))).all())
     users = dict(s.execute(select(UserRow.id, UserRow.name)
                            .where(UserRow.id.in_({j.user_id for j in jobs}))).all())
-    placements: dict[int, tuple[int, list]] = {}
-    with_attempts = [j.id for j in jobs if j.attempt > 0]
-    if with_attempts:
-        for job_id, number, placement in s.execute(
-                select(AttemptRow.job_id, AttemptRow.number, AttemptRow.placement)
-                .where(AttemptRow.job_id.in_(with_attempts))):
-            if number >= placements.get(job_id, (0, []))[0]:
-                placements[job_id] = (number, placement or [])
+    placements = placements_of(s, [j.id for j in jobs if j.attempt > 0])
     return [job_dict(j, teams.get(j.team_id, "?"), queues.get(j.queue_id, "?"),
-                     users.get(j.user_id), placements.get(j.id, (0, []))[1]) for j in jobs]
-
-
-def visible_job(s: Session, who: Principal, job_id: str, *, lock: bool = False) -> JobRow:
-    """The job if the caller may see it; 404 otherwise (other teams' ids look unknown)."""
-    q = select(JobRow).where(JobRow.id == parse_id(job_id, "job"))
-    if lock:
-        q = q.with_for_update()
-    job = s.scalar(q)
-    if job is None or (not who.is_admin and job.team_id != who.team_id):
-        raise NotFound(f"no job with id {job_id!r}")
-    return job
+                     users.get(j.user_id), placements.get(j.id, [])) for j in jobs]
 
 
 def get_job(db: Database, who: Principal, job_id: str) -> dict:
@@ -181,7 +167,7 @@ def list_jobs(db: Database, who: Principal, *, status: str | None = None, queue:
             raise Invalid("status", f"unknown status {bad[0]!r}; use one of "
                                     f"{', '.join(st.value for st in JobState)}")
         q = q.where(JobRow.status.in_(states))
-    before = events.parse_cursor(cursor)
+    before = parse_cursor(cursor)
     if before is not None:
         q = q.where(JobRow.id < before)
     if not who.is_admin:
@@ -202,8 +188,6 @@ def list_jobs(db: Database, who: Principal, *, status: str | None = None, queue:
 @retry_deadlocks
 def cancel(db: Database, who: Principal, job_id: str) -> dict:
     """Pending: cancelled now. Scheduled/running: stop order; cancelled once the exit is confirmed."""
-    from controlplane.services.lifecycle import request_stop
-
     with db.tx() as s:
         job = visible_job(s, who, job_id, lock=True)
         state = JobState(job.status)
@@ -211,15 +195,11 @@ def cancel(db: Database, who: Principal, job_id: str) -> dict:
             raise Conflict(f"job {job.id} is already {job.status}; nothing to cancel")
         reason = f"cancelled by {who.actor}"
         if state == JobState.PENDING:
-            done = s.execute(update(JobRow).where(JobRow.id == job.id, JobRow.status == "pending")
-                             .values(status="cancelled", status_reason=reason, finished_at=now(),
-                                     pending_reason=None))
-            if done.rowcount != 1:
-                raise Conflict(f"job {job.id} changed state meanwhile; retry")
-            events.record(s, "cancelled", "job", job.id, who.actor, reason=reason,
-                          job_id=job.id, team_id=job.team_id)
+            lifecycle.transition(s, job, JobState.CANCELLED, actor=who.actor, reason=reason,
+                                 finished_at=now(), pending_reason=None,
+                                 reason_code=OutcomeCode.CANCELLED.value)
         else:
-            request_stop(s, job, "cancel", reason, who.actor)
+            lifecycle.request_stop(s, job, StopKind.CANCEL, reason, who.actor)
         s.flush()
         s.refresh(job)
         return dicts_for(s, [job])[0]

@@ -7,8 +7,8 @@ from sqlalchemy import select
 from controlplane.core.states import FINAL_STATES
 from controlplane.db.database import Database
 from controlplane.db.models import AttemptRow, LogChunkRow
-from controlplane.services.auth import Principal
-from controlplane.services.jobs import visible_job
+from controlplane.services.access import visible_job
+from controlplane.services.principal import Principal
 
 Position = tuple[int, int]  # (attempt id, last chunk id read)
 

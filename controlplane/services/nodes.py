@@ -10,12 +10,12 @@ from sqlalchemy.orm import Session
 from controlplane.core import wire
 from controlplane.db.base import now
 from controlplane.db.database import Database, retry_deadlocks
-from controlplane.db.models import (AcceleratorRow, MemberRow, NodeRow, SampleRow, StatusSeenRow,
-                                    TokenRow)
-from controlplane.services import events
-from controlplane.core.states import Role
-from controlplane.services.auth import (Principal, forget_cached_tokens, hash_token, new_secret,
-                                        remember_token)
+from controlplane.core.states import NodeState, Role, StopKind
+from controlplane.db.models import (AcceleratorRow, JobRow, MemberRow, NodeRow, SampleRow,
+                                    StatusSeenRow, TokenRow)
+from controlplane.services import events, lifecycle
+from controlplane.services.auth import forget_cached_tokens, hash_token, new_secret, remember_token
+from controlplane.services.principal import Principal
 from controlplane.services.errors import MAX_INT, Forbidden, Invalid, NotFound
 from controlplane.services.serialize import iso
 
@@ -38,7 +38,7 @@ def register(db: Database, who: Principal, req: wire.RegisterRequest,
     with db.tx() as s:
         node = s.scalar(select(NodeRow).where(NodeRow.name == info.hostname).with_for_update())
         if node is None:
-            node = NodeRow(name=info.hostname, state="ready", cordoned=False, epoch=1,
+            node = NodeRow(name=info.hostname, state=NodeState.READY.value, cordoned=False, epoch=1,
                            registered_at=ts, address=info.address, cpu_milli=info.cpu_milli,
                            memory_mib=info.memory_mib, labels=info.labels, backend=info.backend,
                            agent_version=info.agent_version, last_heartbeat_at=ts)
@@ -50,8 +50,8 @@ def register(db: Database, who: Principal, req: wire.RegisterRequest,
             node.labels, node.backend, node.agent_version = info.labels, info.backend, info.agent_version
             node.last_heartbeat_at = ts
             node.epoch += 1
-            if node.state == "not_ready":
-                node.state = "ready"
+            if node.state == NodeState.NOT_READY.value:
+                node.state = NodeState.READY.value
             s.execute(update(TokenRow).where(TokenRow.node_id == node.id, TokenRow.kind == "node")
                       .values(revoked=True))
             # an agent that lost its state restarts its seq at 1; replays are harmless anyway
@@ -68,7 +68,7 @@ def register(db: Database, who: Principal, req: wire.RegisterRequest,
                           labels=acc.labels, healthy=True)
             if row is None:
                 s.add(AcceleratorRow(uuid=acc.uuid, memory_mib=acc.memory_mib, allocated_milli=0,
-                                     allocated_memory_mib=0, unmanaged_memory_mib=0, **fields))
+                                     allocated_memory_mib=0, **fields))
             else:
                 for k, v in fields.items():
                     setattr(row, k, v)
@@ -105,10 +105,10 @@ def heartbeat(db: Database, who: Principal, hb: wire.Heartbeat, interval_s: floa
     node_id = check_node(who, hb.node_id)
     ts = now()
     with db.tx() as s:
-        alive = s.execute(update(NodeRow).where(NodeRow.id == node_id, NodeRow.state != "not_ready")
+        alive = s.execute(update(NodeRow).where(NodeRow.id == node_id, NodeRow.state != NodeState.NOT_READY.value)
                           .values(last_heartbeat_at=ts))
         if not alive.rowcount:  # it was not_ready: it is back
-            s.execute(update(NodeRow).where(NodeRow.id == node_id).values(state="ready", last_heartbeat_at=ts))
+            s.execute(update(NodeRow).where(NodeRow.id == node_id).values(state=NodeState.READY.value, last_heartbeat_at=ts))
             events.record(s, "node_ready", "node", who.node, who.actor, node_id=node_id,
                           reason="heartbeats resumed")
         mine = _node_uuids(db, s, node_id)
@@ -210,24 +210,22 @@ def get_node(db: Database, name: str) -> dict:
 @retry_deadlocks
 def set_cordon(db: Database, who: Principal, name: str, *, cordon: bool, drain: bool = False) -> dict:
     """Cordon: no new placements. Drain: cordon and stop its jobs (requeued). Uncordon: undo."""
-    from controlplane.services.lifecycle import request_stop
-    from controlplane.db.models import JobRow
-
     with db.tx() as s:
         node = _node(s, name, lock=True)
         node.cordoned = cordon
         if drain:
-            node.state = "draining" if node.state != "not_ready" else node.state
-        elif not cordon and node.state == "draining":
-            node.state = "ready"
+            if node.state != NodeState.NOT_READY.value:
+                node.state = NodeState.DRAINING.value
+        elif not cordon and node.state == NodeState.DRAINING.value:
+            node.state = NodeState.READY.value
         kind = "node_drained" if drain else ("node_cordoned" if cordon else "node_uncordoned")
         events.record(s, kind, "node", name, who.actor, node_id=node.id)
         if drain:
             job_ids = set(s.scalars(select(MemberRow.job_id).where(
-                MemberRow.node_id == node.id, MemberRow.state.in_(("assigned", "running")))))
+                MemberRow.node_id == node.id, MemberRow.state.in_(lifecycle.LIVE))))
             for job_id in sorted(job_ids):
                 job = s.scalar(select(JobRow).where(JobRow.id == job_id).with_for_update())
-                request_stop(s, job, "preempt", f"node {name} drained by {who.actor}", who.actor)
+                lifecycle.request_stop(s, job, StopKind.PREEMPT, f"node {name} drained by {who.actor}", who.actor)
         s.flush()
         return node_dict(node, _accs_by_node(s, [node.id])[node.id], samples_by_uuid(s, [node.id]))
 

@@ -10,20 +10,21 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 
-from controlplane.core.requests import request_from_resources
-from controlplane.core.resources import Accelerator, Node, Request
+from controlplane.core.requests import request_from_json
+from controlplane.core.resources import Accelerator, Node, Request, SliceGrant
 from controlplane.core.snapshot import (Decision, MemberPlacement, PendingJob, PendingReason, Queue,
                                         RunningJob, Snapshot)
-from controlplane.core.resources import SliceGrant
+from controlplane.core.states import (ACTIVE_STATES, JobState, MemberState, NodeState, PendingCode,
+                                      StopKind)
 from controlplane.db.base import now
 from controlplane.db.database import Database, retry_deadlocks
 from controlplane.db.models import (AcceleratorRow, AttemptRow, JobRow, MemberRow, NodeRow,
                                     QueueRow, SampleRow, SliceRow, TeamRow)
-from controlplane.services import events, lifecycle
-from workloads.specs import parse_job_spec
+from controlplane.services import lifecycle
+from controlplane.services.placement import members_by_attempt
 
 log = logging.getLogger("gpupool.scheduling")
 
@@ -33,37 +34,36 @@ class _Skip(Exception):
 
 
 class SchedulingService:
-    """Builds snapshots and applies decisions; caches each job's parsed Request."""
+    """Builds snapshots from stored requests (never re-parsing specs) and applies decisions."""
 
     def __init__(self, db: Database, *, port_range: tuple[int, int] = (29500, 29999)):
         self.db = db
         self.port_range = port_range
-        self._requests: dict[int, tuple[Request, int, bool]] = {}
+        self._requests: dict[int, Request] = {}
         self._reasons: dict[int, dict | None] = {}
         self.invalid: dict[int, str] = {}
 
-    def _request(self, job_id: int, spec_json: dict | None = None, s=None) -> tuple[Request, int, bool]:  # noqa: ANN001
+    def _request(self, job_id: int, stored: dict) -> Request:
         hit = self._requests.get(job_id)
         if hit is None:
-            if spec_json is None:
-                spec_json = s.scalar(select(JobRow.spec).where(JobRow.id == job_id))
             try:
-                spec = parse_job_spec(spec_json)
-                hit = (request_from_resources(spec.resources.model_dump()), int(spec.min_runtime_s), bool(spec.preemptible))
-            except Exception as err:  # noqa: BLE001 - a stored spec this version cannot read
-                self.invalid[job_id] = f"stored spec no longer valid: {str(err).splitlines()[0][:300]}"
-                hit = (Request(), 0, True)
+                hit = request_from_json(stored)
+            except (KeyError, TypeError, ValueError) as err:  # a row this version cannot read
+                self.invalid[job_id] = f"stored request is not readable: {err!r}"[:300]
+                hit = Request()
             self._requests[job_id] = hit
         return hit
 
     def invalid_reasons(self) -> dict[str, PendingReason]:
-        """Pending jobs whose spec cannot be read: never placed, and they say why."""
-        return {str(j): PendingReason("invalid", msg, unschedulable=True) for j, msg in self.invalid.items()}
+        """Pending jobs whose stored request cannot be read: never placed, and they say why."""
+        return {str(j): PendingReason(PendingCode.INVALID.value, msg, unschedulable=True)
+                for j, msg in self.invalid.items()}
 
     def has_work(self) -> bool:
         """Anything to decide? (pending jobs); cheap, so idle pools skip whole cycles."""
         with self.db.read() as s:
-            return s.scalar(select(JobRow.id).where(JobRow.status == "pending").limit(1)) is not None
+            return s.scalar(select(JobRow.id).where(JobRow.status == JobState.PENDING.value)
+                            .limit(1)) is not None
 
     def snapshot(self, ts: float) -> Snapshot:
         with self.db.read() as s:
@@ -76,8 +76,8 @@ class SchedulingService:
             for n in s.scalars(select(NodeRow).order_by(NodeRow.id)):
                 nodes[n.id] = Node(name=n.name, cpu_milli=n.cpu_milli, memory_mib=n.memory_mib,
                                    labels=dict(n.labels or {}),
-                                   cordoned=n.cordoned or n.state == "draining",
-                                   ready=n.state != "not_ready")
+                                   cordoned=n.cordoned or n.state == NodeState.DRAINING.value,
+                                   ready=n.state != NodeState.NOT_READY.value)
             samples = {u: (h, um) for u, h, um in s.execute(
                 select(SampleRow.uuid, SampleRow.healthy, SampleRow.unmanaged_memory_mib))}
             A = AcceleratorRow
@@ -100,15 +100,16 @@ class SchedulingService:
                     nodes[node_id].allocated_cpu_milli += cpu
                     nodes[node_id].allocated_memory_mib += mem
             pending = []
-            rows = s.execute(select(JobRow.id, JobRow.queue_id, JobRow.priority, JobRow.pending_reason)
-                             .where(JobRow.status == "pending").order_by(JobRow.id)).all()
+            rows = s.execute(select(JobRow.id, JobRow.queue_id, JobRow.priority, JobRow.pending_reason,
+                                    JobRow.preemptible)
+                             .where(JobRow.status == JobState.PENDING.value).order_by(JobRow.id)).all()
             missing = [r[0] for r in rows if r[0] not in self._requests]
-            for start in range(0, len(missing), 500):  # specs only for jobs not parsed before
+            for start in range(0, len(missing), 500):  # stored requests only for jobs not read before
                 chunk = missing[start:start + 500]
-                for job_id, spec_json in s.execute(select(JobRow.id, JobRow.spec).where(JobRow.id.in_(chunk))):
-                    self._request(job_id, spec_json)
-            for job_id, queue_id, priority, reason in rows:
-                req, _, preemptible = self._request(job_id, None, s)
+                for job_id, stored in s.execute(select(JobRow.id, JobRow.request).where(JobRow.id.in_(chunk))):
+                    self._request(job_id, stored)
+            for job_id, queue_id, priority, reason, preemptible in rows:
+                req = self._requests[job_id]
                 self._reasons[job_id] = reason
                 if job_id in self.invalid:
                     continue
@@ -117,19 +118,20 @@ class SchedulingService:
                                           preemptible=preemptible))
             running = []
             q = (select(JobRow, AttemptRow).join(AttemptRow, AttemptRow.job_id == JobRow.id)
-                 .where(JobRow.status.in_(("scheduled", "running")), AttemptRow.active.is_(True),
-                        AttemptRow.stop_kind.is_(None)))
-            for job, attempt in s.execute(q):
-                req, min_runtime, preemptible = self._request(job.id, job.spec)
+                 .where(JobRow.status.in_([st.value for st in ACTIVE_STATES]),
+                        AttemptRow.active.is_(True), AttemptRow.stop_kind.is_(None)))
+            active = s.execute(q).all()
+            placed = members_by_attempt(s, [attempt.id for _, attempt in active], live_only=True)
+            for job, attempt in active:
                 members = tuple(MemberPlacement(
-                    rank=m["rank"], node=m["node"], cpu_milli=m.get("cpu_milli", 0),
-                    memory_mib=m.get("memory_mib", 0),
+                    rank=m["rank"], node=m["node"], cpu_milli=m["cpu_milli"], memory_mib=m["memory_mib"],
                     slices=tuple(SliceGrant(x["accelerator_uuid"], x["compute_milli"], x["memory_mib"])
-                                 for x in m["slices"])) for m in attempt.placement)
+                                 for x in m["slices"])) for m in placed.get(attempt.id, []))
                 running.append(RunningJob(job_id=str(job.id), queue=qname.get(job.queue_id, "?"),
-                                          request=req, members=members, priority=job.priority,
+                                          request=self._request(job.id, job.request), members=members,
+                                          priority=job.priority,
                                           started_at=job.started_at or attempt.created_at,
-                                          min_runtime_s=min_runtime, preemptible=preemptible))
+                                          min_runtime_s=job.min_runtime_s, preemptible=job.preemptible))
         live = {int(p.job_id) for p in pending} | {int(r.job_id) for r in running}
         live |= {int(r[0]) for r in rows}
         for gone in [j for j in self._requests if j not in live]:  # keep the caches bounded
@@ -158,8 +160,8 @@ class SchedulingService:
             lifecycle.bump_epochs(s, touched)
             for pre in decision.preemptions:
                 job = s.scalar(select(JobRow).where(JobRow.id == int(pre.job_id)).with_for_update())
-                if job is not None and job.status in ("scheduled", "running"):
-                    lifecycle.request_stop(s, job, "preempt", pre.reason, actor)
+                if job is not None and JobState(job.status) in ACTIVE_STATES:
+                    lifecycle.request_stop(s, job, StopKind.PREEMPT, pre.reason, actor)
             changes = []
             for job_id, reason in decision.pending.items():
                 value = {"code": reason.code, "message": reason.message,
@@ -167,10 +169,9 @@ class SchedulingService:
                 if self._reasons.get(int(job_id)) != value:
                     changes.append({"b_id": int(job_id), "b_reason": value})
             if changes:
-                from sqlalchemy import bindparam
-
                 t = JobRow.__table__
-                s.connection().execute(update(t).where(t.c.id == bindparam("b_id"), t.c.status == "pending")
+                s.connection().execute(update(t).where(t.c.id == bindparam("b_id"),
+                                                   t.c.status == JobState.PENDING.value)
                                        .values(pending_reason=bindparam("b_reason")), changes)
         for change in changes:  # only once committed
             self._reasons[change["b_id"]] = change["b_reason"]
@@ -185,39 +186,44 @@ class SchedulingService:
             if node is None:
                 raise _Skip(f"node {m.node} is gone")
             s.refresh(node)
-            if node.state != "ready" or node.cordoned:
+            if node.state != NodeState.READY.value or node.cordoned:
                 raise _Skip(f"node {m.node} is {node.state}{' and cordoned' if node.cordoned else ''}")
             nodes.append(node)
-        done = s.execute(update(JobRow).where(JobRow.id == job_id, JobRow.status == "pending")
-                         .values(status="scheduled", attempt=JobRow.attempt + 1, pending_reason=None,
-                                 status_reason="scheduled", endpoint=None, exit_code=None))
-        if done.rowcount != 1:
-            raise _Skip("job is no longer pending")
         job = s.get(JobRow, job_id)
+        if job is None:
+            raise _Skip("job is gone")
         s.refresh(job)
+        if job.status != JobState.PENDING.value:
+            raise _Skip("job is no longer pending")
         master = nodes[0]
         port = self._free_port(s, master.id)
         placement = [{"rank": m.rank, "node": m.node, "cpu_milli": m.cpu_milli,
                       "memory_mib": m.memory_mib, "slices": [asdict(g) for g in m.slices]}
                      for m in p.members]
-        attempt = AttemptRow(job_id=job_id, number=job.attempt, active=True, master_node_id=master.id,
-                             master_addr=master.address, master_port=port, placement=placement,
-                             created_at=now())
+        number = job.attempt + 1
+        try:
+            lifecycle.transition(
+                s, job, JobState.SCHEDULED, actor=actor, attempt=number, pending_reason=None,
+                endpoint=None, exit_code=None, reason_code=None,
+                reason=f"attempt {number} on {', '.join(sorted({m.node for m in p.members}))}",
+                data={"attempt": number, "placement": placement})
+        except lifecycle.StaleState as err:
+            raise _Skip(str(err)) from None
+        ts = now()
+        attempt = AttemptRow(job_id=job_id, number=number, active=True, master_node_id=master.id,
+                             master_addr=master.address, master_port=port, created_at=ts)
         s.add(attempt)
         s.flush()
         for m, node in zip(p.members, nodes):
             member = MemberRow(attempt_id=attempt.id, job_id=job_id, rank=m.rank, node_id=node.id,
-                               cpu_milli=m.cpu_milli, memory_mib=m.memory_mib, state="assigned",
-                               delivered=False)
+                               cpu_milli=m.cpu_milli, memory_mib=m.memory_mib,
+                               state=MemberState.ASSIGNED.value, delivered=False)
             s.add(member)
             s.flush()
             for g in m.slices:
                 s.add(SliceRow(member_id=member.id, accelerator_uuid=g.accelerator_uuid,
-                               compute_milli=g.compute_milli, memory_mib=g.memory_mib))
+                               compute_milli=g.compute_milli, memory_mib=g.memory_mib, allocated_at=ts))
             s.flush()  # the capacity trigger + CHECK run here; IntegrityError -> skipped
-        events.record(s, "scheduled", "job", job_id, actor, job_id=job_id, team_id=job.team_id,
-                      reason=f"attempt {job.attempt} on {', '.join(sorted({m.node for m in p.members}))}",
-                      data={"attempt": job.attempt, "placement": placement})
         return {n.id for n in nodes}
 
     def _free_port(self, s, node_id: int) -> int:  # noqa: ANN001
@@ -228,8 +234,3 @@ class SchedulingService:
             if port not in used:
                 return port
         raise _Skip(f"no free rendezvous port in {lo}-{hi} on the rank-0 node")
-
-    def forget(self, job_ids: list[int]) -> None:
-        for j in job_ids:
-            self._requests.pop(j, None)
-            self._reasons.pop(j, None)

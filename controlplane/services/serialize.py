@@ -14,11 +14,9 @@ def iso(ts: float | None) -> str | None:
 
 
 def parse_id(value: str, what: str) -> int:
-    """Ids are decimal strings; anything else is an id nobody can see (404)."""
-    try:
-        n = int(value)
-    except (TypeError, ValueError):
-        raise NotFound(f"no {what} with id {value!r}") from None
-    if not 0 < n < 2**63:
+    """Ids are canonical decimal strings (ASCII digits, no sign or leading zero, below 2**63);
+    anything else is an id nobody can see (404)."""
+    if (not isinstance(value, str) or not value.isascii() or not value.isdigit()
+            or value.startswith("0") or len(value) > 19 or int(value) >= 2**63):
         raise NotFound(f"no {what} with id {value!r}")
-    return n
+    return int(value)

@@ -1,21 +1,25 @@
-"""Overview, Nodes and Events pages (plus the Jobs/Queues/Admin modules they pull in)."""
+"""Overview, Nodes and Events pages."""
 
 from __future__ import annotations
 
 import time
 
-from fastapi import Request
+from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse
 
 from controlplane import history
+from controlplane.core.states import NodeState
 from controlplane.services import events as events_service
 from controlplane.services import nodes as nodes_service
 from controlplane.services.errors import Invalid, NotFound
 from controlplane.web import queries, render
-from controlplane.web.router import dashboard_page, require_admin_page, router
+from controlplane.web.pagekit import dashboard_page, require_admin_page
 from controlplane.web.session import database
 
+router = APIRouter(include_in_schema=False)
+
 HISTORY_WINDOW_S = 6 * 3600
+NODE_FILTERS = ("", *(s.value for s in NodeState), "cordoned")
 
 
 def _int_arg(request: Request, name: str, default: int) -> int:
@@ -43,8 +47,8 @@ def overview(request: Request, who):  # noqa: ANN001
 def nodes(request: Request, who):  # noqa: ANN001
     search = request.query_params.get("q", "")[:200]
     state = request.query_params.get("state", "")
-    if state not in ("", "ready", "not_ready", "draining", "cordoned"):
-        raise Invalid("state", "use ready, not_ready, draining or cordoned")
+    if state not in NODE_FILTERS:
+        raise Invalid("state", f"use one of {', '.join(f for f in NODE_FILTERS if f)}")
     data = queries.nodes_page(database(request), page=_int_arg(request, "page", 1), search=search,
                               state=state)
     return render.page("nodes.html", who=who, nav="nodes", d=data, q=search, state=state)
@@ -85,5 +89,3 @@ def events(request: Request, who):  # noqa: ANN001
     return render.page("events.html", who=who, nav="events", page=page, job=job or "",
                        node=node_name or "")
 
-
-from controlplane.web import pages_jobs, pages_queues  # noqa: E402,F401

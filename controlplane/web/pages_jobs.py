@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import Request
+from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse
 
 from controlplane.core.states import JobState
@@ -10,8 +10,10 @@ from controlplane.services import jobs as jobs_service
 from controlplane.services import logs as logs_service
 from controlplane.services.errors import Invalid
 from controlplane.web import queries, render
-from controlplane.web.router import dashboard_page, router
+from controlplane.web.pagekit import dashboard_page
 from controlplane.web.session import database
+
+router = APIRouter(include_in_schema=False)
 
 PAGE_SIZE = 50
 

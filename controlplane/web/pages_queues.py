@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import time
 
-from fastapi import Request
+from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse
 
 from controlplane import history
 from controlplane.services import admin as admin_service
-from controlplane.services.errors import Invalid
+from controlplane.services.errors import Invalid, NotFound
 from controlplane.web import queries, render
-from controlplane.web.router import dashboard_page, require_admin_page, router
+from controlplane.web.pagekit import dashboard_page, require_admin_page
 from controlplane.web.session import database
+
+router = APIRouter(include_in_schema=False)
 
 HISTORY_WINDOW_S = 6 * 3600
 
@@ -36,8 +38,6 @@ def edit_queue_form(request: Request, who, team: str, name: str):  # noqa: ANN00
     db = database(request)
     match = [q for q in queries.overview(db)["queues"] if q["team"] == team and q["name"] == name]
     if not match:
-        from controlplane.services.errors import NotFound
-
         raise NotFound(f"no queue {team}/{name}")
     return render.page("queue_edit.html", who=who, nav="queues", q=match[0], error=None, form=None)
 

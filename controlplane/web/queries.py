@@ -100,7 +100,7 @@ def _with_accelerators(s, rows: list) -> list[dict]:  # noqa: ANN001
              .join(JobRow, JobRow.id == MemberRow.job_id)
              .join(QueueRow, QueueRow.id == JobRow.queue_id)
              .join(TeamRow, TeamRow.id == QueueRow.team_id)
-             .where(SliceRow.accelerator_uuid.in_(list(by_uuid))))
+             .where(SliceRow.accelerator_uuid.in_(list(by_uuid)), SliceRow.released_at.is_(None)))
         for uuid, milli, mem, job_id, job_name, queue, team in s.execute(q):
             if uuid in by_uuid:
                 by_uuid[uuid]["slices"].append({"milli": milli, "memory_mib": mem, "job_id": str(job_id),

@@ -11,6 +11,8 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 from starlette.responses import HTMLResponse
 
+from controlplane.core.states import UNFINISHED_STATES, JobState
+
 TEMPLATES = Path(__file__).parent / "templates"
 STATIC = Path(__file__).parent / "static"
 
@@ -67,7 +69,8 @@ def kv(data: dict | None) -> str:
 _env = Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=select_autoescape(["html"]),
                    trim_blocks=True, lstrip_blocks=True)
 _env.filters.update(gpus=gpus, gib=gib, ago=ago, when=when, json_script=tojson_script, kv=kv)
-_env.globals.update(pct=pct)
+_env.globals.update(pct=pct, JobState=JobState, UNFINISHED=[s.value for s in UNFINISHED_STATES],
+                    JOB_STATES=[s.value for s in JobState])
 
 
 def page(template: str, status_code: int = 200, **context) -> HTMLResponse:  # noqa: ANN003

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from starlette.requests import Request
 
-from controlplane.services.auth import Principal, authenticate, require_user
+from controlplane.services.auth import authenticate
+from controlplane.services.principal import Principal, require_user
 from controlplane.services.errors import Forbidden, ServiceError
 
 COOKIE = "gpupool_session"

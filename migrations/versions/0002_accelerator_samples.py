@@ -1,7 +1,7 @@
 """accelerator samples: latest telemetry kept apart from the accelerators row slices lock
 
 Revision ID: 0002
-Revises: f001
+Revises: 0001a
 Create Date: 2026-11-27 19:11:08.530079
 """
 from alembic import op
@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 
 revision = '0002'
-down_revision = 'f001'
+down_revision = '0001a'
 branch_labels = None
 depends_on = None
 

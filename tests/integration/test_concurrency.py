@@ -23,7 +23,7 @@ JOBS = 200
 OVERCOMMIT = text("""
     SELECT a.uuid, a.allocated_milli, a.allocated_memory_mib, a.memory_mib,
            COALESCE(SUM(s.compute_milli), 0), COALESCE(SUM(s.memory_mib), 0)
-      FROM accelerators a LEFT JOIN slices s ON s.accelerator_uuid = a.uuid
+      FROM accelerators a LEFT JOIN slices s ON s.accelerator_uuid = a.uuid AND s.released_at IS NULL
   GROUP BY a.uuid, a.allocated_milli, a.allocated_memory_mib, a.memory_mib""")
 
 

@@ -49,7 +49,11 @@ def test_raw_slice_inserts_cannot_exceed_compute_or_memory(db) -> None:  # noqa:
     with db.engine.begin() as c:
         c.execute(INSERT, {"m": member, "u": gpu, "c": 400, "mem": 600})  # exactly full is fine
     assert _counters(db, gpu) == (1000, 1000)
-    with db.engine.begin() as c:
+    with db.engine.begin() as c:  # released slices stay as history and stop counting
+        c.execute(text("UPDATE slices SET released_at = 1 WHERE member_id = :m AND compute_milli = 600"),
+                  {"m": member})
+    assert _counters(db, gpu) == (400, 600)
+    with db.engine.begin() as c:  # deleting a released slice changes nothing; a live one frees it
         c.execute(text("DELETE FROM slices WHERE member_id = :m"), {"m": member})
     assert _counters(db, gpu) == (0, 0)
 
@@ -64,9 +68,17 @@ def test_counters_cannot_be_forced_past_the_device(db) -> None:  # noqa: ANN001
     member = make_member(db, make_job(db), "n1")
     with db.engine.begin() as c:
         c.execute(INSERT, {"m": member, "u": gpu, "c": 300, "mem": 300})
-    with pytest.raises((IntegrityError, OperationalError, InternalError, ProgrammingError)), db.engine.begin() as c:
-        c.execute(text("UPDATE slices SET compute_milli = 999"))  # slices are immutable
+    for stmt in ("UPDATE slices SET compute_milli = 999",  # a slice can only be released, once
+                 "UPDATE slices SET released_at = 5, memory_mib = 1"):
+        with pytest.raises((IntegrityError, OperationalError, InternalError, ProgrammingError)), \
+                db.engine.begin() as c:
+            c.execute(text(stmt))
     assert _counters(db, gpu) == (300, 300)
+    with db.engine.begin() as c:
+        c.execute(text("UPDATE slices SET released_at = 5"))
+    with pytest.raises((IntegrityError, OperationalError, InternalError, ProgrammingError)), db.engine.begin() as c:
+        c.execute(text("UPDATE slices SET released_at = NULL"))  # released is final
+    assert _counters(db, gpu) == (0, 0)
 
 
 def test_concurrent_writers_cannot_double_book(db) -> None:  # noqa: ANN001

@@ -13,7 +13,7 @@ from controlplane.settings import Settings
 from tests.support.factories import make_job, make_node
 
 
-def test_cycle_places_explains_and_skips_unreadable_specs(db_url, tmp_path) -> None:  # noqa: ANN001
+def test_cycle_places_explains_and_skips_unreadable_requests(db_url, tmp_path) -> None:  # noqa: ANN001
     migrate.upgrade(db_url)
     db = Database(db_url)
     try:
@@ -22,7 +22,7 @@ def test_cycle_places_explains_and_skips_unreadable_specs(db_url, tmp_path) -> N
         too_big = make_job(db, "too-big", 4)
         broken = make_job(db, "broken", 0.25)
         with db.tx() as s:
-            s.execute(update(JobRow).where(JobRow.id == broken).values(spec={"kind": "from-the-future"}))
+            s.execute(update(JobRow).where(JobRow.id == broken).values(request={"from": "the-future"}))
         loops = Loops(db, Settings(home=tmp_path, run_loops=False))
         result = loops.cycle()
         assert result["placed"] == 1

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from controlplane.core.requests import request_from_resources, request_to_json
 from controlplane.db.base import now
 from controlplane.db.database import Database
 from controlplane.db.models import (AcceleratorRow, AttemptRow, JobRow, MemberRow, NodeRow,
                                     QueueRow, TeamRow, UserRow)
+from workloads.specs import parse_job_spec
 
 
 def make_node(db: Database, name: str, gpus: int = 1, memory_mib: int = 1000) -> list[str]:
@@ -20,7 +22,7 @@ def make_node(db: Database, name: str, gpus: int = 1, memory_mib: int = 1000) ->
         for i, u in enumerate(uuids):
             s.add(AcceleratorRow(uuid=u, node_id=node.id, index=i, vendor="nvidia", model="H100-80GB",
                                  memory_mib=memory_mib, labels={}, healthy=True, allocated_milli=0,
-                                 allocated_memory_mib=0, unmanaged_memory_mib=0))
+                                 allocated_memory_mib=0))
     return uuids
 
 
@@ -36,9 +38,11 @@ def make_job(db: Database, name: str = "job", gpu: float = 0.5, status: str = "p
             s.flush()
         queue = s.query(QueueRow).filter_by(team_id=team.id, name="default").one()
         user = s.query(UserRow).filter_by(name="admin").one()
-        spec = {"kind": "custom", "name": name, "command": ["true"], "resources": {"gpu": gpu}}
+        spec = parse_job_spec({"kind": "custom", "name": name, "command": ["true"],
+                               "resources": {"gpu": gpu}}).model_dump(mode="json")
+        request = request_to_json(request_from_resources(spec["resources"]))
         job = JobRow(name=name, kind="custom", team_id=team.id, queue_id=queue.id, user_id=user.id,
-                     status=status, priority=0, spec=spec, request={"gpu": gpu, "nodes": 1},
+                     status=status, priority=0, spec=spec, request=request,
                      max_attempts=3, attempt=0, created_at=now())
         s.add(job)
         s.flush()
@@ -50,7 +54,7 @@ def make_member(db: Database, job_id: int, node: str) -> int:
     with db.tx() as s:
         node_row = s.query(NodeRow).filter_by(name=node).one()
         attempt = AttemptRow(job_id=job_id, number=1, active=True, master_node_id=node_row.id,
-                             master_addr="127.0.0.1", master_port=29500, placement=[], created_at=now())
+                             master_addr="127.0.0.1", master_port=29500, created_at=now())
         s.add(attempt)
         s.flush()
         member = MemberRow(attempt_id=attempt.id, job_id=job_id, rank=0, node_id=node_row.id,

@@ -1,6 +1,6 @@
 """usage history samples (dashboard charts without Prometheus)
 
-Revision ID: f001
+Revision ID: 0001a
 Revises: 0001
 
 One row per minute per cluster / accelerator model / queue; see controlplane/history.py.
@@ -9,7 +9,7 @@ from alembic import op
 import sqlalchemy as sa
 
 
-revision = 'f001'
+revision = '0001a'
 down_revision = '0001'
 branch_labels = None
 depends_on = None
