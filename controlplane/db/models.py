@@ -9,7 +9,7 @@ reject any over-commit.
 from __future__ import annotations
 
 from sqlalchemy import (BigInteger, Boolean, CheckConstraint, Float, ForeignKey, Index, Integer,
-                        String, Text, UniqueConstraint, text, true)
+                        String, Text, UniqueConstraint, false, text, true)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from controlplane.db.base import Base
@@ -31,6 +31,7 @@ class UserRow(Base):
     team_id: Mapped[int] = mapped_column(ForeignKey("teams.id"))
     role: Mapped[str] = mapped_column(String(16))  # admin | member
     created_at: Mapped[float] = mapped_column(Float)
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class TokenRow(Base):
@@ -45,6 +46,11 @@ class TokenRow(Base):
     node_id: Mapped[int | None] = mapped_column(ForeignKey("nodes.id"), nullable=True)
     created_at: Mapped[float] = mapped_column(Float)
     revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+    expires_at: Mapped[float | None] = mapped_column(Float, nullable=True)  # None: never
+    # bootstrap tokens: usable once, and only for node names matching the pattern (fullmatch)
+    single_use: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    name_pattern: Mapped[str | None] = mapped_column(String(253), nullable=True)
+    used_at: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class NodeRow(Base):
@@ -113,6 +119,11 @@ class QueueRow(Base):
     limit_milli: Mapped[int | None] = mapped_column(BigInt, nullable=True)
     weight: Mapped[float] = mapped_column(Float, default=1.0)
     created_at: Mapped[float] = mapped_column(Float)
+    # policy for members' jobs (admins may exceed it); None: no limit
+    max_priority: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    allow_non_preemptible: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    max_min_runtime_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    max_pending_jobs: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class JobRow(Base):
@@ -143,6 +154,7 @@ class JobRow(Base):
     endpoint: Mapped[str | None] = mapped_column(String(512), nullable=True)
     progress: Mapped[dict | None] = mapped_column(nullable=True)
     idempotency_key: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    idempotency_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)  # sha256 of the body
     created_at: Mapped[float] = mapped_column(Float)
     started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
