@@ -30,7 +30,17 @@ class Settings(BaseSettings):
     auth_cache_s: float = 2.0  # how long a verified token is trusted without a DB read
     assignment_poll_s: float = 0.25
     run_loops: bool = True
-    threads: int = Field(8, ge=1, le=256)  # threadpool for DB work per worker (fewer = less GIL thrash)
+    threads: int = Field(8, ge=1, le=256)  # threadpool for users' DB work per worker (fewer = less GIL thrash)
+    agent_threads: int = Field(4, ge=1, le=256)  # agents' own threadpool: never queued behind user reads
+    log_max_bytes: int = Field(16 * 1024 * 1024, ge=4096)  # kept per job member stream (head + newest)
+    log_head_bytes: int = Field(1024 * 1024, ge=0)  # of which the first bytes kept
+    log_retention_s: float = Field(30 * 86400.0, gt=0)  # logs of attempts that ended longer ago go
+    event_retention_s: float = Field(180 * 86400.0, gt=0)  # audit events older than this go
+    max_log_followers: int = Field(64, ge=1)  # concurrent `logs --follow` streams per replica
+    max_body_bytes: int = Field(1024 * 1024, ge=1024)  # larger request bodies: 413 before parsing
+    rate_limit_per_s: float = Field(100.0, gt=0)  # per member or agent token (admins are exempt)
+    rate_limit_burst: float = Field(200.0, ge=1)
+    max_pending_per_queue: int = Field(10_000, ge=1)  # default cap on a queue's pending jobs
     workers: int = Field(1, ge=1, le=64)  # uvicorn worker processes (each runs loops; one leads)
     log_level: str = "info"
     replica_id: str | None = None

@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy import text
 
 from controlplane.api import problems, routes_admin, routes_agent, routes_jobs, routes_nodes
+from controlplane.api.limits import BodyLimit, RateLimiter, Slots
 from controlplane.db import migrate
 from controlplane.db.database import Database
 from controlplane.loops.runner import Loops
@@ -44,8 +45,11 @@ def build_app(db: Database, settings: Settings, *, metrics: ControlPlaneMetrics 
     app.state.loops = loops
     # a submit wakes the scheduling loop, so an idle pool places a job at once
     app.state.kick_scheduler = loops.kick if loops is not None else (lambda: None)
-    app.add_middleware(LatencyMiddleware, metrics=metrics)
+    app.state.rate_limiter = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
+    app.state.log_followers = Slots(settings.max_log_followers, "log followers")
     problems.install(app)
+    app.add_middleware(LatencyMiddleware, metrics=metrics)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)  # outermost: before any parsing
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict:

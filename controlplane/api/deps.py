@@ -38,10 +38,12 @@ async def principal(request: Request) -> Principal:
     settings: Settings = request.app.state.settings
     db: Database = request.app.state.db
     token = bearer(request)
-    cached = cached_principal(db, token)
-    if cached is not None:
-        return cached
-    return await run_in_threadpool(authenticate, db, token, settings.auth_cache_s)
+    who = cached_principal(db, token)
+    if who is None:
+        who = await run_in_threadpool(authenticate, db, token, settings.auth_cache_s)
+    if not who.is_admin:  # per-token budget; admins (operators, benchmarks) are trusted
+        request.app.state.rate_limiter.take(token)
+    return who
 
 
 async def user(who: Principal = Depends(principal)) -> Principal:

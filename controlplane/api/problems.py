@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+import math
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from controlplane.services.errors import ServiceError
+from controlplane.services.errors import ServiceError, TooManyRequests
 
 log = logging.getLogger("gpupool.api")
 MEDIA = "application/problem+json"
@@ -36,6 +37,8 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
     async def _service(_: Request, exc: ServiceError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        if isinstance(exc, TooManyRequests):
+            headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))}
         return problem(exc.status, exc.title, exc.detail, exc.errors, headers)
 
     @app.exception_handler(RequestValidationError)

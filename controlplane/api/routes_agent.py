@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.concurrency import run_in_threadpool
-
 from controlplane.api.deps import agent, get_db, get_settings, principal
 from controlplane.api.epochs import EpochWatcher
+from controlplane.api.workpools import run_agent_work
 from controlplane.core import wire
 from controlplane.core.states import Role
 from controlplane.db.database import Database
@@ -14,23 +13,26 @@ from controlplane.services import agent as svc
 from controlplane.services import nodes
 from controlplane.services.auth import Principal
 from controlplane.services.errors import Forbidden
+from controlplane.services.logs import LogCap
 from controlplane.settings import Settings
 
 router = APIRouter(prefix="/api/v1/agent", tags=["agent"])
 
 
 @router.post("/register")
-def register(req: wire.RegisterRequest, who: Principal = Depends(principal),
-             db: Database = Depends(get_db), settings: Settings = Depends(get_settings)) -> wire.RegisterResponse:
+async def register(request: Request, req: wire.RegisterRequest, who: Principal = Depends(principal),
+                   db: Database = Depends(get_db),
+                   settings: Settings = Depends(get_settings)) -> wire.RegisterResponse:
     if who.role not in (Role.BOOTSTRAP, Role.ADMIN):
         raise Forbidden("registering a node needs a bootstrap token (or an admin token)")
-    return nodes.register(db, who, req, settings.heartbeat_interval_s)
+    return await run_agent_work(request, nodes.register, db, who, req, settings.heartbeat_interval_s)
 
 
 @router.post("/heartbeat")
-def heartbeat(hb: wire.Heartbeat, who: Principal = Depends(agent), db: Database = Depends(get_db),
-              settings: Settings = Depends(get_settings)) -> wire.HeartbeatResponse:
-    return nodes.heartbeat(db, who, hb, settings.heartbeat_interval_s)
+async def heartbeat(request: Request, hb: wire.Heartbeat, who: Principal = Depends(agent),
+                    db: Database = Depends(get_db),
+                    settings: Settings = Depends(get_settings)) -> wire.HeartbeatResponse:
+    return await run_agent_work(request, nodes.heartbeat, db, who, hb, settings.heartbeat_interval_s)
 
 
 @router.get("/assignments")
@@ -39,21 +41,24 @@ async def assignments(request: Request, wait: float = Query(0, ge=0, le=300),
                       who: Principal = Depends(agent), db: Database = Depends(get_db)) -> wire.Assignments:
     """Answers at once when the node's epoch differs from ``epoch``; else waits up to ``wait``."""
     if epoch is not None and wait > 0:
-        current = await run_in_threadpool(svc.node_epoch, db, who.node_id)
+        current = await run_agent_work(request, svc.node_epoch, db, who.node_id)
         if current == epoch:
             watcher = getattr(request.app.state, "epochs", None)
             if watcher is None:
                 settings: Settings = request.app.state.settings
                 watcher = request.app.state.epochs = EpochWatcher(db, settings.assignment_poll_s)
             await watcher.wait_change(who.node_id, epoch, wait, request.is_disconnected)
-    return await run_in_threadpool(svc.assignments, db, who)
+    return await run_agent_work(request, svc.assignments, db, who)
 
 
 @router.post("/status")
-def status(batch: wire.StatusBatch, who: Principal = Depends(agent), db: Database = Depends(get_db)) -> wire.Ack:
-    return svc.report_status(db, who, batch)
+async def status(request: Request, batch: wire.StatusBatch, who: Principal = Depends(agent),
+                 db: Database = Depends(get_db)) -> wire.Ack:
+    return await run_agent_work(request, svc.report_status, db, who, batch)
 
 
 @router.post("/logs")
-def logs(batch: wire.LogBatch, who: Principal = Depends(agent), db: Database = Depends(get_db)) -> wire.Ack:
-    return svc.ingest_logs(db, who, batch)
+async def logs(request: Request, batch: wire.LogBatch, who: Principal = Depends(agent),
+               db: Database = Depends(get_db), settings: Settings = Depends(get_settings)) -> wire.Ack:
+    cap = LogCap(settings.log_max_bytes, min(settings.log_head_bytes, settings.log_max_bytes))
+    return await run_agent_work(request, svc.ingest_logs, db, who, batch, cap)

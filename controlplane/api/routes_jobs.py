@@ -21,7 +21,8 @@ router = APIRouter(prefix="/api/v1", tags=["jobs"])
 def submit_job(request: Request, spec: Any = Body(..., description="a job spec (workloads/specs.py)"),
                idempotency_key: str | None = Header(None, alias="Idempotency-Key"),
                who: Principal = Depends(user), db: Database = Depends(get_db)) -> Response:
-    job, created = jobs.submit(db, who, spec, idempotency_key)
+    job, created = jobs.submit(db, who, spec, idempotency_key,
+                               max_pending=request.app.state.settings.max_pending_per_queue)
     if created:
         request.app.state.kick_scheduler()
     return JSONResponse(job, status_code=201 if created else 200)
@@ -50,21 +51,26 @@ def job_events(job_id: str, who: Principal = Depends(user), db: Database = Depen
 
 
 @router.get("/jobs/{job_id}/logs")
-async def job_logs(job_id: str, tail: int | None = Query(None, ge=0, le=1_000_000),
+async def job_logs(request: Request, job_id: str, tail: int | None = Query(None, ge=0, le=1_000_000),
                    rank: int = Query(0, ge=0, le=100_000), follow: bool = False,
                    who: Principal = Depends(user), db: Database = Depends(get_db)) -> Response:
     text, position, final = await run_in_threadpool(logs.read, db, who, job_id, rank=rank, tail=tail)
     if not follow:
         return PlainTextResponse(text)
+    followers = request.app.state.log_followers
+    slot = followers.acquire()  # bounded: a flood of followers gets 429, not the server's memory
 
     async def stream():  # noqa: ANN202
         nonlocal position, final
-        yield text
-        while not final:
-            await asyncio.sleep(0.5)
-            more, position, final = await run_in_threadpool(logs.read_after, db, who, job_id,
-                                                            rank=rank, position=position)
-            if more:
-                yield more
+        try:
+            yield text
+            while not final:
+                await asyncio.sleep(0.5)
+                more, position, final = await run_in_threadpool(logs.read_after, db, who, job_id,
+                                                                rank=rank, position=position)
+                if more:
+                    yield more
+        finally:
+            followers.release(slot)
 
     return StreamingResponse(stream(), media_type="text/plain; charset=utf-8")

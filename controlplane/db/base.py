@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import time
 
-from sqlalchemy import JSON, MetaData, create_engine, event
+from sqlalchemy import JSON, Float, MetaData, cast, create_engine, event, extract, func
+from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, sessionmaker
 
@@ -27,8 +28,17 @@ def now() -> float:
     return time.time()
 
 
-def make_engine(url: str, *, pool_size: int = 10) -> Engine:
-    """An engine tuned per dialect: SQLite serialises writers, PostgreSQL gets a pool."""
+def db_clock(dialect_name: str) -> ColumnElement[float]:
+    """The database's own clock in epoch seconds, as SQL: every replica stamps and compares node
+    heartbeats with this one clock, so replicas' clock skew never marks a node lost."""
+    if dialect_name == "postgresql":
+        return cast(extract("epoch", func.clock_timestamp()), Float)
+    return (func.julianday("now") - 2440587.5) * 86400.0
+
+
+def make_engine(url: str, *, pool_size: int = 10, readonly: bool = False) -> Engine:
+    """An engine tuned per dialect: SQLite serialises writers (``readonly``: deferred transactions
+    that never take the write lock, so long reads never block writers), PostgreSQL gets a pool."""
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30},
                                pool_size=pool_size, max_overflow=20)
@@ -45,10 +55,16 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn):  # noqa: ANN001
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
 
         return engine
-    return create_engine(url, pool_size=pool_size, max_overflow=20, pool_pre_ping=True)
+    # every statement is bounded (a stuck query must not hold a pool slot or locks for ever)
+    return create_engine(url, pool_size=pool_size, max_overflow=20, pool_pre_ping=True, pool_timeout=10,
+                         connect_args={"connect_timeout": 5,
+                                       "options": f"-c statement_timeout={STATEMENT_TIMEOUT_MS}"})
+
+
+STATEMENT_TIMEOUT_MS = 30_000  # PostgreSQL statement_timeout for the server's connections
 
 
 def make_session_factory(engine: Engine) -> sessionmaker:

@@ -19,6 +19,10 @@ class Database:
         self.url = url
         self.engine = engine or make_engine(url, pool_size=pool_size)
         self.sessions: sessionmaker = make_session_factory(self.engine)
+        # SQLite: reads on their own deferred-transaction engine (never the write lock)
+        self.read_engine = (make_engine(url, pool_size=pool_size, readonly=True)
+                            if self.engine.dialect.name == "sqlite" else self.engine)
+        self.read_sessions: sessionmaker = make_session_factory(self.read_engine)
         self.cache: dict = {}
         self.cache_lock = threading.Lock()
 
@@ -33,11 +37,13 @@ class Database:
 
     @contextmanager
     def read(self) -> Iterator[Session]:
-        with self.sessions() as session:  # closing keeps loaded attributes readable
+        """A read-only session (closing keeps loaded attributes readable)."""
+        with self.read_sessions() as session:
             yield session
 
     def dispose(self) -> None:
         self.engine.dispose()
+        self.read_engine.dispose()
 
 
 RETRYABLE_SQLSTATES = {"40P01", "40001"}  # deadlock detected, serialization failure

@@ -37,6 +37,7 @@ def upgrade(url: str, engine: Engine | None = None) -> str:
         cfg = alembic_config(url)
         with engine.connect() as conn:
             if conn.dialect.name == "postgresql":
+                conn.execute(text("SET statement_timeout = 0"))  # data moves may take a while
                 conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _PG_LOCK_KEY})
                 conn.commit()
             try:

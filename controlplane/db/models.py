@@ -132,6 +132,7 @@ class JobRow(Base):
         UniqueConstraint("user_id", "idempotency_key", name="uq_jobs_idempotency"),
         Index("ix_jobs_status_id", "status", "id"),
         Index("ix_jobs_team_id", "team_id", "id"),
+        Index("ix_jobs_queue_status", "queue_id", "status"),
     )
     id: Mapped[int] = mapped_column(BigInt, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(128))

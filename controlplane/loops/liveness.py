@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import select, update
 
 from controlplane.core.states import NodeState
-from controlplane.db.base import now
+from controlplane.db.base import db_clock
 from controlplane.db.database import Database, retry_deadlocks
 from controlplane.db.models import NodeRow
 from controlplane.services import events, lifecycle
@@ -13,8 +13,9 @@ from controlplane.services import events, lifecycle
 
 @retry_deadlocks
 def sweep(db: Database, timeout_s: float) -> list[str]:
-    """Mark nodes silent for longer than ``timeout_s`` not_ready; returns their names."""
-    cutoff = now() - timeout_s
+    """Mark nodes silent for longer than ``timeout_s`` (on the database's clock) not_ready;
+    returns their names."""
+    cutoff = db_clock(db.engine.dialect.name) - timeout_s
     with db.tx() as s:
         lost = s.execute(update(NodeRow)
                          .where(NodeRow.state != NodeState.NOT_READY.value,

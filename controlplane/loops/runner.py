@@ -10,6 +10,8 @@ import threading
 import time
 from collections.abc import Callable
 
+from sqlalchemy.exc import DBAPIError
+
 from controlplane.core.snapshot import Decision, PendingReason
 from controlplane.core.states import PendingCode
 from controlplane.db.database import Database
@@ -76,6 +78,7 @@ class Loops:
 
     def _run(self) -> None:
         next_sweep = next_trim = next_history = 0.0
+        database_failed = False
         while not self._stop.is_set():
             started = time.monotonic()
             try:
@@ -86,8 +89,14 @@ class Loops:
             except Exception:  # noqa: BLE001 - a failed sample must not stop scheduling
                 log.exception("usage history sample failed; retrying next interval")
             try:
+                was_leader = self.is_leader
                 self.is_leader = lease.try_acquire(self.db, LEASE, self.holder,
                                                    self.settings.scheduler_lease_s)
+                if self.is_leader and (database_failed or not was_leader):
+                    # a new leader, or the database is back: give every agent one full heartbeat
+                    # timeout to be heard before any node is declared lost
+                    next_sweep = max(next_sweep, started + self.settings.heartbeat_timeout_s)
+                database_failed = False
                 if self.is_leader:
                     if started >= next_sweep:
                         liveness.sweep(self.db, self.settings.heartbeat_timeout_s)
@@ -95,8 +104,13 @@ class Loops:
                         next_sweep = started + self.settings.liveness_interval_s
                     if started >= next_trim:
                         retention.trim_status_seen(self.db)
+                        retention.trim_logs(self.db, self.settings.log_retention_s)
+                        retention.trim_events(self.db, self.settings.event_retention_s)
                         next_trim = started + TRIM_EVERY_S
                     self.cycle()
+            except DBAPIError:  # the database is unreachable or failing: no sweep until it is back
+                database_failed = True
+                log.exception("database error in the scheduling loop; retrying next interval")
             except Exception:  # noqa: BLE001 - a bad cycle must not kill the loop
                 log.exception("scheduling cycle failed; retrying next interval")
             elapsed = time.monotonic() - started

@@ -12,9 +12,10 @@ from controlplane.core import wire
 from controlplane.core.states import MemberState
 from controlplane.core.wire import StatusKind
 from controlplane.db.database import Database, retry_deadlocks
-from controlplane.db.models import (AcceleratorRow, AttemptRow, JobRow, LogChunkRow, MemberRow,
+from controlplane.db.models import (AcceleratorRow, AttemptRow, JobRow, MemberRow,
                                     NodeRow, QueueRow, SliceRow, StatusSeenRow, TeamRow, UserRow)
-from controlplane.services import events, lifecycle
+from controlplane.services import events, lifecycle, logs
+from controlplane.services.logs import LogCap
 from controlplane.services.launch import build_start
 from controlplane.services.nodes import check_node
 from controlplane.services.principal import Principal
@@ -155,31 +156,20 @@ def _apply_report(s, who: Principal, node_id: int, report: wire.StatusReport) ->
 
 
 @retry_deadlocks
-def ingest_logs(db: Database, who: Principal, batch: wire.LogBatch) -> wire.Ack:
-    """Store chunks idempotently by (attempt, rank, stream, offset); progress lines update the job."""
+def ingest_logs(db: Database, who: Principal, batch: wire.LogBatch, cap: LogCap = LogCap()) -> wire.Ack:
+    """Store chunks idempotently by (attempt, rank, stream, offset) within the per-stream cap;
+    progress lines update the job. Chunks of attempts this node never ran are ignored."""
     node_id = check_node(who, batch.node_id)
-    accepted = 0
     with db.tx() as s:
         allowed = {(str(j), str(a)) for j, a in s.execute(
             select(MemberRow.job_id, MemberRow.attempt_id).where(MemberRow.node_id == node_id)
             .where(MemberRow.attempt_id.in_([int(c.attempt_id) for c in batch.chunks
-                                             if c.attempt_id.isdigit()])))}
+                                             if c.attempt_id.isascii() and c.attempt_id.isdigit()
+                                             and len(c.attempt_id) < 19])))}
+        mine = [c for c in batch.chunks if (c.job_id, c.attempt_id) in allowed and c.offset >= 0]
+        accepted, stored = logs.store_chunks(s, mine, cap)
         progress: dict[int, dict] = {}
-        for c in batch.chunks:
-            if (c.job_id, c.attempt_id) not in allowed or c.offset < 0:
-                continue
-            exists = s.scalar(select(LogChunkRow.id).where(
-                LogChunkRow.attempt_id == int(c.attempt_id), LogChunkRow.rank == c.rank,
-                LogChunkRow.stream == c.stream[:16], LogChunkRow.offset == c.offset))
-            if exists:
-                continue
-            try:
-                with s.begin_nested():
-                    s.add(LogChunkRow(job_id=int(c.job_id), attempt_id=int(c.attempt_id), rank=c.rank,
-                                      stream=c.stream[:16], offset=c.offset, data=c.data))
-                accepted += 1
-            except IntegrityError:
-                continue
+        for c in stored:
             for line in c.data.splitlines():
                 if line.startswith(wire.PROGRESS_PREFIX):
                     try:
@@ -189,5 +179,5 @@ def ingest_logs(db: Database, who: Principal, batch: wire.LogBatch) -> wire.Ack:
                     if isinstance(value, dict):
                         progress[int(c.job_id)] = value
         for job_id, value in progress.items():
-            s.execute(update(JobRow).where(JobRow.id == job_id).values(progress=value))
+            s.execute(update(JobRow).where(JobRow.id == job_id).values(progress=logs.clean_json(value)))
     return wire.Ack(accepted=accepted)

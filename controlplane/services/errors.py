@@ -48,6 +48,20 @@ class Unavailable(ServiceError):
     status, title = 503, "Service unavailable"
 
 
+class TooManyRequests(ServiceError):
+    """429 with the seconds after which a retry may succeed (sent as Retry-After)."""
+
+    status, title = 429, "Too many requests"
+
+    def __init__(self, detail: str, *, retry_after_s: float):
+        super().__init__(detail)
+        self.retry_after_s = retry_after_s
+
+
+class TooLarge(ServiceError):
+    status, title = 413, "Content too large"
+
+
 MAX_INT = 2**31 - 1  # bound for any count a client sends, so huge values get a 422, not a DB error
 
 

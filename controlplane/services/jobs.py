@@ -3,10 +3,12 @@ list (cursor pages), get, cancel; jobs as contract dicts."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import time
 
 from pydantic import ValidationError
-from sqlalchemy import insert, select, update
+from sqlalchemy import func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -22,6 +24,7 @@ from controlplane.services.paging import parse_cursor
 from controlplane.services.placement import placements_of
 from controlplane.services.principal import Principal
 from controlplane.services.serialize import iso
+from controlplane.services.submit_rules import QueuePolicy, check_pending_cap, check_policy, check_startable
 from workloads.specs import parse_job_spec
 
 MAX_SPEC_BYTES = 256 * 1024
@@ -60,10 +63,13 @@ def parse_spec(body: object):  # noqa: ANN201
     return spec
 
 
-def submit(db: Database, who: Principal, body: object, idempotency_key: str | None) -> tuple[dict, bool]:
-    """Store a validated spec as a pending job; returns (job, created). Same key again: same job."""
-    if idempotency_key is not None and not 0 < len(idempotency_key) <= 256:
-        raise Invalid("Idempotency-Key", "must be 1 to 256 characters")
+def submit(db: Database, who: Principal, body: object, idempotency_key: str | None, *,
+           max_pending: int = 10_000) -> tuple[dict, bool]:
+    """Store a validated spec as a pending job; returns (job, created). The same key with the same
+    body again answers the first job; with another body it is a 422 (IETF idempotency-key draft)."""
+    if idempotency_key is not None and not (0 < len(idempotency_key) <= 256 and idempotency_key.isprintable()):
+        raise Invalid("Idempotency-Key", "must be 1 to 256 printable characters")
+    body_hash = hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
     if isinstance(body, dict) and "team" in body:
         body = dict(body)
         team_name = body.pop("team")
@@ -75,16 +81,22 @@ def submit(db: Database, who: Principal, body: object, idempotency_key: str | No
         team_name = who.team
     spec = parse_spec(body)
     normalised = spec.model_dump(mode="json")
+    check_startable(normalised)
     try:
         # Core inserts on one connection: the hot path of the API, kept to two statements
         with db.engine.begin() as conn:
             team_id, queue_id = _resolve_queue(db, conn, team_name, spec.queue)
+            policy = _queue_policy(db, conn, queue_id, f"{team_name}/{spec.queue}")
+            if not who.is_admin:
+                check_policy(policy, normalised, spec.priority_value)
+            check_pending_cap(policy, _pending_count(db, conn, queue_id), max_pending)
             fields = dict(name=spec.name, kind=spec.kind, team_id=team_id, queue_id=queue_id,
                           user_id=who.user_id, status=JobState.PENDING.value,
                           priority=spec.priority_value, spec=normalised,
                           request=request_to_json(request_from_resources(normalised["resources"])),
                           min_runtime_s=float(spec.min_runtime_s), preemptible=bool(spec.preemptible),
                           max_attempts=spec.retry.max_attempts, idempotency_key=idempotency_key,
+                          idempotency_hash=body_hash if idempotency_key else None,
                           created_at=now(), attempt=0, pending_reason=None, status_reason=None,
                           reason_code=None, exit_code=None, endpoint=None, progress=None,
                           started_at=None, finished_at=None)
@@ -96,18 +108,54 @@ def submit(db: Database, who: Principal, body: object, idempotency_key: str | No
         out = job_dict(JobRow(id=job_id, **fields), team_name, spec.queue, who.user, [])
     except IntegrityError:
         if idempotency_key:  # the key was used before (a retry): answer with that job
-            existing = _by_key(db, who, idempotency_key)
+            existing = _by_key(db, who, idempotency_key, body_hash)
             if existing is not None:
                 return existing, False
         raise
     return out, True
 
 
-def _by_key(db: Database, who: Principal, key: str) -> dict | None:
+def _by_key(db: Database, who: Principal, key: str, body_hash: str) -> dict | None:
     with db.read() as s:
         job = s.scalar(select(JobRow).where(JobRow.user_id == who.user_id,
                                             JobRow.idempotency_key == key))
-        return dicts_for(s, [job])[0] if job else None
+        if job is None:
+            return None
+        if job.idempotency_hash not in (None, body_hash):
+            raise Invalid("Idempotency-Key", f"was already used for job {job.id} with a different body; "
+                                             "use a new key for a new job")
+        return dicts_for(s, [job])[0]
+
+
+QUEUE_FACTS_TTL_S = 1.0  # policies and pending counts are re-read at most this often per replica
+
+
+def _queue_policy(db: Database, conn, queue_id: int, name: str) -> QueuePolicy:  # noqa: ANN001
+    key = ("queue-policy", queue_id)
+    hit = db.cache.get(key)
+    if hit and hit[1] > time.monotonic():
+        return hit[0]
+    q = QueueRow.__table__.c
+    row = conn.execute(select(q.max_priority, q.allow_non_preemptible, q.max_min_runtime_s,
+                              q.max_pending_jobs).where(q.id == queue_id)).one()
+    policy = QueuePolicy(name, row[0], bool(row[1]), row[2], row[3])
+    db.cache[key] = (policy, time.monotonic() + QUEUE_FACTS_TTL_S)
+    return policy
+
+
+def _pending_count(db: Database, conn, queue_id: int) -> int:  # noqa: ANN001
+    """The queue's pending jobs, counted at most once a second per replica and counted up by each
+    submit in between (so a cap may be overshot by a second's worth of submits, never more)."""
+    key = ("queue-pending", queue_id)
+    hit = db.cache.get(key)
+    if hit and hit[1] > time.monotonic():
+        db.cache[key] = (hit[0] + 1, hit[1])
+        return hit[0]
+    j = JobRow.__table__.c
+    count = conn.execute(select(func.count()).select_from(JobRow.__table__).where(
+        j.queue_id == queue_id, j.status == JobState.PENDING.value)).scalar_one()
+    db.cache[key] = (count + 1, time.monotonic() + QUEUE_FACTS_TTL_S)
+    return count
 
 
 def _resolve_queue(db: Database, s, team: str, queue: str) -> tuple[int, int]:  # noqa: ANN001

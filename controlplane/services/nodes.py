@@ -8,7 +8,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from controlplane.core import wire
-from controlplane.db.base import now
+from controlplane.db.base import db_clock, now
 from controlplane.db.database import Database, retry_deadlocks
 from controlplane.core.states import NodeState, Role, StopKind
 from controlplane.db.models import (AcceleratorRow, JobRow, MemberRow, NodeRow, SampleRow,
@@ -35,20 +35,21 @@ def register(db: Database, who: Principal, req: wire.RegisterRequest,
             raise Invalid(f"accelerators.{i}.memory_mib", "must be positive")
     token = new_secret("gpn")
     ts = now()
+    clock = db_clock(db.engine.dialect.name)
     with db.tx() as s:
         node = s.scalar(select(NodeRow).where(NodeRow.name == info.hostname).with_for_update())
         if node is None:
             node = NodeRow(name=info.hostname, state=NodeState.READY.value, cordoned=False, epoch=1,
                            registered_at=ts, address=info.address, cpu_milli=info.cpu_milli,
                            memory_mib=info.memory_mib, labels=info.labels, backend=info.backend,
-                           agent_version=info.agent_version, last_heartbeat_at=ts)
+                           agent_version=info.agent_version, last_heartbeat_at=clock)
             s.add(node)
             s.flush()
             kind = "node_registered"
         else:
             node.address, node.cpu_milli, node.memory_mib = info.address, info.cpu_milli, info.memory_mib
             node.labels, node.backend, node.agent_version = info.labels, info.backend, info.agent_version
-            node.last_heartbeat_at = ts
+            node.last_heartbeat_at = clock
             node.epoch += 1
             if node.state == NodeState.NOT_READY.value:
                 node.state = NodeState.READY.value
@@ -101,16 +102,27 @@ def check_node(who: Principal, node_id: str) -> int:
 
 @retry_deadlocks
 def heartbeat(db: Database, who: Principal, hb: wire.Heartbeat, interval_s: float) -> wire.HeartbeatResponse:
-    """Mark the node alive (server clock) and store each accelerator's latest sample."""
+    """Mark the node alive (on the database's clock) and store each accelerator's latest sample.
+
+    A node that was lost comes back ready only once its agent runs no attempt it was not given
+    (copies the server gave up on and requeued): until then nothing new is placed on its GPUs.
+    """
     node_id = check_node(who, hb.node_id)
     ts = now()
+    clock = db_clock(db.engine.dialect.name)
     with db.tx() as s:
         alive = s.execute(update(NodeRow).where(NodeRow.id == node_id, NodeRow.state != NodeState.NOT_READY.value)
-                          .values(last_heartbeat_at=ts))
-        if not alive.rowcount:  # it was not_ready: it is back
-            s.execute(update(NodeRow).where(NodeRow.id == node_id).values(state=NodeState.READY.value, last_heartbeat_at=ts))
-            events.record(s, "node_ready", "node", who.node, who.actor, node_id=node_id,
-                          reason="heartbeats resumed")
+                          .values(last_heartbeat_at=clock))
+        if not alive.rowcount:  # it was not_ready: it is back, once its stale copies are gone
+            stale = _stale_attempts(s, node_id, hb.running_attempts)
+            values = {"last_heartbeat_at": clock}
+            if not stale:
+                values["state"] = NodeState.READY.value
+            done = s.execute(update(NodeRow).where(NodeRow.id == node_id,
+                                                   NodeRow.state == NodeState.NOT_READY.value).values(**values))
+            if done.rowcount and not stale:
+                events.record(s, "node_ready", "node", who.node, who.actor, node_id=node_id,
+                              reason="heartbeats resumed")
         mine = _node_uuids(db, s, node_id)
         newest: dict[str, wire.AcceleratorSample] = {}  # agents may send several samples per device
         for x in hb.samples:
@@ -123,6 +135,14 @@ def heartbeat(db: Database, who: Principal, hb: wire.Heartbeat, interval_s: floa
         if rows:
             s.connection().execute(_upsert_statement(db), rows)
     return wire.HeartbeatResponse(heartbeat_interval_s=interval_s)
+
+
+def _stale_attempts(s: Session, node_id: int, running: list[str]) -> list[str]:
+    """Attempts the agent still runs that have no live member on this node any more."""
+    ids = [int(a) for a in running if a.isascii() and a.isdigit() and len(a) < 19]
+    live = set(s.scalars(select(MemberRow.attempt_id).where(
+        MemberRow.node_id == node_id, MemberRow.attempt_id.in_(ids), MemberRow.state.in_(lifecycle.LIVE))))
+    return [a for a in running if not (a.isascii() and a.isdigit() and len(a) < 19 and int(a) in live)]
 
 
 def _finite(v: float | None) -> float | None:

@@ -9,6 +9,7 @@ Revises: 0003
 - api_tokens: an expiry for every token; bootstrap tokens may be single use and restricted to
   node names matching a pattern (used_at records the first use).
 - users: disabled users cannot authenticate.
+- jobs: an index to count a queue's pending jobs (the per-queue cap).
 """
 from __future__ import annotations
 
@@ -35,9 +36,11 @@ def upgrade() -> None:
     op.add_column('api_tokens', sa.Column('name_pattern', sa.String(253), nullable=True))
     op.add_column('api_tokens', sa.Column('used_at', sa.Float(), nullable=True))
     op.add_column('users', sa.Column('disabled', sa.Boolean(), nullable=False, server_default=sa.false()))
+    op.create_index('ix_jobs_queue_status', 'jobs', ['queue_id', 'status'])  # pending count per queue
 
 
 def downgrade() -> None:
+    op.drop_index('ix_jobs_queue_status', 'jobs')
     for table, column in (("jobs", "idempotency_hash"), ("queues", "max_priority"),
                           ("queues", "allow_non_preemptible"), ("queues", "max_min_runtime_s"),
                           ("queues", "max_pending_jobs"), ("api_tokens", "expires_at"),

@@ -61,6 +61,45 @@ def test_gang_rendezvous_and_failure_stops_the_rest(server) -> None:  # noqa: AN
         a.close()
 
 
+def test_a_gang_whose_member_never_started_still_ends(server) -> None:  # noqa: ANN001
+    """Rank 1's agent lost its start order (say it restarted with no state): the stop order names
+    the rank, the agent answers for that rank, and the attempt ends with every slice released."""
+    import time
+
+    model = f"N-{uuid.uuid4().hex[:6]}"
+    agents = [FakeAgent(server.url, server.bootstrap_token, f"never-{i}-{model}", gpus=1, model=model)
+              for i in range(2)]
+    for a in agents:
+        a.register()
+    with server.client() as c:
+        job_id = c.post("/api/v1/jobs", json={"name": "never", "command": ["train"],
+                                              "resources": {"gpu": 1, "nodes": 2, "models": [model]}}).json()["id"]
+        delivered = set()
+        deadline = time.monotonic() + 20
+        while len(delivered) < 2 and time.monotonic() < deadline:
+            for i, a in enumerate(agents):
+                a.heartbeat()
+                for o in a.assignments()["start"]:
+                    delivered.add(i)
+                    if i == 0:  # rank 0 starts; rank 1's order is handed out and then forgotten
+                        a.report(o["job_id"], o["attempt_id"], "started", rank=o["rank"])
+                        a.running[o["attempt_id"]] = (o["job_id"], o["rank"])
+            time.sleep(0.1)
+        assert delivered == {0, 1}
+        assert c.post(f"/api/v1/jobs/{job_id}/cancel").status_code == 200
+        stops = agents[1].assignments()["stop"]
+        assert [(x["job_id"], x["rank"]) for x in stops] == [(job_id, 1)]
+        agents[1].report(job_id, stops[0]["attempt_id"], "killed", rank=stops[0]["rank"])  # "not running here"
+        agents[0].step()  # rank 0 obeys its stop order
+        done = c.get(f"/api/v1/jobs/{job_id}").json()
+        assert done["status"] == "cancelled", done
+        for a in agents:
+            node = c.get(f"/api/v1/nodes/{a.hostname}").json()
+            assert node["accelerators"][0]["allocated_milli"] == 0
+    for a in agents:
+        a.close()
+
+
 def test_preemption_stops_then_requeues(tmp_path, db_url) -> None:  # noqa: ANN001
     migrate.upgrade(db_url)
     db = Database(db_url)

@@ -12,7 +12,9 @@ import pytest
 from tests.support.fake_agent import FakeAgent
 from tests.support.fixtures import server_fixture
 
-server = server_fixture({"GPUPOOL_HEARTBEAT_TIMEOUT_S": "1.5"})
+# long enough that agents which do not heartbeat in a test are not lost on a loaded machine,
+# short enough for the lost-node test
+server = server_fixture({"GPUPOOL_HEARTBEAT_TIMEOUT_S": "8"})
 
 
 def spec(name: str, model: str, gpu: float = 0.5, **extra) -> dict:  # noqa: ANN003
@@ -175,7 +177,7 @@ def test_lost_node_requeues_then_runs_elsewhere(server) -> None:  # noqa: ANN001
         job_id = c.post("/api/v1/jobs", json=spec("lost", model)).json()["id"]
         wait_for(lambda: job(c, job_id)["status"] == "running", agents=(doomed,))
         # the node stops heartbeating: past the timeout it is not_ready and the job requeued
-        requeued = wait_for(lambda: (j := job(c, job_id))["status"] == "pending" and j, timeout=20)
+        requeued = wait_for(lambda: (j := job(c, job_id))["status"] == "pending" and j, timeout=90)
         assert requeued["attempt"] == 1 and "lost" in requeued["status_reason"]
         node = c.get(f"/api/v1/nodes/{doomed.hostname}").json()
         assert node["state"] == "not_ready" and node["accelerators"][0]["allocated_milli"] == 0
@@ -187,7 +189,12 @@ def test_lost_node_requeues_then_runs_elsewhere(server) -> None:  # noqa: ANN001
         assert final["attempt"] == 2 and final["placement"][0]["node"] == rescue.hostname
         kinds = [e["kind"] for e in c.get(f"/api/v1/jobs/{job_id}/events").json()["items"]]
         assert "lost" in kinds and "requeued" in kinds
-        # the lost node comes back with a heartbeat
+        # the lost node comes back, but stays not_ready while it still runs the requeued copy...
+        assert doomed.heartbeat().status_code == 200
+        assert c.get(f"/api/v1/nodes/{doomed.hostname}").json()["state"] == "not_ready"
+        stale = list(doomed.running)
+        assert stale and not set(stale) & set(doomed.assignments()["desired_attempts"])
+        doomed.running.clear()  # ...until its agent has stopped that copy
         assert doomed.heartbeat().status_code == 200
         assert c.get(f"/api/v1/nodes/{doomed.hostname}").json()["state"] == "ready"
         rescue.close()
