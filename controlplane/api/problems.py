@@ -9,18 +9,20 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from controlplane.schemas.problems import PROBLEM_MEDIA, Problem
 from controlplane.services.errors import ServiceError
 
 log = logging.getLogger("gpupool.api")
-MEDIA = "application/problem+json"
+MEDIA = PROBLEM_MEDIA
 
 
 def problem(status: int, title: str, detail: str, errors: list[dict] | None = None,
             headers: dict | None = None) -> JSONResponse:
-    body = {"type": "about:blank", "title": title, "status": status, "detail": detail}
-    if errors:
-        body["errors"] = errors
-    return JSONResponse(body, status_code=status, media_type=MEDIA, headers=headers)
+    """A ``schemas.Problem`` answer (``errors`` only when there are field errors)."""
+    body = Problem.model_validate({"title": title, "status": status, "detail": detail,
+                                   "errors": errors or None})
+    return JSONResponse(body.model_dump(exclude_none=True), status_code=status, media_type=MEDIA,
+                        headers=headers)
 
 
 def _field(loc: tuple) -> str:

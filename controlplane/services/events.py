@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from controlplane.core.bounds import canonical_id
 from controlplane.db.base import now
 from controlplane.db.database import Database
 from controlplane.db.models import EventRow, JobRow, NodeRow
@@ -29,11 +30,8 @@ def event_dict(e: EventRow) -> dict:
 def parse_cursor(cursor: str | None) -> int | None:
     if cursor in (None, ""):
         return None
-    try:
-        value = int(cursor)
-    except ValueError:
-        raise Invalid("cursor", "not a cursor this server returned") from None
-    if value < 0:
+    value = canonical_id(cursor)
+    if value is None:
         raise Invalid("cursor", "not a cursor this server returned")
     return value
 
