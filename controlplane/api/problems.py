@@ -54,6 +54,9 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:  # FastAPI could not decode the body (e.g. not UTF-8): bad input
+            message = "malformed request body: not JSON text in UTF-8"
+            return problem(422, "Invalid input", f"body: {message}", [{"field": "body", "message": message}])
         titles = {404: "Not found", 405: "Method not allowed", 401: "Unauthorized"}
         detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
         return problem(exc.status_code, titles.get(exc.status_code, "Error"), detail)

@@ -141,6 +141,9 @@ def test_nul_never_reaches_the_database(server) -> None:  # noqa: ANN001
         _problem(c.get("/api/v1/nodes/a%00b"), 422, "name")
         _problem(c.get("/api/v1/events", params={"node": "a\x00"}), 422, "node")
         _problem(c.get("/api/v1/jobs", params={"queue": "a\x00"}), 422, "queue")
+        for path in ("/api/v1/jobs", "/api/v1/teams"):  # bytes that are not UTF-8 text
+            _problem(c.post(path, content=b"\xff\xfe{", headers={"content-type": "application/json"}),
+                     422, "body")
         assert len(c.get("/api/v1/jobs", params={"limit": 1000}).json()["items"]) == before
 
 
