@@ -40,7 +40,7 @@ class AcceleratorInfo(BaseModel):
 
 
 class NodeInfo(BaseModel):
-    hostname: Annotated[str, text(253)]
+    hostname: Annotated[str, text(253), Field(min_length=1)]
     address: Annotated[str, text(253)] = "127.0.0.1"  # where this node's job endpoints can be reached
     cpu_milli: Count64
     memory_mib: Count64

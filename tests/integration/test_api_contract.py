@@ -100,8 +100,10 @@ def test_integers_beyond_the_database_are_422(server) -> None:  # noqa: ANN001
             _problem(c.post("/api/v1/agent/register", headers=boot,
                             json={"node": node, "accelerators": [{**acc, field: value}]}),
                      422, f"accelerators.0.{field}")
-        _problem(c.post("/api/v1/agent/register", headers=boot,
-                        json={"node": {**node, "hostname": "a\x00b"}, "accelerators": []}), 422, "node.hostname")
+        for hostname in ("a\x00b", ""):  # a name no route could address
+            _problem(c.post("/api/v1/agent/register", headers=boot,
+                            json={"node": {**node, "hostname": hostname}, "accelerators": []}),
+                     422, "node.hostname")
     agent = FakeAgent(server.url, server.bootstrap_token, "bounds-agent", gpus=1)
     agent.register()
     report = {"seq": 1, "job_id": "1", "attempt_id": "1", "kind": "exited", "ts": 0}
