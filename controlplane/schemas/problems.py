@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import copy
 
-from pydantic import BaseModel
-
 from controlplane.schemas.base import ApiModel
 
 PROBLEM_MEDIA = "application/problem+json"
@@ -65,11 +63,6 @@ def inline_refs(schema: dict) -> dict:
     return walk(schema)  # type: ignore[return-value]
 
 
-def json_schema(model: type[BaseModel]) -> dict:
-    """The model's JSON schema (serialisation side) with its definitions inlined."""
-    return inline_refs(model.model_json_schema(mode="serialization"))
-
-
 def _bare(node: object) -> object:
     """Without titles and descriptions: the problem schema is repeated in every error response."""
     if isinstance(node, dict):
@@ -78,7 +71,7 @@ def _bare(node: object) -> object:
     return [_bare(x) for x in node] if isinstance(node, list) else node
 
 
-_PROBLEM_SCHEMA = _bare(json_schema(Problem))
+_PROBLEM_SCHEMA = _bare(inline_refs(Problem.model_json_schema(mode="serialization")))
 
 
 def problem_responses(*codes: int) -> dict[int | str, dict]:
