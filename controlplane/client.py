@@ -1,26 +1,35 @@
 """Typed HTTP client for the gpupool REST API (docs/api-contract.md); also the Python SDK.
 
-Every failed call raises ``GpupoolError`` carrying the server's problem+json (status, title,
-detail, field errors), so callers show one actionable line instead of a traceback.
+Calls return the API's schemas (``controlplane.schemas``: ``Job``, ``Node``, ``Queue``...), read
+as attributes (``job.status``; ``job["status"]`` still works for scripts written against the
+dict-returning SDK). Every failed call raises ``GpupoolError`` carrying the server's problem+json
+(status, title, detail, field errors), so callers show one actionable line instead of a traceback.
 
     from controlplane.client import GpupoolClient
     with GpupoolClient("http://127.0.0.1:8080", token) as c:
         job = c.submit_job({"name": "hello", "command": ["echo", "hi"], "resources": {"gpu": 0.25}})
-        c.wait_for_job(job["id"])
+        c.wait_for_job(job.id)
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, TypeVar
 
 import httpx
+from pydantic import BaseModel, ValidationError
 
 from controlplane.core.states import FINAL_STATES
+from controlplane.schemas import (AcceleratorList, BootstrapToken, Capacity, EventList, EventPage,
+                                  Health, Job, JobPage, Node, NodeList, Queue, QueueCreate,
+                                  QueueList, QueueUpdate, Team, TeamCreate, TeamList,
+                                  TokenCreate, TokenCreated, TokenList, TokenRevoked, User,
+                                  UserCreate, UserList, Whoami)
 
 DEFAULT_SERVER = "http://127.0.0.1:8080"
 Json = dict[str, Any]
+M = TypeVar("M", bound=BaseModel)
 
 
 class GpupoolError(Exception):
@@ -62,6 +71,14 @@ class GpupoolError(Exception):
                    problem=problem)
 
 
+def invalid_input(err: ValidationError) -> GpupoolError:
+    """Input the SDK refuses before sending it, worded like the server's 422."""
+    errors = [{"field": ".".join(str(x) for x in e["loc"]) or "body", "message": e["msg"]}
+              for e in err.errors()]
+    detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+    return GpupoolError(f"invalid input: {detail}", title="Invalid input", detail=detail, errors=errors)
+
+
 def _flatten_detail(detail: Any) -> str:
     if isinstance(detail, list):
         parts = []
@@ -76,7 +93,7 @@ def _flatten_detail(detail: Any) -> str:
 
 
 class GpupoolClient:
-    """One server, one token. Methods return the contract's JSON objects as dicts."""
+    """One server, one token. Methods return ``controlplane.schemas`` objects."""
 
     def __init__(self, server: str = DEFAULT_SERVER, token: str | None = None, *,
                  timeout: float = 30.0, transport: httpx.BaseTransport | None = None):
@@ -108,56 +125,69 @@ class GpupoolClient:
             raise GpupoolError.from_response(resp)
         return resp
 
-    def _json(self, method: str, path: str, **kw: Any) -> Any:
+    def _call(self, model: type[M], method: str, path: str, **kw: Any) -> M:
+        """One call whose JSON answer is ``model``."""
         resp = self._request(method, path, **kw)
-        if not resp.content:
-            return {}
         try:
-            return resp.json()
-        except ValueError as e:
-            raise GpupoolError(f"the server at {self.server} answered {path} with non-JSON "
-                               f"({resp.headers.get('content-type', '?')})") from e
+            return model.model_validate_json(resp.content)
+        except ValidationError as e:
+            raise GpupoolError(f"the server at {self.server} answered {method} {path} with something "
+                               f"other than a {model.__name__} ({resp.headers.get('content-type', '?')}): "
+                               f"{str(e).splitlines()[0]}") from e
+
+    @staticmethod
+    def _body(model: type[BaseModel], **fields: Any) -> dict[str, Any]:
+        """``fields`` checked against the request schema (same messages as the server's 422)."""
+        try:
+            return model.model_validate(fields).model_dump(mode="json", include=set(fields))
+        except ValidationError as e:
+            raise invalid_input(e) from None
 
     @staticmethod
     def _params(**kw: Any) -> dict[str, Any]:
         return {k: v for k, v in kw.items() if v is not None}
 
     # -- health ---------------------------------------------------------------------------
-    def health(self) -> Json:
-        return self._json("GET", "/healthz")
+    def health(self) -> Health:
+        return self._call(Health, "GET", "/healthz")
 
-    def ready(self) -> Json:
-        return self._json("GET", "/readyz")
+    def ready(self) -> Health:
+        return self._call(Health, "GET", "/readyz")
 
-    def whoami(self) -> Json:
-        return self._json("GET", "/api/v1/whoami")
+    def whoami(self) -> Whoami:
+        return self._call(Whoami, "GET", "/api/v1/whoami")
 
     # -- jobs -----------------------------------------------------------------------------
-    def submit_job(self, spec: Json, *, idempotency_key: str | None = None) -> Json:
+    def submit_job(self, spec: Mapping[str, Any] | BaseModel, *,
+                   idempotency_key: str | None = None) -> Job:
+        """Submit a spec (a mapping, or a ``workloads.specs`` model); 201 new, or the job an
+        earlier submit with the same ``idempotency_key`` created."""
+        body = spec.model_dump(mode="json") if isinstance(spec, BaseModel) else dict(spec)
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
-        return self._json("POST", "/api/v1/jobs", json=spec, headers=headers)
+        return self._call(Job, "POST", "/api/v1/jobs", json=body, headers=headers)
 
     def list_jobs(self, *, status: str | None = None, queue: str | None = None,
                   team: str | None = None, limit: int | None = None,
-                  cursor: str | None = None) -> Json:
-        return self._json("GET", "/api/v1/jobs", params=self._params(
-            status=status, queue=queue, team=team, limit=limit, cursor=cursor))
+                  cursor: str | None = None, include_spec: bool = False) -> JobPage:
+        return self._call(JobPage, "GET", "/api/v1/jobs", params=self._params(
+            status=status, queue=queue, team=team, limit=limit, cursor=cursor,
+            include="spec" if include_spec else None))
 
-    def iter_jobs(self, **filters: Any) -> Iterator[Json]:
+    def iter_jobs(self, **filters: Any) -> Iterator[Job]:
         """Every job matching the filters, following the cursor."""
         cursor = None
         while True:
             page = self.list_jobs(cursor=cursor, **filters)
-            yield from page.get("items", [])
-            cursor = page.get("next_cursor")
+            yield from page.items
+            cursor = page.next_cursor
             if not cursor:
                 return
 
-    def get_job(self, job_id: str) -> Json:
-        return self._json("GET", f"/api/v1/jobs/{_seg(job_id)}")
+    def get_job(self, job_id: str) -> Job:
+        return self._call(Job, "GET", f"/api/v1/jobs/{_seg(job_id)}")
 
-    def cancel_job(self, job_id: str) -> Json:
-        return self._json("POST", f"/api/v1/jobs/{_seg(job_id)}/cancel")
+    def cancel_job(self, job_id: str) -> Job:
+        return self._call(Job, "POST", f"/api/v1/jobs/{_seg(job_id)}/cancel")
 
     def job_logs(self, job_id: str, *, tail: int | None = None, rank: int | None = None) -> str:
         resp = self._request("GET", f"/api/v1/jobs/{_seg(job_id)}/logs",
@@ -178,86 +208,92 @@ class GpupoolClient:
         except httpx.HTTPError as e:
             raise GpupoolError(f"log stream from {self.server} broke: {e}") from e
 
-    def job_events(self, job_id: str) -> Json:
-        return self._json("GET", f"/api/v1/jobs/{_seg(job_id)}/events")
+    def job_events(self, job_id: str) -> EventList:
+        return self._call(EventList, "GET", f"/api/v1/jobs/{_seg(job_id)}/events")
 
     def wait_for_job(self, job_id: str, *, timeout: float = 600.0, interval: float = 0.5,
-                     until: Callable[[Json], bool] | None = None,
-                     on_update: Callable[[Json], None] | None = None) -> Json:
+                     until: Callable[[Job], bool] | None = None,
+                     on_update: Callable[[Job], None] | None = None) -> Job:
         """Poll until the job is final (or ``until(job)`` holds); raises GpupoolError on timeout."""
         deadline = time.monotonic() + timeout
         while True:
             job = self.get_job(job_id)
             if on_update:
                 on_update(job)
-            if (until(job) if until else job.get("status") in FINAL_STATES):
+            if (until(job) if until else job.status in FINAL_STATES):
                 return job
             if time.monotonic() >= deadline:
-                raise GpupoolError(f"job {job_id} still {job.get('status')} after {timeout:.0f}s")
+                raise GpupoolError(f"job {job_id} still {job.status} after {timeout:.0f}s")
             time.sleep(interval)
 
     # -- nodes and capacity ---------------------------------------------------------------
-    def list_nodes(self) -> Json:
-        return self._json("GET", "/api/v1/nodes")
+    def list_nodes(self) -> NodeList:
+        return self._call(NodeList, "GET", "/api/v1/nodes")
 
-    def get_node(self, name: str) -> Json:
-        return self._json("GET", f"/api/v1/nodes/{_seg(name)}")
+    def get_node(self, name: str) -> Node:
+        return self._call(Node, "GET", f"/api/v1/nodes/{_seg(name)}")
 
-    def cordon_node(self, name: str) -> Json:
-        return self._json("POST", f"/api/v1/nodes/{_seg(name)}/cordon")
+    def cordon_node(self, name: str) -> Node:
+        return self._call(Node, "POST", f"/api/v1/nodes/{_seg(name)}/cordon")
 
-    def uncordon_node(self, name: str) -> Json:
-        return self._json("POST", f"/api/v1/nodes/{_seg(name)}/uncordon")
+    def uncordon_node(self, name: str) -> Node:
+        return self._call(Node, "POST", f"/api/v1/nodes/{_seg(name)}/uncordon")
 
-    def drain_node(self, name: str) -> Json:
-        return self._json("POST", f"/api/v1/nodes/{_seg(name)}/drain")
+    def drain_node(self, name: str) -> Node:
+        return self._call(Node, "POST", f"/api/v1/nodes/{_seg(name)}/drain")
 
-    def list_accelerators(self) -> Json:
-        return self._json("GET", "/api/v1/accelerators")
+    def list_accelerators(self) -> AcceleratorList:
+        return self._call(AcceleratorList, "GET", "/api/v1/accelerators")
 
-    def capacity(self) -> Json:
-        return self._json("GET", "/api/v1/capacity")
+    def capacity(self) -> Capacity:
+        return self._call(Capacity, "GET", "/api/v1/capacity")
 
     # -- teams, queues, users, tokens -----------------------------------------------------
-    def list_teams(self) -> Json:
-        return self._json("GET", "/api/v1/teams")
+    def list_teams(self) -> TeamList:
+        return self._call(TeamList, "GET", "/api/v1/teams")
 
-    def create_team(self, name: str) -> Json:
-        return self._json("POST", "/api/v1/teams", json={"name": name})
+    def create_team(self, name: str) -> Team:
+        return self._call(Team, "POST", "/api/v1/teams", json=self._body(TeamCreate, name=name))
 
-    def list_queues(self) -> Json:
-        return self._json("GET", "/api/v1/queues")
+    def list_queues(self) -> QueueList:
+        return self._call(QueueList, "GET", "/api/v1/queues")
 
-    def create_queue(self, name: str, team: str, **fields: Any) -> Json:
-        return self._json("POST", "/api/v1/queues", json={"name": name, "team": team, **fields})
+    def create_queue(self, name: str, team: str, **fields: Any) -> Queue:
+        """``fields``: guarantee_milli, limit_milli (None: no limit), weight."""
+        return self._call(Queue, "POST", "/api/v1/queues",
+                          json=self._body(QueueCreate, name=name, team=team, **fields))
 
-    def update_queue(self, name: str, **fields: Any) -> Json:
-        return self._json("PATCH", f"/api/v1/queues/{_seg(name)}", json=fields)
+    def update_queue(self, name: str, *, team: str | None = None, **fields: Any) -> Queue:
+        """Change the given quota fields; ``team`` picks the queue when the name is in several."""
+        return self._call(Queue, "PATCH", f"/api/v1/queues/{_seg(name)}",
+                          params=self._params(team=team), json=self._body(QueueUpdate, **fields))
 
-    def delete_queue(self, name: str) -> Json:
-        return self._json("DELETE", f"/api/v1/queues/{_seg(name)}")
+    def delete_queue(self, name: str, *, team: str | None = None) -> Queue:
+        return self._call(Queue, "DELETE", f"/api/v1/queues/{_seg(name)}", params=self._params(team=team))
 
-    def list_users(self) -> Json:
-        return self._json("GET", "/api/v1/users")
+    def list_users(self) -> UserList:
+        return self._call(UserList, "GET", "/api/v1/users")
 
-    def create_user(self, name: str, team: str, role: str = "member") -> Json:
-        return self._json("POST", "/api/v1/users", json={"name": name, "team": team, "role": role})
+    def create_user(self, name: str, team: str, role: str = "member") -> User:
+        return self._call(User, "POST", "/api/v1/users",
+                          json=self._body(UserCreate, name=name, team=team, role=role))
 
-    def create_token(self, user: str, name: str) -> Json:
-        return self._json("POST", "/api/v1/tokens", json={"user": user, "name": name})
+    def create_token(self, user: str, name: str) -> TokenCreated:
+        return self._call(TokenCreated, "POST", "/api/v1/tokens",
+                          json=self._body(TokenCreate, user=user, name=name))
 
-    def list_tokens(self) -> Json:
-        return self._json("GET", "/api/v1/tokens")
+    def list_tokens(self) -> TokenList:
+        return self._call(TokenList, "GET", "/api/v1/tokens")
 
-    def delete_token(self, token_id: str) -> Json:
-        return self._json("DELETE", f"/api/v1/tokens/{_seg(token_id)}")
+    def delete_token(self, token_id: str) -> TokenRevoked:
+        return self._call(TokenRevoked, "DELETE", f"/api/v1/tokens/{_seg(token_id)}")
 
-    def create_bootstrap_token(self) -> Json:
-        return self._json("POST", "/api/v1/bootstrap-tokens")
+    def create_bootstrap_token(self) -> BootstrapToken:
+        return self._call(BootstrapToken, "POST", "/api/v1/bootstrap-tokens")
 
     def list_events(self, *, job: str | None = None, node: str | None = None,
-                    limit: int | None = None, cursor: str | None = None) -> Json:
-        return self._json("GET", "/api/v1/events", params=self._params(
+                    limit: int | None = None, cursor: str | None = None) -> EventPage:
+        return self._call(EventPage, "GET", "/api/v1/events", params=self._params(
             job=job, node=node, limit=limit, cursor=cursor))
 
 

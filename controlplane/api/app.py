@@ -18,6 +18,7 @@ from controlplane.db.database import Database
 from controlplane.loops.runner import Loops
 from controlplane.metrics import CONTENT_TYPE_LATEST, ControlPlaneMetrics
 from controlplane.metrics_http import LatencyMiddleware
+from controlplane.schemas import Health, problem_responses
 from controlplane.settings import Settings
 from controlplane.web.router import dashboard_router
 
@@ -51,11 +52,11 @@ def build_app(db: Database, settings: Settings, *, metrics: ControlPlaneMetrics 
     app.add_middleware(LatencyMiddleware, metrics=metrics)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)  # outermost: before any parsing
 
-    @app.get("/healthz", tags=["health"])
+    @app.get("/healthz", tags=["health"], response_model=Health)
     def healthz() -> dict:
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["health"])
+    @app.get("/readyz", tags=["health"], response_model=Health, responses=problem_responses(503))
     async def readyz() -> JSONResponse:
         ok, why = await run_in_threadpool(_ready, db)
         if ok:

@@ -10,18 +10,20 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from controlplane.schemas.problems import PROBLEM_MEDIA, Problem
 from controlplane.services.errors import ServiceError, TooManyRequests
 
 log = logging.getLogger("gpupool.api")
-MEDIA = "application/problem+json"
+MEDIA = PROBLEM_MEDIA
 
 
 def problem(status: int, title: str, detail: str, errors: list[dict] | None = None,
             headers: dict | None = None) -> JSONResponse:
-    body = {"type": "about:blank", "title": title, "status": status, "detail": detail}
-    if errors:
-        body["errors"] = errors
-    return JSONResponse(body, status_code=status, media_type=MEDIA, headers=headers)
+    """A ``schemas.Problem`` answer (``errors`` only when there are field errors)."""
+    body = Problem.model_validate({"title": title, "status": status, "detail": detail,
+                                   "errors": errors or None})
+    return JSONResponse(body.model_dump(exclude_none=True), status_code=status, media_type=MEDIA,
+                        headers=headers)
 
 
 def _field(loc: tuple) -> str:
@@ -55,6 +57,9 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:  # FastAPI could not decode the body (e.g. not UTF-8): bad input
+            message = "malformed request body: not JSON text in UTF-8"
+            return problem(422, "Invalid input", f"body: {message}", [{"field": "body", "message": message}])
         titles = {404: "Not found", 405: "Method not allowed", 401: "Unauthorized"}
         detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
         return problem(exc.status_code, titles.get(exc.status_code, "Error"), detail)

@@ -7,8 +7,11 @@ from controlplane.api.deps import agent, get_db, get_settings, principal
 from controlplane.api.epochs import EpochWatcher
 from controlplane.api.workpools import run_agent_work
 from controlplane.core import wire
+from controlplane.core.bounds import INT64_MAX
 from controlplane.core.states import Role
 from controlplane.db.database import Database
+from controlplane.schemas import problem_responses
+from controlplane.schemas.problems import AUTHENTICATED
 from controlplane.services import agent as svc
 from controlplane.services import nodes
 from controlplane.services.auth import Principal
@@ -17,9 +20,11 @@ from controlplane.services.logs import LogCap
 from controlplane.settings import Settings
 
 router = APIRouter(prefix="/api/v1/agent", tags=["agent"])
+REPORT = problem_responses(*AUTHENTICATED, 413, 422)
 
 
-@router.post("/register")
+@router.post("/register", response_model=wire.RegisterResponse,
+             responses=problem_responses(*AUTHENTICATED, 409, 413, 422))
 async def register(request: Request, req: wire.RegisterRequest, who: Principal = Depends(principal),
                    db: Database = Depends(get_db),
                    settings: Settings = Depends(get_settings)) -> wire.RegisterResponse:
@@ -28,16 +33,17 @@ async def register(request: Request, req: wire.RegisterRequest, who: Principal =
     return await run_agent_work(request, nodes.register, db, who, req, settings.heartbeat_interval_s)
 
 
-@router.post("/heartbeat")
+@router.post("/heartbeat", response_model=wire.HeartbeatResponse, responses=REPORT)
 async def heartbeat(request: Request, hb: wire.Heartbeat, who: Principal = Depends(agent),
                     db: Database = Depends(get_db),
                     settings: Settings = Depends(get_settings)) -> wire.HeartbeatResponse:
     return await run_agent_work(request, nodes.heartbeat, db, who, hb, settings.heartbeat_interval_s)
 
 
-@router.get("/assignments")
+@router.get("/assignments", response_model=wire.Assignments,
+            responses=problem_responses(*AUTHENTICATED, 422))
 async def assignments(request: Request, wait: float = Query(0, ge=0, le=300),
-                      epoch: int | None = Query(None, ge=0),
+                      epoch: int | None = Query(None, ge=0, le=INT64_MAX),
                       who: Principal = Depends(agent), db: Database = Depends(get_db)) -> wire.Assignments:
     """Answers at once when the node's epoch differs from ``epoch``; else waits up to ``wait``."""
     if epoch is not None and wait > 0:
@@ -51,13 +57,13 @@ async def assignments(request: Request, wait: float = Query(0, ge=0, le=300),
     return await run_agent_work(request, svc.assignments, db, who)
 
 
-@router.post("/status")
+@router.post("/status", response_model=wire.Ack, responses=REPORT)
 async def status(request: Request, batch: wire.StatusBatch, who: Principal = Depends(agent),
                  db: Database = Depends(get_db)) -> wire.Ack:
     return await run_agent_work(request, svc.report_status, db, who, batch)
 
 
-@router.post("/logs")
+@router.post("/logs", response_model=wire.Ack, responses=REPORT)
 async def logs(request: Request, batch: wire.LogBatch, who: Principal = Depends(agent),
                db: Database = Depends(get_db), settings: Settings = Depends(get_settings)) -> wire.Ack:
     cap = LogCap(settings.log_max_bytes, min(settings.log_head_bytes, settings.log_max_bytes))

@@ -28,14 +28,15 @@ def token_create(
     """Create an API token; the secret is shown once."""
     with target(ctx).client() as client:
         if not user:
-            user = client.whoami().get("user")
+            user = client.whoami().user
+            if not user:
+                raise CliError("this token belongs to no user; pass --user")
         answer = client.create_token(user, name)
     if quiet:
-        print(answer["token"])
+        print(answer.token)
         return
-    console.print(f"token {escape(str(answer.get('id')))} for user {escape(str(user))} "
-                  "(shown once, keep it safe):")
-    print(answer["token"])
+    console.print(f"token {escape(answer.id)} for user {escape(answer.user)} (shown once, keep it safe):")
+    print(answer.token)
 
 
 @db_app.command("upgrade")

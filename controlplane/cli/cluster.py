@@ -19,7 +19,7 @@ def register(app: typer.Typer) -> None:
 def nodes(ctx: typer.Context) -> None:
     """Nodes, their GPUs and what is allocated on them."""
     with target(ctx).client() as client:
-        items = client.list_nodes().get("items", [])
+        items = client.list_nodes().items
     if not items:
         console.print("no nodes registered (start an agent: gpupool agent --server URL --token T)")
         return
@@ -38,7 +38,7 @@ def capacity(ctx: typer.Context) -> None:
 def queues(ctx: typer.Context) -> None:
     """Queues with their quota (guarantee, limit), use and waiting jobs."""
     with target(ctx).client() as client:
-        items = client.list_queues().get("items", [])
+        items = client.list_queues().items
     if not items:
         console.print("no queues")
         return

@@ -15,9 +15,11 @@ from controlplane.cli.context import target
 from controlplane.cli.errors import CliError, console, handle_errors
 from controlplane.cli.render import fmt_reason, job_detail, jobs_table, progress_fraction
 from controlplane.cli.specfile import load_spec_file
-from controlplane.core.states import FINAL_STATES
+from controlplane.client import GpupoolClient
+from controlplane.core.states import FINAL_STATES, JobState
+from controlplane.schemas import Job
 
-JOB_STATUSES = ("pending", "scheduled", "running", "succeeded", "failed", "cancelled", "lost")
+JOB_STATUSES = tuple(s.value for s in JobState)
 
 
 def register(app: typer.Typer) -> None:
@@ -47,14 +49,13 @@ def submit(
     with target(ctx).client() as client:
         job = client.submit_job(spec, idempotency_key=idempotency_key)
         if quiet:
-            print(job["id"])
+            print(job.id)
         else:
-            console.print(f"submitted job [bold]{escape(str(job['id']))}[/] "
-                          f"({escape(str(job.get('name')))}) to queue {escape(str(job.get('queue')))}: "
-                          f"{job.get('status')}")
+            console.print(f"submitted job [bold]{escape(job.id)}[/] ({escape(job.name)}) to queue "
+                          f"{escape(job.queue)}: {job.status}")
         if wait:
-            final = watch_job(client, job["id"])
-            if final.get("status") != "succeeded":
+            final = watch_job(client, job.id)
+            if final.status != JobState.SUCCEEDED:
                 raise typer.Exit(1)
 
 
@@ -79,7 +80,7 @@ def list_jobs(
     if not items:
         console.print("no jobs")
         return
-    teams = {j.get("team") for j in items}
+    teams = {j.team for j in items}
     console.print(jobs_table(items, show_team=len(teams) > 1, width=console.width))
 
 
@@ -92,11 +93,11 @@ def show_job(
     """Details of one job: status, pending reason, placement, progress."""
     with target(ctx).client() as client:
         job = client.get_job(job_id)
-        if not watch or job.get("status") in FINAL_STATES:
+        if not watch or job.status in FINAL_STATES:
             console.print(job_detail(job))
             return
         with Live(job_detail(job), console=console, refresh_per_second=4) as live:
-            while job.get("status") not in FINAL_STATES:
+            while job.status not in FINAL_STATES:
                 time.sleep(1.0)
                 job = client.get_job(job_id)
                 live.update(job_detail(job))
@@ -128,11 +129,11 @@ def cancel(ctx: typer.Context, job_id: str = typer.Argument(..., metavar="ID", s
     """Cancel a job (a running one is stopped: SIGTERM, then SIGKILL after its grace period)."""
     with target(ctx).client() as client:
         job = client.cancel_job(job_id)
-    console.print(f"job [bold]{escape(str(job['id']))}[/]: {job.get('status')}"
-                  + (f" ({escape(str(job['status_reason']))})" if job.get("status_reason") else ""))
+    console.print(f"job [bold]{escape(job.id)}[/]: {job.status}"
+                  + (f" ({escape(job.status_reason)})" if job.status_reason else ""))
 
 
-def watch_job(client, job_id: str, timeout: float = 24 * 3600) -> dict:
+def watch_job(client: GpupoolClient, job_id: str, timeout: float = 24 * 3600) -> Job:
     """Show a spinner while pending and a progress bar while running; returns the final job."""
     progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
                         TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(), console=console,
@@ -140,17 +141,17 @@ def watch_job(client, job_id: str, timeout: float = 24 * 3600) -> dict:
     with progress:
         task = progress.add_task(f"job {job_id}", total=None)
 
-        def update(job: dict) -> None:
-            status = job.get("status")
-            reason = fmt_reason(job) if status == "pending" else ""
+        def update(job: Job) -> None:
+            status = job.status
+            reason = fmt_reason(job) if status == JobState.PENDING else ""
             desc = f"job {job_id} [bold]{status}[/]" + (f" - {escape(reason)}" if reason else "")
-            frac = progress_fraction(job.get("progress"))
-            if status == "succeeded":
+            frac = progress_fraction(job.progress)
+            if status == JobState.SUCCEEDED:
                 frac = 1.0
             progress.update(task, description=desc, total=1.0 if frac is not None else None,
                             completed=frac or 0)
 
         job = client.wait_for_job(job_id, timeout=timeout, interval=1.0, on_update=update)
-    console.print(f"job {escape(str(job_id))} {job.get('status')}"
-                  + (f" (exit code {job['exit_code']})" if job.get("exit_code") is not None else ""))
+    console.print(f"job {escape(str(job_id))} {job.status}"
+                  + (f" (exit code {job.exit_code})" if job.exit_code is not None else ""))
     return job

@@ -1,4 +1,5 @@
-"""Pure formatting of API objects into rich tables and lines (no I/O, unit-tested)."""
+"""Pure formatting of API objects (``controlplane.schemas``) into rich tables and lines (no I/O,
+unit-tested)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,12 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from controlplane.core.states import JobState, NodeState
+from controlplane.schemas import Capacity, CapacityFigures, Job, JobRequest, Node, PlacementMember, Queue
+
 STATUS_STYLE = {
-    "pending": "yellow", "scheduled": "cyan", "running": "bold cyan", "succeeded": "green",
-    "failed": "bold red", "cancelled": "magenta", "lost": "red",
+    JobState.PENDING: "yellow", JobState.SCHEDULED: "cyan", JobState.RUNNING: "bold cyan",
+    JobState.SUCCEEDED: "green", JobState.FAILED: "bold red", JobState.CANCELLED: "magenta",
 }
 
 
@@ -34,35 +38,36 @@ def fmt_gpus_milli(milli: float | int | None) -> str:
     return f"{value:.0f}" if value == int(value) else f"{value:.3f}".rstrip("0").rstrip(".")
 
 
-def fmt_request(request: dict | None) -> str:
+def fmt_request(request: JobRequest | None) -> str:
     """'0.25 GPU, 20 GiB' / '2 GPU' / '2 GPU x 2 nodes' / 'cpu only'."""
-    if not request:
+    if request is None:
         return "-"
-    gpu = request.get("gpu") or 0
-    nodes = request.get("nodes") or 1
-    if not gpu and not request.get("gpu_memory_mib"):
+    gpu, nodes, memory = request.gpu, request.nodes, request.gpu_memory_mib
+    if not gpu and not memory:
         text = "cpu only"
     else:
         text = f"{fmt_gpus_milli(round(float(gpu) * 1000))} GPU"
-        if gpu < 1 and request.get("gpu_memory_mib"):
-            text += f", {fmt_mib(request['gpu_memory_mib'])}"
+        if gpu < 1 and memory:
+            text += f", {fmt_mib(memory)}"
     if nodes > 1:
         text += f" x {nodes} nodes"
     return text
 
 
 def fmt_status(status: str | None) -> Text:
-    status = status or "?"
-    return Text(status, style=STATUS_STYLE.get(status, ""))
+    return Text(str(status or "?"), style=STATUS_STYLE.get(status, ""))  # type: ignore[arg-type]
 
 
-def parse_ts(value: Any) -> datetime | None:
+def parse_ts(value: datetime | str | None) -> datetime | None:
     if not value:
         return None
-    try:
-        ts = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
-        return None
+    if isinstance(value, datetime):
+        ts = value
+    else:
+        try:
+            ts = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        except ValueError:
+            return None
     return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
 
 
@@ -114,40 +119,27 @@ def fmt_progress(progress: dict | None) -> str:
     return f"{frac * 100:.0f}% ({int(float(progress['step']))}/{int(float(progress['total']))})"
 
 
-def fmt_reason(job: dict) -> str:
+def fmt_reason(job: Job) -> str:
     """Why a job is where it is: the pending reason, else the status reason."""
-    reason = job.get("pending_reason")
-    if job.get("status") == "pending" and isinstance(reason, dict) and reason.get("message"):
-        code = reason.get("code")
-        return f"[{code}] {reason['message']}" if code else str(reason["message"])
-    if job.get("status") in ("succeeded", "running", "scheduled"):
+    reason = job.pending_reason
+    if job.status == JobState.PENDING and reason is not None and reason.message:
+        return f"[{reason.code}] {reason.message}" if reason.code else reason.message
+    if job.status in (JobState.SUCCEEDED, JobState.RUNNING, JobState.SCHEDULED):
         return ""
-    return str(job.get("status_reason") or "")
+    return job.status_reason or ""
 
 
-def placement_summary(job: dict) -> str:
-    """'node-0: 2 slices' style one-liner for the jobs table."""
-    members = job.get("placement") or []
-    if not members:
-        return "-"
-    nodes: dict[str, int] = {}
-    for m in members:
-        nodes[m.get("node", "?")] = nodes.get(m.get("node", "?"), 0) + len(m.get("slices") or [])
-    return ", ".join(f"{n}({c})" for n, c in nodes.items())
-
-
-def jobs_table(jobs: list[dict], *, show_team: bool = True, width: int = 200) -> Table:
+def jobs_table(jobs: list[Job], *, show_team: bool = True, width: int = 200) -> Table:
     """One row per job in ``width`` columns: names and reasons are cut short with an ellipsis.
 
     On a narrow terminal the team, queue and age columns go first (``gpupool job ID`` has them).
     """
     every = ["ID", "NAME", "STATUS", "QUEUE", "TEAM", "REQUEST", "PROGRESS", "AGE", "REASON"]
     values = {
-        "ID": lambda j: str(j.get("id", "")), "NAME": lambda j: str(j.get("name", "")),
-        "STATUS": lambda j: str(j.get("status", "?")), "QUEUE": lambda j: str(j.get("queue", "")),
-        "TEAM": lambda j: str(j.get("team", "")), "REQUEST": lambda j: fmt_request(j.get("request")),
-        "PROGRESS": lambda j: fmt_progress(j.get("progress")),
-        "AGE": lambda j: fmt_age(j.get("created_at")), "REASON": fmt_reason,
+        "ID": lambda j: j.id, "NAME": lambda j: j.name, "STATUS": lambda j: str(j.status),
+        "QUEUE": lambda j: j.queue, "TEAM": lambda j: j.team, "REQUEST": lambda j: fmt_request(j.request),
+        "PROGRESS": lambda j: fmt_progress(j.progress), "AGE": lambda j: fmt_age(j.created_at),
+        "REASON": fmt_reason,
     }
     cols = [c for c in every if c != "TEAM" or show_team]
     rows = [{c: values[c](j) for c in every} for j in jobs]
@@ -181,40 +173,39 @@ def _cut(text: str, width: int) -> str:
     return text if len(text) <= width else text[: max(0, width - 1)] + "…"
 
 
-def job_detail(job: dict) -> Group:
+def job_detail(job: Job) -> Group:
     """Everything about one job: fields, pending reason, progress bar, placement."""
     info = Table.grid(padding=(0, 2))
     info.add_column(style="bold")
     info.add_column()
-    info.add_row("id", escape(str(job.get("id"))))
-    info.add_row("name", escape(str(job.get("name"))))
-    info.add_row("kind", escape(str(job.get("kind", "custom"))))
-    info.add_row("status", fmt_status(job.get("status")))
-    info.add_row("team / queue", escape(f"{job.get('team')} / {job.get('queue')}"))
-    info.add_row("user", escape(str(job.get("user") or "-")))
-    info.add_row("priority", escape(str(job.get("priority"))))
-    info.add_row("request", fmt_request(job.get("request")))
-    info.add_row("attempt", f"{job.get('attempt', 0)} of {job.get('max_attempts', '?')}")
-    info.add_row("created", fmt_time(job.get("created_at")))
-    info.add_row("started", fmt_time(job.get("started_at")))
-    info.add_row("finished", fmt_time(job.get("finished_at")))
-    if job.get("started_at"):
-        info.add_row("run time", fmt_duration(job.get("started_at"), job.get("finished_at")))
-    if job.get("exit_code") is not None:
-        info.add_row("exit code", str(job["exit_code"]))
-    if job.get("endpoint"):
-        info.add_row("endpoint", escape(str(job["endpoint"])))
+    info.add_row("id", escape(job.id))
+    info.add_row("name", escape(job.name))
+    info.add_row("kind", escape(job.kind))
+    info.add_row("status", fmt_status(job.status))
+    info.add_row("team / queue", escape(f"{job.team} / {job.queue}"))
+    info.add_row("user", escape(job.user or "-"))
+    info.add_row("priority", str(job.priority))
+    info.add_row("request", fmt_request(job.request))
+    info.add_row("attempt", f"{job.attempt} of {job.max_attempts}")
+    info.add_row("created", fmt_time(job.created_at))
+    info.add_row("started", fmt_time(job.started_at))
+    info.add_row("finished", fmt_time(job.finished_at))
+    if job.started_at:
+        info.add_row("run time", fmt_duration(job.started_at, job.finished_at))
+    if job.exit_code is not None:
+        info.add_row("exit code", str(job.exit_code))
+    if job.endpoint:
+        info.add_row("endpoint", escape(job.endpoint))
     reason = fmt_reason(job)
     if reason:
-        label = "pending because" if job.get("status") == "pending" else "reason"
-        info.add_row(label, Text(reason, style="yellow" if job.get("status") == "pending" else ""))
-    if isinstance(job.get("progress"), dict):
-        for label, cell in progress_rows(job["progress"]):
+        pending = job.status == JobState.PENDING
+        info.add_row("pending because" if pending else "reason", Text(reason, style="yellow" if pending else ""))
+    if job.progress is not None:
+        for label, cell in progress_rows(job.progress):
             info.add_row(label, cell)
     parts: list[Any] = [info]
-    members = job.get("placement") or []
-    if members:
-        parts.append(placement_table(members))
+    if job.placement:
+        parts.append(placement_table(job.placement))
     return Group(*parts)
 
 
@@ -236,47 +227,46 @@ def _short(v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
-def placement_table(members: list[dict]) -> Table:
+def placement_table(members: list[PlacementMember]) -> Table:
     table = Table(title="placement", header_style="bold", title_justify="left")
     for col in ("RANK", "NODE", "ACCELERATOR", "COMPUTE", "MEMORY"):
         table.add_column(col)
     for m in members:
-        slices = m.get("slices") or [{}]
-        for s in slices:
-            table.add_row(str(m.get("rank", 0)), escape(str(m.get("node", "?"))),
-                          escape(str(s.get("accelerator_uuid", "-"))),
-                          f"{fmt_gpus_milli(s.get('compute_milli'))} GPU" if s else "-",
-                          fmt_mib(s.get("memory_mib")) if s else "-")
+        if not m.slices:  # a CPU-only member
+            table.add_row(str(m.rank), escape(m.node), "-", "-", "-")
+        for s in m.slices:
+            table.add_row(str(m.rank), escape(m.node), escape(s.accelerator_uuid),
+                          f"{fmt_gpus_milli(s.compute_milli)} GPU", fmt_mib(s.memory_mib))
     return table
 
 
-def nodes_table(nodes: list[dict]) -> Table:
+def nodes_table(nodes: list[Node]) -> Table:
     """One row per node: its GPUs by model, what is allocated on them, and when it last spoke."""
-    backends = {str(n.get("backend", "-")) for n in nodes}
+    backends = {n.backend for n in nodes}
     one_backend = len(backends) == 1
     table = Table(header_style="bold", caption=f"backend: {backends.pop()}" if one_backend else None,
                   caption_justify="left")
     for col in ("NAME", "STATE", "GPUS", "ALLOCATED", "GPU MEMORY") + (() if one_backend else ("BACKEND",)) + ("SEEN",):
         table.add_column(col, no_wrap=True)
     for n in nodes:
-        accs = n.get("accelerators") or []
+        accs = n.accelerators
         models: dict[str, int] = {}
         for a in accs:
-            models[a.get("model", "?")] = models.get(a.get("model", "?"), 0) + 1
+            models[a.model] = models.get(a.model, 0) + 1
         gpus = ", ".join(f"{c}x {m}" for m, c in sorted(models.items())) or "none"
-        unhealthy = sum(1 for a in accs if a.get("healthy") is False)
+        unhealthy = sum(1 for a in accs if not a.healthy)
         if unhealthy:
             gpus += f" ({unhealthy} unhealthy)"
-        alloc = sum(a.get("allocated_milli") or 0 for a in accs)
-        mem = sum(a.get("memory_mib") or 0 for a in accs)
-        mem_alloc = sum(a.get("allocated_memory_mib") or 0 for a in accs)
-        state = str(n.get("state", "?")) + (" (cordoned)" if n.get("cordoned") else "")
-        seen = fmt_age(n.get("last_heartbeat_at"))
-        row: list[Any] = [escape(str(n.get("name"))),
-                          Text(state, style="green" if state == "ready" else "yellow"), escape(gpus),
+        alloc = sum(a.allocated_milli for a in accs)
+        mem = sum(a.memory_mib for a in accs)
+        mem_alloc = sum(a.allocated_memory_mib for a in accs)
+        state = str(n.state) + (" (cordoned)" if n.cordoned else "")
+        seen = fmt_age(n.last_heartbeat_at)
+        row: list[Any] = [escape(n.name),
+                          Text(state, style="green" if state == NodeState.READY else "yellow"), escape(gpus),
                           f"{fmt_gpus_milli(alloc)}/{len(accs)}", f"{fmt_gib(mem_alloc)}/{fmt_mib(mem)}"]
         if not one_backend:
-            row.append(escape(str(n.get("backend", "-"))))
+            row.append(escape(n.backend))
         row.append(f"{seen} ago" if seen != "-" else "-")
         table.add_row(*row)
     return table
@@ -290,40 +280,35 @@ def fmt_gib(mib: float | int | None) -> str:
     return f"{gib:.0f}" if gib >= 100 or gib == int(gib) else f"{gib:.1f}"
 
 
-def capacity_table(cap: dict) -> Table:
+def capacity_table(cap: Capacity) -> Table:
     """GPUs by vendor and model (in GPUs: 1 = 1000 milli): allocated, in use, free, memory."""
     table = Table(header_style="bold")
     for col in ("MODEL", "GPUS", "ALLOCATED", "IN USE", "FREE", "GPU MEMORY"):
         table.add_column(col, no_wrap=True)
-    for r in cap.get("by_model") or []:
-        table.add_row(*_cap_row(r, escape(f"{r.get('vendor', '-')} {r.get('model', '-')}")))
-    totals = cap.get("totals")
-    if totals:
-        table.add_section()
-        table.add_row(*_cap_row(totals, Text("total", style="bold")))
+    for r in cap.by_model:
+        table.add_row(*_cap_row(r, escape(f"{r.vendor} {r.model}")))
+    table.add_section()
+    table.add_row(*_cap_row(cap.totals, Text("total", style="bold")))
     return table
 
 
-def _cap_row(r: dict, label: Any) -> list[Any]:
-    milli = r.get("gpu_milli") or 0
-    alloc = r.get("allocated_milli") or 0
+def _cap_row(r: CapacityFigures, label: Any) -> list[Any]:
+    milli, alloc = r.gpu_milli, r.allocated_milli
     pct = f" ({alloc * 100 / milli:.0f}%)" if milli else ""
-    return [label, str(r.get("accelerators", "-")), f"{fmt_gpus_milli(alloc)}{pct}",
-            fmt_gpus_milli(r.get("in_use_milli")), fmt_gpus_milli(milli - alloc),
-            f"{fmt_gib(r.get('allocated_memory_mib'))}/{fmt_mib(r.get('memory_mib'))}"]
+    return [label, str(r.accelerators), f"{fmt_gpus_milli(alloc)}{pct}",
+            fmt_gpus_milli(r.in_use_milli), fmt_gpus_milli(milli - alloc),
+            f"{fmt_gib(r.allocated_memory_mib)}/{fmt_mib(r.memory_mib)}"]
 
 
-def queues_table(queues: list[dict]) -> Table:
+def queues_table(queues: list[Queue]) -> Table:
     """Quota and use per queue, in GPUs (1 = 1000 compute milli)."""
     table = Table(header_style="bold", caption="figures in GPUs (1 = 1000 compute milli)",
                   caption_justify="left")
     for col in ("QUEUE", "TEAM", "GUARANTEE", "LIMIT", "WEIGHT", "IN USE", "RUNNING", "PENDING"):
         table.add_column(col, no_wrap=True)
     for q in queues:
-        limit = q.get("limit_milli")
-        table.add_row(escape(str(q.get("name"))), escape(str(q.get("team"))),
-                      fmt_gpus_milli(q.get("guarantee_milli") or 0),
-                      "none" if limit is None else fmt_gpus_milli(limit),
-                      str(q.get("weight", 1)), fmt_gpus_milli(q.get("allocated_milli") or 0),
-                      str(q.get("running_jobs", 0)), str(q.get("pending_jobs", 0)))
+        table.add_row(escape(q.name), escape(q.team), fmt_gpus_milli(q.guarantee_milli),
+                      "none" if q.limit_milli is None else fmt_gpus_milli(q.limit_milli),
+                      str(q.weight), fmt_gpus_milli(q.allocated_milli),
+                      str(q.running_jobs), str(q.pending_jobs))
     return table

@@ -11,8 +11,11 @@ Endpoints (all under /api/v1/agent, bearer auth):
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Annotated
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
+
+from controlplane.core.bounds import INT32_MAX, Count32, Count64, Int32, WireId, text
 
 PROTOCOL_VERSION = 1
 PROGRESS_PREFIX = "GPUPOOL_PROGRESS "  # a log line "GPUPOOL_PROGRESS {json}" is structured progress
@@ -21,33 +24,33 @@ PROGRESS_PREFIX = "GPUPOOL_PROGRESS "  # a log line "GPUPOOL_PROGRESS {json}" is
 class AcceleratorInfo(BaseModel):
     """One accelerator as the node agent discovered it."""
 
-    uuid: str
-    index: int
-    vendor: str = "nvidia"
-    model: str  # normalised, e.g. "H100-80GB"
-    name: str = ""  # vendor's product name, e.g. "NVIDIA H100 80GB HBM3"
-    memory_mib: int
-    serial: str | None = None
-    pci_bus_id: str | None = None
-    compute_capability: str | None = None
-    numa_node: int | None = None
-    interconnect_domain: str | None = None
-    mig_parent_uuid: str | None = None
-    labels: dict[str, str] = Field(default_factory=dict)
+    uuid: Annotated[str, text(128)]
+    index: Count32
+    vendor: Annotated[str, text(64)] = "nvidia"
+    model: Annotated[str, text(128)]  # normalised, e.g. "H100-80GB"
+    name: Annotated[str, text(256)] = ""  # vendor's product name, e.g. "NVIDIA H100 80GB HBM3"
+    memory_mib: Count64
+    serial: Annotated[str, text(128)] | None = None
+    pci_bus_id: Annotated[str, text(64)] | None = None
+    compute_capability: Annotated[str, text(32)] | None = None
+    numa_node: Annotated[int, Field(ge=-1, le=INT32_MAX)] | None = None
+    interconnect_domain: Annotated[str, text(128)] | None = None
+    mig_parent_uuid: Annotated[str, text(128)] | None = None
+    labels: dict[Annotated[str, text(253)], Annotated[str, text(1024)]] = Field(default_factory=dict)
 
 
 class NodeInfo(BaseModel):
-    hostname: str
-    address: str = "127.0.0.1"  # where this node's job endpoints can be reached
-    cpu_milli: int
-    memory_mib: int
-    labels: dict[str, str] = Field(default_factory=dict)
-    agent_version: str = "0.1.0"
-    backend: str = "simulated"  # nvml | simulated | ...
+    hostname: Annotated[str, text(253), Field(min_length=1)]
+    address: Annotated[str, text(253)] = "127.0.0.1"  # where this node's job endpoints can be reached
+    cpu_milli: Count64
+    memory_mib: Count64
+    labels: dict[Annotated[str, text(253)], Annotated[str, text(1024)]] = Field(default_factory=dict)
+    agent_version: Annotated[str, text(64)] = "0.1.0"
+    backend: Annotated[str, text(64)] = "simulated"  # nvml | simulated | ...
 
 
 class RegisterRequest(BaseModel):
-    protocol: int = PROTOCOL_VERSION
+    protocol: Int32 = PROTOCOL_VERSION
     node: NodeInfo
     accelerators: list[AcceleratorInfo]
 
@@ -61,7 +64,9 @@ class RegisterResponse(BaseModel):
 class AcceleratorSample(BaseModel):
     """Telemetry for one accelerator at one instant (fields a device lacks stay None)."""
 
-    uuid: str
+    model_config = ConfigDict(allow_inf_nan=False)  # stored as JSON, which has no NaN
+
+    uuid: Annotated[str, text(128)]
     ts: float
     gpu_util_pct: float | None = None
     mem_util_pct: float | None = None
@@ -70,10 +75,10 @@ class AcceleratorSample(BaseModel):
     energy_j: float | None = None
     temperature_c: float | None = None
     sm_clock_mhz: float | None = None
-    throttle_reasons: int | None = None
-    ecc_errors: int | None = None
-    xid_errors: int | None = None  # XID events seen since the agent started
-    last_xid: int | None = None  # code of the latest XID (DCGM_FI_DEV_XID_ERRORS), 0 = none
+    throttle_reasons: Count64 | None = None
+    ecc_errors: Count64 | None = None
+    xid_errors: Count64 | None = None  # XID events seen since the agent started
+    last_xid: Count64 | None = None  # code of the latest XID (DCGM_FI_DEV_XID_ERRORS), 0 = none
     healthy: bool = True
     unmanaged_memory_mib: float = 0.0
 
@@ -89,7 +94,9 @@ class SliceUsage(BaseModel):
 
 
 class Heartbeat(BaseModel):
-    node_id: str
+    model_config = ConfigDict(allow_inf_nan=False)
+
+    node_id: Annotated[str, text(32)]
     ts: float
     healthy: bool = True
     samples: list[AcceleratorSample] = Field(default_factory=list)
@@ -181,35 +188,35 @@ class StatusKind(StrEnum):
 
 
 class StatusReport(BaseModel):
-    seq: int  # per-agent sequence number; the server ignores duplicates on replay
-    job_id: str
-    attempt_id: str
-    rank: int = 0
+    seq: Count64  # per-agent sequence number; the server ignores duplicates on replay
+    job_id: WireId
+    attempt_id: WireId
+    rank: Count32 = 0
     kind: StatusKind
     ts: float
-    pid: int | None = None
-    exit_code: int | None = None
-    endpoint: str | None = None
-    reason: str | None = None
-    enforcement: dict[str, str] = Field(default_factory=dict)  # layer -> how it is enforced
+    pid: Count32 | None = None
+    exit_code: Int32 | None = None
+    endpoint: Annotated[str, text(512)] | None = None
+    reason: Annotated[str, text(4096)] | None = None
+    enforcement: dict[Annotated[str, text(64)], Annotated[str, text(4096)]] = Field(default_factory=dict)
 
 
 class StatusBatch(BaseModel):
-    node_id: str
+    node_id: Annotated[str, text(32)]
     reports: list[StatusReport]
 
 
 class LogChunk(BaseModel):
-    job_id: str
-    attempt_id: str
-    rank: int = 0
-    stream: str = "stdout"
-    offset: int  # byte offset of this chunk in the member's stream; replays are idempotent
+    job_id: WireId
+    attempt_id: WireId
+    rank: Count32 = 0
+    stream: Annotated[str, text(16)] = "stdout"
+    offset: Count64  # byte offset of this chunk in the member's stream; replays are idempotent
     data: str
 
 
 class LogBatch(BaseModel):
-    node_id: str
+    node_id: Annotated[str, text(32)]
     chunks: list[LogChunk]
 
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import re
+from typing import TypeVar
 
+from pydantic import BaseModel, ValidationError
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -14,19 +15,25 @@ from controlplane.db.database import Database
 from controlplane.db.models import (AcceleratorRow, JobRow, MemberRow, QueueRow, SliceRow, TeamRow,
                                     TokenRow, UserRow)
 from controlplane.services import events
+from controlplane.schemas import QueueCreate, QueueUpdate, TeamCreate, TokenCreate, UserCreate
 from controlplane.services.auth import forget_cached_tokens, hash_token, new_secret
+from controlplane.services.errors import Conflict, Invalid, NotFound
+from controlplane.services.jobs import validation_error
 from controlplane.services.principal import Principal, require_admin
-from controlplane.services.errors import MAX_INT, Conflict, Invalid, NotFound
 from controlplane.services.serialize import iso, parse_id
 
 UNFINISHED = tuple(s.value for s in UNFINISHED_STATES)
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+M = TypeVar("M", bound=BaseModel)
 
 
-def check_name(field: str, value: object) -> str:
-    if not isinstance(value, str) or not NAME.match(value):
-        raise Invalid(field, "must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit")
-    return value
+def validated(model: type[M], body: M | dict) -> M:
+    """The body as ``model`` (the API passes parsed schemas; the dashboard passes form dicts)."""
+    if isinstance(body, model):
+        return body
+    try:
+        return model.model_validate(body)
+    except ValidationError as err:
+        raise validation_error(err) from None
 
 
 def _team(s: Session, name: str, field: str = "team") -> TeamRow:
@@ -47,7 +54,7 @@ def list_teams(db: Database, who: Principal) -> dict:
 
 def create_team(db: Database, who: Principal, name: str) -> dict:
     require_admin(who)
-    check_name("name", name)
+    name = validated(TeamCreate, {"name": name}).name
     try:
         with db.tx() as s:
             team = TeamRow(name=name, created_at=now())
@@ -93,44 +100,16 @@ def list_queues(db: Database, who: Principal) -> dict:
         return {"items": [_queue_dict(r, teams[r.team_id], stats[r.id]) for r in rows]}
 
 
-def _quota_fields(body: dict, *, partial: bool) -> dict:
-    out = {}
-    for field in ("guarantee_milli", "limit_milli"):
-        if field in body:
-            v = body[field]
-            if v is None and field == "limit_milli":
-                out[field] = None
-                continue
-            if isinstance(v, bool) or not isinstance(v, int):
-                raise Invalid(field, "must be an integer number of milli (1000 = one GPU)")
-            if not 0 <= v <= MAX_INT:
-                raise Invalid(field, f"must be between 0 and {MAX_INT}")
-            out[field] = v
-    if "weight" in body:
-        v = body["weight"]
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= 1_000_000:
-            raise Invalid("weight", "must be a number above 0 and at most 1000000")
-        out["weight"] = float(v)
-    unknown = set(body) - {"name", "team", "guarantee_milli", "limit_milli", "weight"}
-    if unknown:
-        raise Invalid(sorted(unknown)[0], "unknown field")
-    g, lim = out.get("guarantee_milli"), out.get("limit_milli")
-    if g is not None and lim is not None and lim < g:
-        raise Invalid("limit_milli", "must not be below guarantee_milli")
-    return out
-
-
-def create_queue(db: Database, who: Principal, body: dict) -> dict:
+def create_queue(db: Database, who: Principal, body: QueueCreate | dict) -> dict:
     require_admin(who)
-    name = check_name("name", body.get("name"))
-    team_name = check_name("team", body.get("team"))
-    fields = _quota_fields(body, partial=False)
+    req = validated(QueueCreate, body)
+    name, team_name = req.name, req.team
+    fields = req.model_dump(include={"guarantee_milli", "limit_milli", "weight"} & req.model_fields_set)
     try:
         with db.tx() as s:
             team = _team(s, team_name)
-            q = QueueRow(name=name, team_id=team.id, created_at=now(),
-                         guarantee_milli=fields.get("guarantee_milli", 0),
-                         limit_milli=fields.get("limit_milli"), weight=fields.get("weight", 1.0))
+            q = QueueRow(name=name, team_id=team.id, created_at=now(), guarantee_milli=req.guarantee_milli,
+                         limit_milli=req.limit_milli, weight=req.weight)
             s.add(q)
             s.flush()
             events.record(s, "queue_created", "queue", f"{team_name}/{name}", who.actor,
@@ -152,11 +131,15 @@ def _find_queue(s: Session, name: str, team: str | None) -> tuple[QueueRow, str]
     return rows[0][0], rows[0][1]
 
 
-def update_queue(db: Database, who: Principal, name: str, team: str | None, body: dict) -> dict:
+def update_queue(db: Database, who: Principal, name: str, team: str | None,
+                 body: QueueUpdate | dict) -> dict:
     require_admin(who)
-    fields = _quota_fields({k: v for k, v in body.items() if k not in ("name", "team")}, partial=True)
+    req = validated(QueueUpdate, body)
+    if req.name is not None and req.name != name:
+        raise Invalid("name", f"a queue cannot be renamed ({name!r} to {req.name!r})")
+    fields = req.changes()
     with db.tx() as s:
-        q, team_name = _find_queue(s, name, team or body.get("team"))
+        q, team_name = _find_queue(s, name, team or req.team)
         for k, v in fields.items():
             setattr(q, k, v)
         if q.limit_milli is not None and q.limit_milli < q.guarantee_milli:
@@ -193,13 +176,10 @@ def list_users(db: Database, who: Principal) -> dict:
                           for u in s.scalars(select(UserRow).order_by(UserRow.name))]}
 
 
-def create_user(db: Database, who: Principal, body: dict) -> dict:
+def create_user(db: Database, who: Principal, body: UserCreate | dict) -> dict:
     require_admin(who)
-    name = check_name("name", body.get("name"))
-    team_name = check_name("team", body.get("team"))
-    role = body.get("role", "member")
-    if role not in ("admin", "member"):
-        raise Invalid("role", "must be 'admin' or 'member'")
+    req = validated(UserCreate, body)
+    name, team_name, role = req.name, req.team, req.role
     try:
         with db.tx() as s:
             team = _team(s, team_name)
@@ -213,12 +193,10 @@ def create_user(db: Database, who: Principal, body: dict) -> dict:
         raise Conflict(f"a user named {name!r} already exists") from None
 
 
-def create_token(db: Database, who: Principal, body: dict) -> dict:
+def create_token(db: Database, who: Principal, body: TokenCreate | dict) -> dict:
     require_admin(who)
-    user_name = check_name("user", body.get("user"))
-    name = body.get("name", "")
-    if not isinstance(name, str) or len(name) > 128:
-        raise Invalid("name", "must be a string of at most 128 characters")
+    req = validated(TokenCreate, body)
+    user_name, name = req.user, req.name
     secret = new_secret("gpt")
     with db.tx() as s:
         user = s.scalar(select(UserRow).where(UserRow.name == user_name))

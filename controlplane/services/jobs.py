@@ -174,11 +174,22 @@ def _resolve_queue(db: Database, s, team: str, queue: str) -> tuple[int, int]:  
     return row[0], row[1]
 
 
-def job_dict(job: JobRow, team: str, queue: str, user: str | None, placement: list) -> dict:
+def public_request(spec: dict | None, stored: dict | None) -> dict:
+    """The job's request as the API shows it: the spec's ``resources`` (stored normalised)."""
+    res = (spec or {}).get("resources") or stored or {}
+    return {"gpu": res.get("gpu", 0), "gpu_memory_mib": res.get("gpu_memory_mib", 0),
+            "cpu_milli": res.get("cpu_milli", 0), "memory_mib": res.get("memory_mib", 0),
+            "nodes": res.get("nodes", 1)}
+
+
+def job_dict(job: JobRow, team: str, queue: str, user: str | None, placement: list, *,
+             include_spec: bool = True) -> dict:
+    """A job as ``schemas.Job``; list pages leave the (up to 256 KiB) spec out unless asked."""
     return {
         "id": str(job.id), "name": job.name, "kind": job.kind, "team": team, "queue": queue,
-        "user": user, "status": job.status, "priority": job.priority, "spec": job.spec,
-        "request": job.request, "pending_reason": job.pending_reason, "attempt": job.attempt,
+        "user": user, "status": job.status, "priority": job.priority,
+        "spec": job.spec if include_spec else None, "request": public_request(job.spec, job.request),
+        "pending_reason": job.pending_reason, "attempt": job.attempt,
         "max_attempts": job.max_attempts, "exit_code": job.exit_code, "endpoint": job.endpoint,
         "progress": job.progress, "placement": placement, "created_at": iso(job.created_at),
         "started_at": iso(job.started_at), "finished_at": iso(job.finished_at),
@@ -186,7 +197,7 @@ def job_dict(job: JobRow, team: str, queue: str, user: str | None, placement: li
     }
 
 
-def dicts_for(s: Session, jobs: list[JobRow]) -> list[dict]:
+def dicts_for(s: Session, jobs: list[JobRow], *, include_spec: bool = True) -> list[dict]:
     """Contract dicts for jobs, with names and the latest attempt's placement, in few queries."""
     if not jobs:
         return []
@@ -197,7 +208,8 @@ def dicts_for(s: Session, jobs: list[JobRow]) -> list[dict]:
                            .where(UserRow.id.in_({j.user_id for j in jobs}))).all())
     placements = placements_of(s, [j.id for j in jobs if j.attempt > 0])
     return [job_dict(j, teams.get(j.team_id, "?"), queues.get(j.queue_id, "?"),
-                     users.get(j.user_id), placements.get(j.id, [])) for j in jobs]
+                     users.get(j.user_id), placements.get(j.id, []),
+                     include_spec=include_spec) for j in jobs]
 
 
 def get_job(db: Database, who: Principal, job_id: str) -> dict:
@@ -206,7 +218,9 @@ def get_job(db: Database, who: Principal, job_id: str) -> dict:
 
 
 def list_jobs(db: Database, who: Principal, *, status: str | None = None, queue: str | None = None,
-              team: str | None = None, limit: int = 50, cursor: str | None = None) -> dict:
+              team: str | None = None, limit: int = 50, cursor: str | None = None,
+              include_spec: bool = False) -> dict:
+    """A page of ``schemas.JobPage``: newest first, specs only when ``include_spec``."""
     q = select(JobRow).order_by(JobRow.id.desc()).limit(limit + 1)
     if status:
         states = [x.strip() for x in status.split(",") if x.strip()]
@@ -229,7 +243,7 @@ def list_jobs(db: Database, who: Principal, *, status: str | None = None, queue:
         rows = list(s.scalars(q))
         more = len(rows) > limit
         rows = rows[:limit]
-        items = dicts_for(s, rows)
+        items = dicts_for(s, rows, include_spec=include_spec)
     return {"items": items, "next_cursor": str(rows[-1].id) if more and rows else None}
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from controlplane.core.bounds import canonical_id
 from controlplane.services.errors import Invalid
 
 
@@ -9,6 +10,7 @@ def parse_cursor(cursor: str | None) -> int | None:
     """The id a cursor stands for; anything this server did not hand out is a 422."""
     if cursor in (None, ""):
         return None
-    if not (cursor.isascii() and cursor.isdigit()) or len(cursor) > 19 or int(cursor) >= 2**63:
+    value = canonical_id(cursor)
+    if value is None:
         raise Invalid("cursor", "not a cursor this server returned")
-    return int(cursor)
+    return value

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+from controlplane.core.bounds import canonical_id
 from controlplane.services.errors import NotFound
 
 
@@ -14,9 +15,9 @@ def iso(ts: float | None) -> str | None:
 
 
 def parse_id(value: str, what: str) -> int:
-    """Ids are canonical decimal strings (ASCII digits, no sign or leading zero, below 2**63);
-    anything else is an id nobody can see (404)."""
-    if (not isinstance(value, str) or not value.isascii() or not value.isdigit()
-            or value.startswith("0") or len(value) > 19 or int(value) >= 2**63):
+    """Ids are canonical decimal strings ("42"); anything else ("+42", "042", "٤٢") is an id
+    nobody can see (404), never another spelling of a real one."""
+    n = canonical_id(value)
+    if n is None:
         raise NotFound(f"no {what} with id {value!r}")
-    return int(value)
+    return n

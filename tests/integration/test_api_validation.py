@@ -159,8 +159,12 @@ def test_bad_agent_messages(server) -> None:  # noqa: ANN001
     _check(n.post("/api/v1/agent/logs", json={"node_id": agent.node_id, "chunks": [{"job_id": "1"}]}),
            422, "chunks.0.attempt_id")
     _check(n.get("/api/v1/agent/assignments", params={"wait": -1}), 422, "wait")
+    # ids on the wire are the server's canonical decimal ids; anything else is refused
+    _check(n.post("/api/v1/agent/status", json={"node_id": agent.node_id, "reports": [
+        {"seq": 5, "job_id": "junk", "attempt_id": "999", "kind": "exited", "ts": 0}]}), 422,
+        "reports.0.job_id")
     # reports about jobs this node does not run are accepted as no-ops, not errors
     ok = n.post("/api/v1/agent/status", json={"node_id": agent.node_id, "reports": [
-        {"seq": 5, "job_id": "junk", "attempt_id": "999", "kind": "exited", "ts": 0}]})
+        {"seq": 5, "job_id": "987654321", "attempt_id": "999", "kind": "exited", "ts": 0}]})
     assert ok.status_code == 200 and ok.json() == {"accepted": 0}
     agent.close()

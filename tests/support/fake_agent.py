@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from tests.support.openapi_check import conformance_hooks
+
 
 @dataclass
 class FakeAgent:
@@ -28,7 +30,7 @@ class FakeAgent:
     http: httpx.Client | None = None
 
     def __post_init__(self) -> None:
-        self.http = httpx.Client(base_url=self.url, timeout=30.0)
+        self.http = httpx.Client(base_url=self.url, timeout=30.0, event_hooks=conformance_hooks(self.url))
 
     def close(self) -> None:
         self.http.close()

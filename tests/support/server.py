@@ -23,6 +23,8 @@ from pathlib import Path
 
 import httpx
 
+from tests.support.openapi_check import conformance_hooks
+
 REPO = Path(__file__).resolve().parents[2]
 
 TEST_DEFAULTS = {
@@ -62,7 +64,9 @@ class ServerHandle:
         return {"Authorization": f"Bearer {token or self.admin_token}"}
 
     def client(self, token: str | None = None, timeout: float = 30.0) -> httpx.Client:
-        return httpx.Client(base_url=self.url, headers=self.headers(token), timeout=timeout)
+        """An HTTP client whose every response is checked against the server's OpenAPI document."""
+        return httpx.Client(base_url=self.url, headers=self.headers(token), timeout=timeout,
+                            event_hooks=conformance_hooks(self.url))
 
     def stop(self, timeout: float = 10.0) -> int | None:
         """SIGTERM, then SIGKILL after ``timeout``; returns the exit code."""

@@ -14,6 +14,7 @@ from controlplane.cli.errors import CliError
 from controlplane.cli.runtime import parse_shape
 from controlplane.cli.specfile import load_spec_file, parse_spec_text
 from controlplane.client import GpupoolError
+from controlplane.schemas import Job, JobRequest
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -100,10 +101,22 @@ def test_simulate_shapes():
             parse_shape(bad)
 
 
+def request(gpu: float, nodes: int = 1, gpu_memory_mib: int = 0) -> JobRequest:
+    return JobRequest(gpu=gpu, nodes=nodes, gpu_memory_mib=gpu_memory_mib, cpu_milli=1000, memory_mib=1024)
+
+
+def job(**fields) -> Job:
+    """A Job as the API answers it, with the fields a test does not care about filled in."""
+    base = {"id": "1", "name": "j", "kind": "custom", "team": "default", "queue": "default",
+            "user": "admin", "status": "pending", "priority": 0, "request": request(1),
+            "attempt": 0, "max_attempts": 3, "created_at": "2026-01-01T00:00:00Z"}
+    return Job.model_validate({**base, **fields})
+
+
 def test_formatting():
-    assert render.fmt_request({"gpu": 0.25, "gpu_memory_mib": 20480, "nodes": 1}) == "0.25 GPU, 20 GiB"
-    assert render.fmt_request({"gpu": 2, "nodes": 2}) == "2 GPU x 2 nodes"
-    assert render.fmt_request({"gpu": 0}) == "cpu only"
+    assert render.fmt_request(request(0.25, gpu_memory_mib=20480)) == "0.25 GPU, 20 GiB"
+    assert render.fmt_request(request(2, nodes=2)) == "2 GPU x 2 nodes"
+    assert render.fmt_request(request(0)) == "cpu only"
     assert render.fmt_mib(81559) == "79.6 GiB" and render.fmt_mib(512) == "512 MiB"
     assert render.fmt_progress({"step": 5, "total": 20}) == "25% (5/20)"
     assert render.fmt_progress({"step": "x"}) == "-" and render.fmt_progress(None) == "-"
@@ -112,11 +125,10 @@ def test_formatting():
 
 def test_jobs_table_shows_pending_reason_and_progress():
     jobs = [
-        {"id": "7", "name": "big", "status": "pending", "queue": "default", "team": "default",
-         "request": {"gpu": 8, "nodes": 1}, "created_at": "2026-01-01T00:00:00Z",
-         "pending_reason": {"code": "capacity", "message": "no node has 8 free H100-80GB"}},
-        {"id": "8", "name": "small", "status": "running", "queue": "default", "team": "default",
-         "request": {"gpu": 0.25, "nodes": 1}, "progress": {"step": 3, "total": 4}},
+        job(id="7", name="big", status="pending", request=request(8),
+            pending_reason={"code": "capacity", "message": "no node has 8 free H100-80GB"}),
+        job(id="8", name="small", status="running", request=request(0.25),
+            progress={"step": 3, "total": 4}),
     ]
     out = text_of(render.jobs_table(jobs, show_team=False))
     assert "[capacity] no node has 8 free H100-80GB" in out
@@ -124,11 +136,10 @@ def test_jobs_table_shows_pending_reason_and_progress():
 
 
 def test_job_detail_has_placement_and_progress_bar():
-    job = {"id": "9", "name": "j", "status": "running", "team": "t", "queue": "q", "priority": 0,
-           "request": {"gpu": 0.5}, "attempt": 1, "max_attempts": 3, "progress": {"step": 1, "total": 2,
-                                                                                  "loss": 0.5},
-           "placement": [{"rank": 0, "node": "n1", "slices": [
-               {"accelerator_uuid": "GPU-abc", "compute_milli": 500, "memory_mib": 40960}]}]}
-    out = text_of(render.job_detail(job))
+    running = job(id="9", status="running", team="t", queue="q", request=request(0.5), attempt=1,
+                  progress={"step": 1, "total": 2, "loss": 0.5},
+                  placement=[{"rank": 0, "node": "n1", "slices": [
+                      {"accelerator_uuid": "GPU-abc", "compute_milli": 500, "memory_mib": 40960}]}])
+    out = text_of(render.job_detail(running))
     assert "GPU-abc" in out and "0.5 GPU" in out and "40 GiB" in out
     assert "50% (1/2)" in out and "loss=0.5" in out

@@ -1,0 +1,26 @@
+"""Typed request and response schemas of the user API (pydantic only).
+
+The API declares them as request bodies and ``response_model``; the SDK (controlplane.client)
+returns them; the CLI renders their attributes. Agent messages live in controlplane.core.wire.
+"""
+
+from controlplane.schemas.admin import (BootstrapToken, Health, Queue, QueueCreate, QueueList,
+                                        QueueUpdate, Team, TeamCreate, TeamList, Token,
+                                        TokenCreate, TokenCreated, TokenList, TokenRevoked, User,
+                                        UserCreate, UserList, Whoami)
+from controlplane.schemas.base import ApiModel, Name, WriteModel
+from controlplane.schemas.jobs import (Event, EventList, EventPage, Job, JobPage, JobRequest,
+                                       PendingReason, PlacedSlice, PlacementMember)
+from controlplane.schemas.nodes import (Accelerator, AcceleratorList, AcceleratorOnNode, Capacity,
+                                        CapacityFigures, ModelCapacity, Node, NodeList)
+from controlplane.schemas.problems import FieldError, Problem, problem_responses
+
+__all__ = [
+    "Accelerator", "AcceleratorList", "AcceleratorOnNode", "ApiModel", "BootstrapToken", "Capacity",
+    "CapacityFigures", "Event", "EventList", "EventPage", "FieldError", "Health", "Job",
+    "JobPage", "JobRequest", "ModelCapacity", "Name", "Node", "NodeList", "PendingReason",
+    "PlacedSlice", "PlacementMember", "Problem", "Queue", "QueueCreate", "QueueList",
+    "QueueUpdate", "Team", "TeamCreate", "TeamList", "Token", "TokenCreate", "TokenCreated",
+    "TokenList", "TokenRevoked", "User", "UserCreate", "UserList", "Whoami", "WriteModel",
+    "problem_responses",
+]

@@ -1,0 +1,142 @@
+"""Teams, queues (quotas), users, tokens and whoami: request bodies and answers."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, ValidationInfo, field_validator
+
+from controlplane.core.bounds import INT32_MAX, text
+from controlplane.core.states import Role
+from controlplane.schemas.base import ApiModel, Name, Timestamp, WriteModel
+
+Milli = Annotated[int, Field(ge=0, le=INT32_MAX, strict=True,
+                             description="compute in milli (1000 = one accelerator)")]
+Weight = Annotated[float, Field(gt=0, le=1_000_000, strict=True, description="fair-share weight")]
+UserRole = Literal["admin", "member"]
+
+
+class Health(ApiModel):
+    status: str
+
+
+class Whoami(ApiModel):
+    user: str | None = None
+    team: str | None = None
+    role: Role
+    node: str | None = None
+
+
+class TeamCreate(WriteModel):
+    name: Name
+
+
+class Team(ApiModel):
+    id: str
+    name: str
+    created_at: Timestamp
+
+
+class TeamList(ApiModel):
+    items: list[Team]
+
+
+class QueueCreate(WriteModel):
+    name: Name
+    team: Name
+    guarantee_milli: Milli = 0
+    limit_milli: Milli | None = Field(None, description="null: no limit")
+    weight: Weight = 1.0
+
+    @field_validator("limit_milli")
+    @classmethod
+    def _not_below_guarantee(cls, v: int | None, info: ValidationInfo) -> int | None:
+        guarantee = info.data.get("guarantee_milli")
+        if v is not None and guarantee is not None and v < guarantee:
+            raise ValueError("must not be below guarantee_milli")
+        return v
+
+
+class QueueUpdate(WriteModel):
+    """Fields left out keep their value; ``limit_milli: null`` removes the limit."""
+
+    name: Name | None = Field(None, description="the queue's name (a queue cannot be renamed)")
+    team: Name | None = Field(None, description="the queue's team, when the name is in several")
+    # left out: unchanged (the defaults below are never sent); null is allowed for the limit only
+    guarantee_milli: Milli = None  # type: ignore[assignment]
+    limit_milli: Milli | None = None
+    weight: Weight = None  # type: ignore[assignment]
+
+    def changes(self) -> dict:
+        """The quota fields the caller set."""
+        return self.model_dump(include=self.model_fields_set - {"name", "team"})
+
+
+class Queue(ApiModel):
+    name: str
+    team: str
+    guarantee_milli: int
+    limit_milli: int | None = None
+    weight: float
+    allocated_milli: int
+    pending_jobs: int
+    running_jobs: int
+
+
+class QueueList(ApiModel):
+    items: list[Queue]
+
+
+class UserCreate(WriteModel):
+    name: Name
+    team: Name
+    role: UserRole = "member"
+
+
+class User(ApiModel):
+    id: str
+    name: str
+    team: str
+    role: UserRole
+    created_at: Timestamp
+
+
+class UserList(ApiModel):
+    items: list[User]
+
+
+class TokenCreate(WriteModel):
+    user: Name
+    name: Annotated[str, text(128)] = Field("", description="a label for the token")
+
+
+class TokenCreated(ApiModel):
+    """The secret is shown once; only its hash is stored."""
+
+    id: str
+    token: str
+    user: str
+    name: str
+
+
+class Token(ApiModel):
+    id: str
+    kind: Literal["user", "node", "bootstrap"]
+    name: str
+    user: str | None = None
+    node_id: str | None = None
+    created_at: Timestamp
+
+
+class TokenList(ApiModel):
+    items: list[Token]
+
+
+class TokenRevoked(ApiModel):
+    id: str
+    revoked: bool
+
+
+class BootstrapToken(ApiModel):
+    id: str
+    token: str
