@@ -58,6 +58,7 @@ def test_built_image_runs_as_non_root_with_its_labels(name: str) -> None:
     for label in OCI_LABELS:
         assert labels.get(f"org.opencontainers.image.{label}"), label
     assert labels["org.opencontainers.image.version"] == "0.1.0"
-    assert config.get("Healthcheck", {}).get("Test"), "HEALTHCHECK lost (build with --format docker)"
+    health = json.loads(c.cmd("image", "inspect", "--format", "{{json .Config.Healthcheck}}", image).stdout)
+    assert health and health["Test"][-1] == "/opt/gpupool/healthcheck.py", "HEALTHCHECK lost (--format docker)"
     help_text = c.run_once(image, "--help")
     assert help_text.returncode == 0, help_text.stderr
