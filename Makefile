@@ -8,7 +8,7 @@ export PYTHON
 # extra pytest arguments, e.g. make test PYTEST_ARGS="-k cli -x"
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test lint clean
+.PHONY: setup demo test lint clean images
 
 setup: $(STAMP)
 
@@ -26,6 +26,11 @@ lint: setup
 test: setup
 	$(MAKE) --no-print-directory lint
 	$(VENV)/bin/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+# container images (podman or docker): gpupool, gpupool-agent (+ -slim), gpupool-workload; cached.
+# make images IMAGES="gpupool agent-slim" builds a subset (see deploy/images/build.sh).
+images:
+	nice -n 10 deploy/images/build.sh $(IMAGES)
 
 clean:
 	rm -rf $(VENV) test-artifacts .pytest_cache .gpupool-demo

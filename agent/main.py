@@ -20,6 +20,7 @@ from typing import Any
 from agent.attribution import job_ancestry
 from agent.buffer import DiskQueue
 from agent.client import AgentClient, NotAuthorized, Rejected, ServerUnreachable
+from agent.coexistence import check_device_plugin
 from agent.config import AgentConfig
 from agent.enforce.mps import MpsController
 from agent.reports import ReportSender
@@ -336,6 +337,7 @@ def setup_logging(level: str) -> None:
 def run_agent(config: AgentConfig) -> None:
     """Run the agent until SIGTERM/SIGINT (call from the main thread). Jobs outlive the agent."""
     setup_logging(config.log_level)
+    check_device_plugin(config.backend)  # never share GPUs with Kubernetes' device plugin
     agent = Agent(config)
 
     def _stop(signum: int, _frame: object) -> None:

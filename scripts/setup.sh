@@ -74,3 +74,19 @@ if [ "${GPUPOOL_SKIP_WORKLOADS:-0}" != "1" ]; then
   .venv/bin/python -c "import torch, sys; v = torch.__version__.split('+')[0]; sys.exit(0 if v == '${TORCH_VERSION}' else f'setup: torch changed to {v}')"
 fi
 # ---- end of workloads block ------------------------------------------------------------------------
+
+# ---- deploy: container images and the pool-in-containers test ---------------------------------
+# podman (with runc: crun fails on hybrid cgroup hosts) builds and runs the images, mmdebstrap
+# makes their local Debian base (scripts/base-image.sh), kubectl renders deploy/kubernetes.
+# Installed only when missing; needs root and apt.
+if ! command -v podman >/dev/null 2>&1 || ! command -v runc >/dev/null 2>&1 ||
+   ! command -v mmdebstrap >/dev/null 2>&1 || ! command -v kubectl >/dev/null 2>&1; then
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    missing="podman runc mmdebstrap"
+    command -v kubectl >/dev/null 2>&1 || missing="$missing kubernetes-client"
+    apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $missing
+  else
+    echo "note: install podman, runc, mmdebstrap and kubectl for the deploy tests (tests/deploy)" >&2
+  fi
+fi
+# ---- end of deploy block ------------------------------------------------------------------------
