@@ -248,6 +248,7 @@ _PASSTHROUGH = (
     "nvmlDeviceGetComputeMode", "nvmlDeviceGetPerformanceState", "nvmlDeviceGetPersistenceMode",
     "nvmlDeviceGetPowerManagementLimit", "nvmlDeviceGetEnforcedPowerLimit", "nvmlDeviceGetArchitecture",
     "nvmlDeviceGetBoardPartNumber", "nvmlDeviceGetVbiosVersion", "nvmlDeviceGetBAR1MemoryInfo",
+    "nvmlDeviceGetMinorNumber",
 )
 
 
