@@ -90,7 +90,7 @@ class ContainerRun:
     image: str
     name: str
     argv: list[str]
-    env_names: list[str]
+    env_names: list[str]  # values come from podman's own environment (secrets stay out of argv)
     cwd: str
     mounts: list[str]  # host paths, mounted at the same path
     uid: int | None = None
@@ -100,6 +100,7 @@ class ContainerRun:
     cgroup_parent: str | None = None  # nest under the member's cgroup (v1)
     limits: Limits = field(default_factory=Limits)  # applied by the runtime when not nested
     mps_pipe: str | None = None
+    env_values: dict[str, str] = field(default_factory=dict)  # plain settings (paths), no secrets
 
 
 def run_argv(rt: ContainerRuntime, run: ContainerRun, *, cdi: list[str] | None = None,
@@ -116,6 +117,8 @@ def run_argv(rt: ContainerRuntime, run: ContainerRun, *, cdi: list[str] | None =
         argv += ["--volume", f"{path}:{path}"]
     for name in run.env_names:
         argv += ["--env", name]  # the value comes from podman's own environment, not argv
+    for name, value in run.env_values.items():
+        argv += ["--env", f"{name}={value}"]
     if run.cgroup_parent:
         if rt.name == "podman":
             argv += ["--cgroup-manager", "cgroupfs", "--cgroups", "no-conmon"]

@@ -104,9 +104,12 @@ def prepare(order: StartOrder, *, sandbox: Sandbox, mps: MpsController, node: st
     uid, gid = member.uid, member.gid
     if order.image:
         mounts = [str(job_dir)] + ([cwd] if cwd != str(job_dir) else [])
+        # podman itself keeps the agent's HOME; the container gets the job's as plain settings
+        paths = {k: job_env.pop(k) for k in ("HOME", "TMPDIR") if k in job_env}
+        env = {**inherited_env(dict(os.environ)), **job_env}
         try:
             argv = sandbox.container_argv(order, member, argv, sorted(job_env), cwd, mounts,
-                                          settings.pipe_dir if settings.available else None)
+                                          settings.pipe_dir if settings.available else None, paths)
         except ValueError as exc:
             raise StartError(f"cannot run image {order.image!r} on node {node}: {exc}") from exc
         if cg_plan is not None:

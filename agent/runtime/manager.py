@@ -123,8 +123,8 @@ class Runtime:
         member = prep.member
         record["sandbox"] = {"uid": member.uid, "gid": member.gid, "work_dir": str(member.job_dir),
                              "cgroup": member.cgroup is not None,
-                             "container": [*member.container[0][:2], member.container[1]]
-                             if member.container else None}
+                             "container": [member.container[0].name, member.container[0].binary,
+                                           member.container[1]] if member.container else None}
         record["enforcement"] = prep.enforcement
         try:
             proc = JobProcess.launch(prep.plan, prep.env, job.job_dir, cgroup=member.cgroup,

@@ -149,7 +149,8 @@ class Sandbox:
         return Member(ident, job_dir, cgroup, limits, grant, enforcement)
 
     def container_argv(self, order: StartOrder, member: Member, argv: list[str], env_names: list[str],
-                       cwd: str, mounts: list[str], mps_pipe: str | None) -> list[str]:
+                       cwd: str, mounts: list[str], mps_pipe: str | None,
+                       env_values: dict[str, str] | None = None) -> list[str]:
         """``podman run ...`` for a member whose spec names an image (raises ValueError if none)."""
         rt, why = self.container_runtime()
         if rt is None:
@@ -162,7 +163,7 @@ class Sandbox:
                            env_names=env_names, cwd=cwd, mounts=mounts, uid=member.uid, gid=member.gid,
                            device_paths=[n.path for n in member.grant.gpus] if member.grant else [],
                            gpu_uuids=uuids, cgroup_parent="/" + cg.rel if nested else None,
-                           limits=member.limits, mps_pipe=mps_pipe)
+                           limits=member.limits, mps_pipe=mps_pipe, env_values=env_values or {})
         argv_out, enforcement = run_argv(rt, run, cdi=cdi_gpu_devices(uuids) if uuids else None,
                                          hook=nvidia_hook_present())
         if not nested:

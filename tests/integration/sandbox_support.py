@@ -98,10 +98,12 @@ def make_runtime(world, *, backend=None, log_max_bytes: int = 64 * 1024 * 1024, 
 def order(attempt: str, argv: list[str], *, team: str = "ml", cpu: int | None = None,
           mem: int | None = None, slices: list[SliceSpec] | None = None, **kw) -> StartOrder:
     resources = {k: v for k, v in (("cpu_milli", cpu), ("memory_mib", mem)) if v is not None}
+    spec = kw.pop("spec", None)
+    if resources:
+        spec = {**(spec or {}), "resources": resources}
     return StartOrder(job_id="job-" + attempt, attempt_id=attempt, epoch=1, name=attempt, argv=argv,
                       identity=JobIdentity(team=team, queue="default"), grace_s=kw.pop("grace_s", 2.0),
-                      slices=slices or [], spec={"resources": resources} if resources else kw.pop("spec", None),
-                      **kw)
+                      slices=slices or [], spec=spec, **kw)
 
 
 def until(rt: Runtime, pred, timeout: float = 30.0, what: str = "condition"):
