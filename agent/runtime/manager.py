@@ -18,8 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from agent.enforce.env import is_fractional
 from agent.enforce.mps import MpsController
 from agent.enforce.watchdog import MemoryWatchdog
@@ -387,6 +385,8 @@ class Runtime:
         port = job.record["ports"][0] if job.order.port_count else None
         if port is None:
             return
+        import httpx  # here: the GPU check runs the runtime where httpx may be missing
+
         try:
             ok = httpx.get(f"http://127.0.0.1:{port}{job.order.readiness_path}", timeout=0.5).status_code < 400
         except httpx.HTTPError:
