@@ -90,15 +90,18 @@ class JobProcess:
         return self._popen.returncode if self._popen is not None else None
 
     def signal(self, sig: int) -> None:
-        """Signal the whole member: SIGTERM to each of its processes, SIGKILL to all of them."""
+        """Signal the whole member: SIGTERM to each of its processes (a container: to its init,
+        which forwards it, as ``podman stop`` does), SIGKILL to all of them."""
+        if self.container is not None and (sig != signal.SIGKILL or self.cgroup is None):
+            kill_container(self.container[0], self.container[1], signal.Signals(sig).name.removeprefix("SIG"))
         if self.cgroup is not None:
             if sig == signal.SIGKILL:
                 self.cgroup.kill()
-            else:
-                self.cgroup.signal(sig, skip=("conmon",))
+            elif self.container is None:
+                self.cgroup.signal(sig)
             return
         if self.container is not None:
-            kill_container(self.container[0], self.container[1], signal.Signals(sig).name.removeprefix("SIG"))
+            return
         child = self.child_pid()
         if child is None or not self.running():
             return

@@ -11,7 +11,6 @@ and device rules are left to the container runtime. ``enforcement`` says which l
 from __future__ import annotations
 
 import os
-import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -263,8 +262,8 @@ class JobCgroup:
     def pids(self) -> set[int]:
         return tree_pids(self.procs_root)
 
-    def signal(self, sig: int, skip: tuple[str, ...] = ()) -> int:
-        return signal_tree(self.procs_root, sig, skip)
+    def signal(self, sig: int) -> int:
+        return signal_tree(self.procs_root, sig)
 
     def kill(self, timeout: float = 10.0) -> bool:
         return kill_tree(self.procs_root, freezer_dir=self.freezer_dir, kill_file=self.kill_file,
@@ -289,8 +288,3 @@ class JobCgroup:
         """Kill what is left and remove the cgroup from every hierarchy (also what podman made)."""
         self.kill(timeout=5.0)
         return all([remove_tree(str(d)) for d in self.dirs.values()])
-
-
-def stop_signal_all(cg: JobCgroup) -> int:
-    """SIGTERM to every process of the member (the container runtime's monitor excluded)."""
-    return cg.signal(signal.SIGTERM, skip=("conmon",))

@@ -13,11 +13,10 @@ import signal
 import time
 
 
-def tree_pids(root: str, skip: tuple[str, ...] = ()) -> set[int]:
-    """Every pid in the cgroup ``root`` and its children (child cgroups named in ``skip`` excluded)."""
+def tree_pids(root: str) -> set[int]:
+    """Every pid in the cgroup ``root`` and its children."""
     pids: set[int] = set()
-    for path, dirs, _files in os.walk(root):
-        dirs[:] = [d for d in dirs if d not in skip]
+    for path, _dirs, _files in os.walk(root):
         try:
             with open(os.path.join(path, "cgroup.procs")) as fh:
                 pids.update(int(line) for line in fh if line.strip())
@@ -26,10 +25,10 @@ def tree_pids(root: str, skip: tuple[str, ...] = ()) -> set[int]:
     return pids
 
 
-def signal_tree(root: str, sig: int, skip: tuple[str, ...] = ()) -> int:
+def signal_tree(root: str, sig: int) -> int:
     """Send ``sig`` to every process of the tree; returns how many were signalled."""
     sent = 0
-    for pid in tree_pids(root, skip):
+    for pid in tree_pids(root):
         try:
             os.kill(pid, sig)
             sent += 1

@@ -136,7 +136,7 @@ def processes_with(marker: str) -> list[int]:
         if name.isdigit():
             try:
                 with open(f"/proc/{name}/cmdline", "rb") as fh:
-                    if marker.encode() in fh.read():
+                    if marker.encode() in fh.read().replace(b"\0", b" "):
                         out.append(int(name))
             except OSError:
                 continue
