@@ -196,15 +196,14 @@ class Runtime:
         (an agent crash between creating one and recording it) go once they are as old.
         """
         removed, keys = [], set()
-        with self.lock:
-            live = set(self.jobs)
         for record in self.state.load_records():
             attempt = record["order"]["attempt_id"]
             job = Job(StartOrder.model_validate(record["order"]), record, self.state.job_dir(attempt))
-            if record["state"] == "done" and self._expired(job) and (
-                    attempt not in live or self.jobs[attempt].state == "done"):
-                with self.lock:
-                    self.jobs.pop(attempt, None)
+            with self.lock:
+                if record["state"] != "done" or not self._expired(job) or (
+                        attempt in self.jobs and self.jobs[attempt].state != "done"):
+                    continue
+                self.jobs.pop(attempt, None)
                 self._remove_dirs(attempt)
                 removed.append(attempt)
                 keys.add(f"job:{job.order.job_id}")
@@ -359,7 +358,7 @@ class Runtime:
         usage = cg.usage()
         if not usage.oom_kills:
             return None
-        limit = job.proc and (job.record.get("enforcement") or {}).get("memory", "")
+        limit = (job.record.get("enforcement") or {}).get("memory", "")
         peak = f", peak {usage.memory_peak_bytes // 2**20} MiB" if usage.memory_peak_bytes else ""
         return (f"host memory limit exceeded: the kernel killed {usage.oom_kills} process(es) of the job "
                 f"at its memory limit ({limit}{peak}); ask for more resources.memory_mib")
