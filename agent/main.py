@@ -284,6 +284,7 @@ class Agent:
     def health(self) -> dict[str, Any]:
         return {"ok": True, "registered": self._registered.is_set(), "connected": self.connected,
                 "node_id": self.node_id, "jobs": len(self.runtime.root_pids()),
+                "sandbox": self.sandbox.reason or f"on ({self.sandbox.support.detail})",
                 "buffered_status_reports": len(self.reports.outbox),
                 "buffered_samples": len(self.sample_outbox),
                 "dropped_samples": self.sample_outbox.dropped,
