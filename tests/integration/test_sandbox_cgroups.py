@@ -12,9 +12,12 @@ import os
 import time
 
 from agent.devices.simulated import SimulatedBackend
+from agent.enforce.mps import MpsController
+from agent.runtime.manager import Runtime
+from agent.sandbox.policy import Sandbox
 from controlplane.core.wire import SliceSpec, StatusKind
-from tests.integration.sandbox_support import (cgroup_of, finished, host, job_python, make_runtime,  # noqa: F401
-                                               order, processes_with, stdout, until, world)
+from tests.integration.sandbox_support import (Reports, cgroup_of, finished, host, job_python,  # noqa: F401
+                                               make_runtime, order, processes_with, stdout, until, world)
 from tests.support.waiting import wait_until
 
 
@@ -116,3 +119,20 @@ def test_enforcement_report_names_the_layers(world, host):
     assert enforcement["cgroup"].startswith(host.detail)
     assert "250 milli" in enforcement["cpu"] and "128 MiB" in enforcement["memory"]
     assert "pids" in enforcement and "identity" in enforcement
+
+
+def test_restarted_agent_readopts_and_still_stops_the_whole_member(world):
+    rt, reports = make_runtime(world)
+    rt.start(order("r1", ["bash", "-c", "setsid sleep 6177 & echo up; sleep 6178"]))
+    until(rt, lambda: "up" in stdout(rt, "r1") and processes_with("sleep 6177"), what="job up")
+    root, runtimes = world
+    again = Runtime(rt.state, node_name="n1", address="127.0.0.1", report=Reports(), mps=MpsController("off", root),
+                    sandbox=Sandbox(mode="on", state_root=rt.state.root, jobs_root=root / "jobs",
+                                    cgroup_parent=rt.sandbox.cgroup_parent),
+                    log_flush_s=0.3)
+    runtimes.append(again)
+    assert again.adopt_all() == ["r1"] and again.job("r1").proc.cgroup is not None
+    assert again.stop("r1", "cancelled after restart", 1.0)
+    report = finished(again, "r1")
+    assert report["kind"] == StatusKind.KILLED and report["exit_code"] == 143
+    wait_until(lambda: _gone("sleep 6177") and _gone("sleep 6178"), 10, "no leftovers")
