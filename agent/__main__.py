@@ -24,6 +24,12 @@ def parse_args(argv: list[str] | None = None) -> dict:
     p.add_argument("--poll-wait", dest="poll_wait_s", type=float)
     p.add_argument("--tick", dest="tick_s", type=float)
     p.add_argument("--memory-grace", dest="memory_grace_s", type=float)
+    p.add_argument("--sandbox", choices=["auto", "on", "off"],
+                   help="jobs as their own uid in their own cgroup (auto: when root with cgroups)")
+    p.add_argument("--jobs-dir", help="job working directories (outside the state dir)")
+    p.add_argument("--uid-range", help="uids handed to jobs, e.g. 300000-399999")
+    p.add_argument("--identity-scope", choices=["team", "job"], help="one uid per team (default) or job")
+    p.add_argument("--log-max-bytes", type=int, help="cap per job log stream (newest output kept)")
     p.add_argument("--stop-jobs-on-exit", action="store_const", const=True, default=None,
                    help="stop running jobs when the agent stops (default: leave them for re-adoption)")
     p.add_argument("--log-level")
@@ -46,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, BackendUnavailable, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except RuntimeError as exc:  # e.g. the exporter port is taken
+    except (RuntimeError, OSError) as exc:  # e.g. the exporter port is taken, a dir not writable
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -28,6 +28,13 @@ def _default_state_dir() -> Path:
     return Path(base) / "gpupool" / "agent"
 
 
+def _default_jobs_dir() -> Path:
+    if os.geteuid() == 0:
+        return Path("/var/lib/gpupool-jobs")
+    base = os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share")
+    return Path(base) / "gpupool" / "jobs"
+
+
 class AgentConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -46,6 +53,22 @@ class AgentConfig(BaseModel):
     telemetry_buffer: int = Field(20000, ge=10, description="samples kept while the server is down")
     stop_jobs_on_exit: bool = Field(False, description="stop jobs when the agent stops (default: "
                                      "leave them running for the next start to re-adopt)")
+    sandbox: Literal["auto", "on", "off"] = Field(
+        "auto", description="run jobs as their own uid in their own cgroup (auto: when root with cgroups)")
+    jobs_dir: Path = Field(default_factory=_default_jobs_dir,
+                           description="job working directories (outside the state dir)")
+    uid_range: str = Field("300000-399999", description="uids/gids handed to jobs")
+    identity_scope: Literal["team", "job"] = Field("team", description="one uid per team or per job")
+    cgroup_parent: str = Field("gpupool", pattern=r"^[A-Za-z0-9_.-]+$",
+                               description="cgroup under which each job member gets its own")
+    pids_max: int = Field(4096, ge=16, description="processes + threads per job member")
+    device_root: Path = Field(Path("/dev"), description="where /dev/nvidiaN nodes are")
+    container_runtime: Literal["auto", "podman", "docker"] = "auto"
+    container_ulimits: list[str] = Field(default_factory=lambda: ["nofile=1024:1024", "nproc=1024:1024"])
+    log_max_bytes: int = Field(64 * 1024 * 1024, ge=4096,
+                               description="per stream and job member; the newest output is kept")
+    job_retention_s: float = Field(7 * 86400, ge=0, description="finished job directories kept this long")
+    housekeeping_interval_s: float = Field(600, gt=0, description="how often old job dirs are removed")
     labels: dict[str, str] = Field(default_factory=dict)
     log_level: str = "INFO"
     config_file: Path | None = None
@@ -57,6 +80,14 @@ class AgentConfig(BaseModel):
         if p.scheme not in ("http", "https") or not p.netloc:
             raise ValueError(f"must be an http(s) URL like http://127.0.0.1:8000, not {v!r}")
         return v.rstrip("/")
+
+    @field_validator("uid_range")
+    @classmethod
+    def _uids(cls, v: str) -> str:
+        from agent.sandbox.identity import parse_range
+
+        parse_range(v)
+        return v
 
     @field_validator("backend")
     @classmethod
@@ -94,6 +125,8 @@ def _from_env(environ: dict[str, str]) -> dict[str, Any]:
                               + ", ".join(ENV_PREFIX + f.upper() for f in sorted(_FIELDS)))
         if name == "labels":
             value = dict(kv.split("=", 1) for kv in value.split(",") if "=" in kv)
+        elif name == "container_ulimits":
+            value = [v.strip() for v in value.split(",") if v.strip()]
         elif name == "memory_grace_s" and value.lower() in ("", "off", "none"):
             value = None
         out[name] = value

@@ -25,6 +25,7 @@ from agent.config import AgentConfig
 from agent.enforce.mps import MpsController
 from agent.reports import ReportSender
 from agent.runtime.manager import Runtime
+from agent.sandbox.policy import Sandbox
 from agent.state import StateDir
 from agent.telemetry import TelemetrySampler
 from controlplane.core import wire
@@ -44,8 +45,15 @@ class Agent:
             backend = open_backend(config.backend, **options)
         self.backend = backend
         simulated = getattr(backend, "name", "").startswith("sim")
+        self.sandbox = Sandbox(mode=config.sandbox, state_root=self.state.root, jobs_root=config.jobs_dir,
+                               uid_range=config.uid_range, identity_scope=config.identity_scope,
+                               cgroup_parent=config.cgroup_parent, pids_max=config.pids_max,
+                               device_root=str(config.device_root),
+                               container_runtime=config.container_runtime,
+                               ulimits=tuple(config.container_ulimits))
         self.mps = MpsController(config.mps, self.state.root, applicable=not simulated,
-                                 reason_off="simulated accelerators" if simulated else "")
+                                 reason_off="simulated accelerators" if simulated else "",
+                                 shared_dir=self.sandbox.mps_dir)
         self.address = config.node_address()
         self.client = AgentClient(config.server_url)
         self.node_id: str | None = None
@@ -53,10 +61,13 @@ class Agent:
                                     on_delivered=lambda: self._set_connected(True))
         self.runtime = Runtime(self.state, node_name=config.node_name, address=self.address,
                                report=self.reports.report, mps=self.mps, backend=backend,
-                               watchdog_grace_s=config.memory_grace_s)
+                               watchdog_grace_s=config.memory_grace_s, sandbox=self.sandbox,
+                               log_max_bytes=config.log_max_bytes, keep_done_s=config.job_retention_s)
         self.reports.runtime = self.runtime
         self.sampler = TelemetrySampler(backend, self.runtime.managed_jobs,
-                                        ancestry=job_ancestry(self.runtime.root_pids))
+                                        ancestry=job_ancestry(self.runtime.job_pids),
+                                        reported=self.runtime.reported_gpu_memory)
+        self.next_housekeeping = 0.0
         self.sample_outbox = DiskQueue(self.state.root / "outbox" / "telemetry.jsonl",
                                        max_items=config.telemetry_buffer)
         self.heartbeat_interval = config.heartbeat_interval_s
@@ -245,13 +256,19 @@ class Agent:
 
     def _supervise_once(self) -> None:
         self.runtime.tick()
+        if time.monotonic() >= self.next_housekeeping:
+            self.next_housekeeping = time.monotonic() + self.config.housekeeping_interval_s
+            removed = self.runtime.housekeeping()
+            if removed:
+                log.info("removed %d finished job director(ies) past retention", len(removed))
         try:
             snap = self.sampler.sample()
         except Exception as exc:  # a device error must not stop supervision
             log.error("telemetry sample failed: %s", exc)
             return
         self.runtime.enforce_memory({(r.attempt_id, r.accelerator_uuid): r.memory_used_mib
-                                     for r in snap.slices})
+                                     for r in snap.slices},
+                                    {(e.attempt_id, e.accelerator_uuid): e.memory_mib for e in snap.escapes})
 
     def _final_flush(self) -> None:
         """Best effort, a few seconds: deliver what the stopped jobs reported."""
@@ -268,6 +285,7 @@ class Agent:
     def health(self) -> dict[str, Any]:
         return {"ok": True, "registered": self._registered.is_set(), "connected": self.connected,
                 "node_id": self.node_id, "jobs": len(self.runtime.root_pids()),
+                "sandbox": self.sandbox.reason or f"on ({self.sandbox.support.detail})",
                 "buffered_status_reports": len(self.reports.outbox),
                 "buffered_samples": len(self.sample_outbox),
                 "dropped_samples": self.sample_outbox.dropped,

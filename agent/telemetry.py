@@ -3,10 +3,13 @@
 The agent's main loop (B2) gives it the backend and a callable listing the jobs it runs
 (``ManagedJob``: ids, root pids, slices, queue, team). Each ``sample()`` returns a
 ``TelemetrySnapshot`` holding wire ``AcceleratorSample``s (with ``unmanaged_memory_mib`` = memory
-of GPU processes gpupool did not start), per-process ``ProcessUsage`` and one ``SliceReport`` per
-(attempt, accelerator), whose ``slice_usage()`` is what a Heartbeat carries. A job's child
-processes (DeepSpeed workers, vLLM engines) count for the job: pids NVML reports that are no
-job's root are matched to their ancestors through /proc. ``latest`` feeds the exporter.
+of GPU processes gpupool did not start, or that a job holds outside its slice), per-process
+``ProcessUsage``, one ``SliceReport`` per (attempt, accelerator), whose ``slice_usage()`` is what a
+Heartbeat carries, and ``escapes``: a job's memory on an accelerator outside its slice (a
+violation the runtime stops). A job's child processes (DeepSpeed workers, vLLM engines) count for
+the job: pids NVML reports that are no job's root are matched to their ancestors through /proc.
+Where NVML cannot see a job's processes (MPS clients), the job's own report (``reported``) is
+its figure. ``latest`` feeds the exporter.
 """
 
 from __future__ import annotations
@@ -53,6 +56,16 @@ class SliceReport:
                           memory_used_mib=self.memory_used_mib, sm_util_pct=self.sm_util_pct)
 
 
+@dataclass(frozen=True, slots=True)
+class Escape:
+    """Memory a job's processes hold on an accelerator outside its slices: a violation."""
+
+    job_id: str
+    attempt_id: str
+    accelerator_uuid: str
+    memory_mib: float
+
+
 @dataclass(slots=True)
 class TelemetrySnapshot:
     ts: float
@@ -60,6 +73,7 @@ class TelemetrySnapshot:
     samples: list[AcceleratorSample]
     processes: list[ProcessUsage]
     slices: list[SliceReport] = field(default_factory=list)
+    escapes: list[Escape] = field(default_factory=list)
 
     def slice_usage(self) -> list[SliceUsage]:
         return [s.usage() for s in self.slices]
@@ -90,9 +104,11 @@ class TelemetrySampler:
         *,
         clock: Callable[[], float] = time.time,
         ancestry: Callable[[], dict[int, int]] = parent_pids,
+        reported: Callable[[], dict[tuple[str, str], float]] = dict,
     ) -> None:
         self.backend = backend
         self._jobs = jobs
+        self._reported = reported
         self._clock = clock
         self._ancestry = ancestry
         self.accelerators = backend.discover()
@@ -107,32 +123,39 @@ class TelemetrySampler:
         samples = self.backend.sample()
         processes = self.backend.processes()
         owner = self._owners(jobs, processes)
+        allowed = {(j.attempt_id, s.accelerator_uuid) for j in jobs for s in j.slices}
+        job_of = {j.attempt_id: j.job_id for j in jobs}
         used: dict[tuple[str, str], float] = {}
         sm: dict[tuple[str, str], float] = {}
         unmanaged: dict[str, float] = {}
         for p in processes:
             attempt = owner.get(p.pid)
-            if attempt is None:
+            key = (attempt or "", p.accelerator_uuid)
+            if attempt is None or key not in allowed:
+                # no job's, or a job's on a GPU outside its slice: the scheduler must count it taken
                 unmanaged[p.accelerator_uuid] = unmanaged.get(p.accelerator_uuid, 0.0) + p.memory_used_mib
-                continue
-            key = (attempt, p.accelerator_uuid)
             used[key] = used.get(key, 0.0) + p.memory_used_mib
             if p.sm_util_pct is not None:
                 sm[key] = sm.get(key, 0.0) + p.sm_util_pct
         for s in samples:
             s.unmanaged_memory_mib = round(unmanaged.get(s.uuid, 0.0), 1)
+        escapes = [Escape(job_of[a], a, uuid, round(mib, 1)) for (a, uuid), mib in used.items()
+                   if a in job_of and (a, uuid) not in allowed and mib > 0]
+        reported = self._reported()
         reports = []
         for job in jobs:
             for sl in job.slices:
                 key = (job.attempt_id, sl.accelerator_uuid)
                 util = sm.get(key)
+                # NVML's per-process figure, or the job's own report where NVML cannot see it (MPS)
+                mem = max(used.get(key, 0.0), reported.get(key, 0.0))
                 reports.append(SliceReport(
                     job_id=job.job_id, attempt_id=job.attempt_id, queue=job.queue, team=job.team,
                     accelerator_uuid=sl.accelerator_uuid, compute_milli=sl.compute_milli,
-                    memory_mib=sl.memory_mib, memory_used_mib=round(used.get(key, 0.0), 1),
+                    memory_mib=sl.memory_mib, memory_used_mib=round(mem, 1),
                     sm_util_pct=None if util is None else min(100.0, max(0.0, util)),
                 ))
-        snap = TelemetrySnapshot(self._clock(), self.accelerators, samples, processes, reports)
+        snap = TelemetrySnapshot(self._clock(), self.accelerators, samples, processes, reports, escapes)
         self.latest = snap
         return snap
 

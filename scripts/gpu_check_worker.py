@@ -1,9 +1,12 @@
 """One slice's load for scripts/gpu-check-agent.sh: bf16 matmuls, and optionally too much memory.
 
-Needs only torch (CUDA) and nvidia-ml-py. Talks to its parent by lines "GPUCHECK {json}" on
-stdout; after warm-up it says "ready" and waits for "go" on stdin, so all slices measure the same
-window. Modes: load (steady matmuls), refuse (asks for --ask-mib once, expects an OOM refusal),
-ramp (grows its memory by --step-mib until stopped; says "cross" when NVML shows it over --limit-mib).
+Needs only torch (CUDA) and nvidia-ml-py. Talks to the check by lines "GPUCHECK {json}" on
+stdout (the agent's runtime captures them in the job's log); after warm-up it says "ready" and
+waits for the file $GPUCHECK_GO_FILE (or "go" on stdin), so all slices measure the same window.
+Modes: load (steady matmuls), refuse (asks for --ask-mib once, expects an OOM refusal), ramp
+(grows its memory by --step-mib until stopped or refused; says "cross" when NVML shows it over
+--limit-mib), escape (counts the GPUs it can use and opens --probe-node paths, to show that
+unsetting CUDA_VISIBLE_DEVICES gains nothing).
 It never applies the framework memory cap: the point is to see MPS or the watchdog stop it.
 With GPUCHECK_REHEARSAL=1 it uses no GPU: "memory" is a number written to
 $GPUPOOL_SIM_MEMORY_FILE for the simulated backend, so the plumbing can be tested on a CPU.
@@ -74,6 +77,18 @@ class CudaDevice:
     def reserved_mib(self) -> float:
         return self.torch.cuda.memory_reserved() / MIB
 
+    def reach(self) -> dict:
+        """How many GPUs this process can see, and on which an allocation succeeds."""
+        torch, usable = self.torch, []
+        for i in range(torch.cuda.device_count()):
+            try:
+                torch.empty(256 * MIB, dtype=torch.uint8, device=f"cuda:{i}").fill_(1)
+                torch.cuda.synchronize(i)
+                usable.append(torch.cuda.get_device_properties(i).name)
+            except Exception as exc:  # noqa: BLE001 - any refusal is what we look for
+                usable.append(f"refused: {str(exc).splitlines()[0][:120]}")
+        return {"device_count": torch.cuda.device_count(), "allocations": usable}
+
 
 class RehearsalDevice:
     """No GPU: memory is bookkeeping published through GPUPOOL_SIM_MEMORY_FILE; ops just sleep."""
@@ -107,11 +122,36 @@ class RehearsalDevice:
     def reserved_mib(self) -> float:
         return self.used - self.CONTEXT_MIB
 
+    def reach(self) -> dict:
+        return {"device_count": None, "allocations": []}
+
+
+def probe(paths: list[str]) -> dict[str, str]:
+    """Open each device node: 'opened', or the error (EPERM = the cgroup refused it)."""
+    out = {}
+    for path in paths:
+        try:
+            os.close(os.open(path, os.O_RDWR))
+            out[path] = "opened"
+        except OSError as exc:
+            out[path] = os.strerror(exc.errno)
+    return out
+
+
+def wait_for_go() -> bool:
+    go = os.environ.get("GPUCHECK_GO_FILE")
+    if not go:
+        return sys.stdin.readline().strip() == "go"
+    while not os.path.exists(go):
+        time.sleep(0.005)
+    return True
+
 
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--tag", required=True)
-    ap.add_argument("--mode", choices=["load", "refuse", "ramp"], default="load")
+    ap.add_argument("--mode", choices=["load", "refuse", "ramp", "escape"], default="load")
+    ap.add_argument("--probe-node", action="append", default=[], help="escape: device nodes to open")
     ap.add_argument("--seconds", type=float, default=8.0)
     ap.add_argument("--ballast-mib", type=int, default=1024)
     ap.add_argument("--ask-mib", type=int, default=0)
@@ -128,8 +168,11 @@ def main() -> int:
     if args.mode == "ramp":
         dev.own_used_mib()  # open NVML before the clock starts
     say("ready", tag=args.tag)
-    if sys.stdin.readline().strip() != "go":
+    if not wait_for_go():
         return 4
+    if args.mode == "escape":
+        say("reach", tag=args.tag, visible=os.environ.get("CUDA_VISIBLE_DEVICES"), nodes=probe(args.probe_node),
+            **dev.reach())
     count, crossed, asked, held = 0, False, False, False
     t0 = time.perf_counter()
     next_step = t0 + args.step_every_s
@@ -153,7 +196,8 @@ def main() -> int:
                 ballast_mib += args.step_mib
             except OutOfMemory as exc:
                 held = True
-                say("oom", tag=args.tag, error=str(exc))
+                say("oom", tag=args.tag, error=str(exc), ballast_mib=ballast_mib,
+                    reserved_mib=round(dev.reserved_mib(), 1))
             held = held or ballast_mib >= args.max_mib
             used = dev.own_used_mib()
             if not crossed and used is not None and used > args.limit_mib:

@@ -194,6 +194,15 @@ class NvmlBackend:
     def discover(self) -> list[AcceleratorInfo]:
         return [d.info.model_copy(deep=True) for d in self._devices]
 
+    def device_minors(self) -> dict[str, int]:
+        """uuid -> N of /dev/nvidiaN (a MIG device: its parent GPU's node), for device rules."""
+        out: dict[str, int] = {}
+        for handle, members in self._physical:
+            minor = self._try("nvmlDeviceGetMinorNumber", handle)
+            if minor is not None:
+                out.update({m.info.uuid: int(minor) for m in members})
+        return out
+
     def sample(self) -> list[AcceleratorSample]:
         with self._lock:
             self._drain_xids()

@@ -5,7 +5,10 @@ idle query exactly as the H100 did (values and NVML errors such as Not Supported
 raised as pynvml's own exception classes), and ``nvml_samples_2tenants.json`` is a time series
 (utilisation, memory, power, per-process memory and SM use) that ``advance()`` steps through.
 ``mig=["1g.10gb", ...]`` turns MIG on with devices made from the card's recorded MIG profiles;
-``inject_xid(gpu, code)`` queues an XID event. Pass the module as ``NvmlBackend(nvml=...)``.
+``inject_xid(gpu, code)`` queues an XID event. ``gpus=2`` adds copies of the recorded card (own
+UUID, index and minor number) and ``placement={pid: gpu}`` shows a recorded process on another
+of them (an escape from its slice); ``mps=True`` replays what NVML showed while two MPS clients
+ran (only the MPS server). Pass the module as ``NvmlBackend(nvml=...)``.
 """
 
 from __future__ import annotations
@@ -46,14 +49,20 @@ class ReplayNvml(types.ModuleType):
     """The fake module; attributes not defined here come from the real pynvml (constants, errors)."""
 
     def __init__(self, fixtures: Path = FIXTURES, *, mig: list[str] | None = None,
-                 samples: bool = True) -> None:
+                 samples: bool = True, gpus: int = 1, placement: dict[int, int] | None = None,
+                 mps: bool = False) -> None:
         super().__init__("pynvml_replay")
         self.snapshot = json.loads((fixtures / "nvml_snapshot.json").read_text())
         self.series = json.loads((fixtures / "nvml_samples_2tenants.json").read_text()) if samples else []
+        if mps:
+            self.series = _mps_series(fixtures)
+        self.placement = placement or {}
         self.position = -1  # -1: the idle snapshot; 0.. : index into the time series
         self.initialised = False
         self.events: deque = deque()
+        recorded = self.snapshot["devices"][0]
         self.devices = [_Device(i, d) for i, d in enumerate(self.snapshot["devices"])]
+        self.devices += [_Device(i, _copy_of(recorded, i)) for i in range(len(self.devices), gpus)]
         for parent in self.devices:
             if mig:
                 parent.mig = [self._mig_device(parent, j, p) for j, p in enumerate(mig)]
@@ -127,7 +136,7 @@ class ReplayNvml(types.ModuleType):
 
     def nvmlDeviceGetCount(self) -> int:
         self._check()
-        return self._unwrap(self.snapshot["system"]["count"])
+        return max(self._unwrap(self.snapshot["system"]["count"]), len(self.devices))
 
     def nvmlDeviceGetHandleByIndex(self, index: int) -> _Device:
         self._check()
@@ -161,20 +170,23 @@ class ReplayNvml(types.ModuleType):
             total = dev.data["memory_mib"] * MIB
             return NS(total=total, used=used, free=total - used)
         info = self._recorded(dev, "nvmlDeviceGetMemoryInfo")
-        if self.current is not None:
+        if self.current is not None and "mem_used_mib" in self.current:
             info.used = self.current["mem_used_mib"] * MIB
+            if len(self.devices) > 1:  # processes moved between copies: the driver's share + theirs
+                idle = self.snapshot["devices"][0]["nvmlDeviceGetMemoryInfo"]["ok"]["used"]
+                info.used = idle + sum(p.usedGpuMemory for p in self._procs(dev))
             info.free = info.total - info.used
         return info
 
     def nvmlDeviceGetUtilizationRates(self, dev: _Device) -> NS:
         rates = self._recorded(dev, "nvmlDeviceGetUtilizationRates")
-        if self.current is not None:
+        if self.current is not None and "util_gpu" in self.current:
             rates = NS(gpu=self.current["util_gpu"], memory=self.current["util_mem"])
         return rates
 
     def nvmlDeviceGetPowerUsage(self, dev: _Device) -> int:
         power = self._recorded(dev, "nvmlDeviceGetPowerUsage")
-        return self.current["power_mw"] if self.current is not None else power
+        return self.current["power_mw"] if self.current is not None and "power_mw" in self.current else power
 
     def nvmlDeviceGetTemperature(self, dev: _Device, sensor: int) -> int:
         return self._recorded(dev, "temperature_gpu")
@@ -200,7 +212,8 @@ class ReplayNvml(types.ModuleType):
         if self.current is None:
             return list(self._recorded(dev, "nvmlDeviceGetComputeRunningProcesses"))
         return [NS(pid=p["pid"], usedGpuMemory=p["used_mib"] * MIB, gpuInstanceId=0xFFFFFFFF,
-                   computeInstanceId=0xFFFFFFFF) for p in self.current["procs"]]
+                   computeInstanceId=0xFFFFFFFF) for p in self.current["procs"]
+                if self.placement.get(p["pid"], 0) == dev.index]
 
     def nvmlDeviceGetComputeRunningProcesses(self, dev: _Device) -> list[NS]:
         self._check()
@@ -214,7 +227,8 @@ class ReplayNvml(types.ModuleType):
             raise _real.NVMLError(_real.NVML_ERROR_NOT_FOUND)
         ts = int(self.current["t"] * 1e6)
         return [NS(pid=u["pid"], timeStamp=ts, smUtil=u["sm"], memUtil=u["mem"], encUtil=0, decUtil=0)
-                for u in self.current.get("proc_util", []) if ts > since]
+                for u in self.current.get("proc_util", [])
+                if ts > since and self.placement.get(u["pid"], 0) == dev.index]
 
     def nvmlDeviceGetSupportedEventTypes(self, dev: _Device) -> int:
         self._recorded(dev, "nvmlDeviceGetName")
@@ -248,6 +262,7 @@ _PASSTHROUGH = (
     "nvmlDeviceGetComputeMode", "nvmlDeviceGetPerformanceState", "nvmlDeviceGetPersistenceMode",
     "nvmlDeviceGetPowerManagementLimit", "nvmlDeviceGetEnforcedPowerLimit", "nvmlDeviceGetArchitecture",
     "nvmlDeviceGetBoardPartNumber", "nvmlDeviceGetVbiosVersion", "nvmlDeviceGetBAR1MemoryInfo",
+    "nvmlDeviceGetMinorNumber",
 )
 
 
@@ -261,6 +276,24 @@ def _make_passthrough(key: str):
 
 for _key in _PASSTHROUGH:
     setattr(ReplayNvml, _key, _make_passthrough(_key))
+
+
+def _copy_of(recorded: dict, index: int) -> dict:
+    """Another card like the recorded one: its own UUID, serial, index, minor number and bus id."""
+    h = hashlib.sha256(f"copy:{index}".encode()).hexdigest()
+    pci = dict(recorded["nvmlDeviceGetPciInfo_v3"]["ok"], busId=f"00000000:00:{6 + index:02X}.0")
+    return {**recorded, "nvmlDeviceGetUUID": {"ok": f"GPU-{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:32]}"},
+            "nvmlDeviceGetSerial": {"ok": str(int(h[:12], 16))}, "nvmlDeviceGetIndex": {"ok": index},
+            "nvmlDeviceGetMinorNumber": {"ok": index}, "nvmlDeviceGetPciInfo_v3": {"ok": pci}}
+
+
+def _mps_series(fixtures: Path) -> list[dict]:
+    """The samples NVML gave while two MPS clients (3 GiB, 5 GiB) ran: the server at most."""
+    text = (fixtures / "nvml-latency-and-mps-attribution.log").read_text()
+    line = next(ln for ln in text.splitlines() if ln.startswith('{"during_mps_clients"'))
+    # only the process list was recorded there; other queries answer as on the idle card
+    return [{"t": float(i), "procs": s["nvmlDeviceGetComputeRunningProcesses"], "proc_util_err": "Not Found"}
+            for i, s in enumerate(json.loads(line)["during_mps_clients"])]
 
 
 def replay_module(**kwargs: Any) -> ReplayNvml:

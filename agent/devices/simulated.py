@@ -185,6 +185,10 @@ class SimulatedBackend:
     def discover(self) -> list[AcceleratorInfo]:
         return [d.info.model_copy(deep=True) for d in self._devices.values()]
 
+    def device_minors(self) -> dict[str, int]:
+        """uuid -> N of the /dev/nvidiaN a simulated GPU stands for (its index)."""
+        return {uuid: d.info.index for uuid, d in self._devices.items()}
+
     def processes(self) -> list[ProcessUsage]:
         with self._lock:
             tenants = self._live_tenants()

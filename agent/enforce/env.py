@@ -10,13 +10,17 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from agent.enforce.contract import memory_contract
 from controlplane.core.resources import WHOLE
 from controlplane.core.wire import StartOrder
 
-# inherited variables a job must never see from the agent (the node token lives in GPUPOOL_AGENT_*)
-STRIPPED_PREFIXES = ("GPUPOOL_", "CUDA_MPS_")
-STRIPPED_NAMES = ("CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "MASTER_ADDR", "MASTER_PORT",
-                  "WORLD_SIZE", "RANK", "LOCAL_RANK", "NODE_RANK")
+# The only variables of the agent's own environment a job sees (a trailing * is a prefix): paths,
+# locale and library tuning, never credentials (the agent's environment may hold its bootstrap
+# token, cloud keys, HF_TOKEN...). HOME/USER/LOGNAME pass only when jobs run as the agent's user.
+PASSTHROUGH = ("PATH", "LANG", "LANGUAGE", "LC_*", "TZ", "TERM", "PYTHONPATH", "LD_LIBRARY_PATH",
+               "CUDA_HOME", "CUDA_PATH", "NCCL_*", "HF_HOME", "HF_HUB_CACHE", "HF_HUB_OFFLINE",
+               "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "TORCH_HOME")
+SAME_USER = ("HOME", "USER", "LOGNAME")
 
 
 @dataclass(slots=True)
@@ -41,26 +45,22 @@ def is_fractional(order: StartOrder) -> bool:
     return any(s.compute_milli < WHOLE or s.memory_mib < s.device_memory_mib for s in order.slices)
 
 
-def memory_fraction(memory_mib: int, device_memory_mib: int) -> float:
-    """Slice memory as a fraction of the device, rounded down to 4 decimals (never above 1)."""
-    if device_memory_mib <= 0:
-        return 1.0
-    return min(1.0, math.floor(memory_mib / device_memory_mib * 10_000) / 10_000)
-
-
 def mps_thread_percentage(compute_milli: int) -> int:
     """CUDA_MPS_ACTIVE_THREAD_PERCENTAGE for a compute share (1..100, rounded up)."""
     return max(1, min(100, math.ceil(compute_milli / 10)))
 
 
-def inherited_env(base: dict[str, str]) -> dict[str, str]:
-    """The agent's environment minus anything that would leak its token or another slice."""
-    return {k: v for k, v in base.items()
-            if not k.startswith(STRIPPED_PREFIXES) and k not in STRIPPED_NAMES}
+def inherited_env(base: dict[str, str], *, same_user: bool = True,
+                  passthrough: tuple[str, ...] = PASSTHROUGH) -> dict[str, str]:
+    """The part of the agent's environment a job may see: an allow-list, never its secrets."""
+    names = {p for p in passthrough if not p.endswith("*")} | (set(SAME_USER) if same_user else set())
+    prefixes = tuple(p[:-1] for p in passthrough if p.endswith("*"))
+    return {k: v for k, v in base.items() if k in names or (prefixes and k.startswith(prefixes))}
 
 
 def slice_env(order: StartOrder, *, node: str, ports: list[int], master_port: int,
-              output_dir: str, mps: MpsSettings, watchdog_grace_s: float | None) -> SliceEnv:
+              output_dir: str, mps: MpsSettings, watchdog_grace_s: float | None,
+              models: dict[str, str] | None = None) -> SliceEnv:
     """Variables that describe and enforce ``order``'s slices (they override the order's env)."""
     out = SliceEnv()
     env = out.env
@@ -83,17 +83,23 @@ def slice_env(order: StartOrder, *, node: str, ports: list[int], master_port: in
         compute = min(s.compute_milli for s in order.slices)
         memory = min(s.memory_mib for s in order.slices)
         device_memory = min(s.device_memory_mib for s in order.slices)
-        fraction = memory_fraction(memory, device_memory)
+        collective = len(order.slices) > 1 or (order.rendezvous is not None and order.rendezvous.nnodes > 1)
+        tight = min(order.slices, key=lambda s: (s.memory_mib, s.device_memory_mib))
+        contract = memory_contract(tight.memory_mib, tight.device_memory_mib,
+                                   (models or {}).get(tight.accelerator_uuid), collective=collective)
         env["GPUPOOL_COMPUTE_MILLI"] = str(compute)
         env["GPUPOOL_MEMORY_MIB"] = str(memory)
         env["GPUPOOL_DEVICE_MEMORY_MIB"] = str(device_memory)
-        env["GPUPOOL_MEMORY_FRACTION"] = f"{fraction:.4f}"
-        env["GPUPOOL_VLLM_GPU_MEMORY_UTILIZATION"] = f"{math.floor(fraction * 1000) / 1000:.3f}"
+        env["GPUPOOL_MEMORY_MARGIN_MIB"] = str(contract.margin_mib)
+        env["GPUPOOL_FRAMEWORK_MEMORY_MIB"] = str(contract.framework_cap_mib)
+        env["GPUPOOL_MEMORY_FRACTION"] = f"{contract.torch_fraction:.4f}"
+        env["GPUPOOL_VLLM_GPU_MEMORY_UTILIZATION"] = f"{contract.vllm_utilization:.3f}"
         _apply_mps(order, mps, out)
-        # (c) framework caps the packaged workloads honour
+        # (c) framework caps the packaged workloads honour: the slice minus the CUDA overhead
         out.enforcement["framework"] = (
             f"GPUPOOL_MEMORY_FRACTION={env['GPUPOOL_MEMORY_FRACTION']} (torch), "
-            f"GPUPOOL_VLLM_GPU_MEMORY_UTILIZATION={env['GPUPOOL_VLLM_GPU_MEMORY_UTILIZATION']} (vLLM)")
+            f"GPUPOOL_VLLM_GPU_MEMORY_UTILIZATION={env['GPUPOOL_VLLM_GPU_MEMORY_UTILIZATION']} (vLLM): "
+            + contract.describe())
         # (d) the watchdog
         if watchdog_grace_s is None:
             out.enforcement["watchdog"] = "off"

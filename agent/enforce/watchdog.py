@@ -23,6 +23,9 @@ class Violation:
 
     @property
     def reason(self) -> str:
+        if self.limit_mib == 0:  # an accelerator outside the job's slice
+            return (f"memory used outside the slice: {self.used_mib:.0f} MiB on accelerator "
+                    f"{self.accelerator_uuid}, which is not part of the job's slice")
         return f"slice memory exceeded: used {self.used_mib:.0f} MiB > limit {self.limit_mib:.0f} MiB"
 
 

@@ -8,12 +8,9 @@ the job's record first, so a restarted agent re-adopts running jobs and never re
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import shutil
 import signal
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -21,14 +18,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
-
-from agent.enforce.env import MpsSettings, inherited_env, is_fractional, slice_env
+from agent.enforce.env import is_fractional
 from agent.enforce.mps import MpsController
 from agent.enforce.watchdog import MemoryWatchdog
 from agent.runtime import logs
+from agent.runtime.container import ContainerRuntime
+from agent.runtime.launch import StartError, prepare
 from agent.runtime.ports import free_ports
 from agent.runtime.process import JobProcess
+from agent.runtime.progress import ProgressReader
+from agent.sandbox.policy import Sandbox
 from agent.state import StateDir
 from agent.telemetry import ManagedJob
 from controlplane.core.wire import StartOrder, StatusKind
@@ -45,6 +44,7 @@ class Job:
     job_dir: Path
     proc: JobProcess | None = None
     next_probe: float = 0.0
+    progress: ProgressReader | None = None
 
     @property
     def attempt_id(self) -> str:
@@ -55,17 +55,11 @@ class Job:
         return self.record["state"]  # running | exited | done
 
 
-def resolve_argv(argv: list[str]) -> list[str]:
-    """A leading "python" (or python3) means the agent's own interpreter."""
-    if argv and argv[0] in ("python", "python3"):
-        return [sys.executable, *argv[1:]]
-    return list(argv)
-
-
 class Runtime:
     def __init__(self, state: StateDir, *, node_name: str, address: str, report: Reporter,
                  mps: MpsController, backend: Any = None, watchdog_grace_s: float | None = 1.0,
                  log_flush_s: float = 3.0, keep_done_s: float = 7 * 86400,
+                 sandbox: Sandbox | None = None, log_max_bytes: int = 64 * 1024 * 1024,
                  clock: Callable[[], float] = time.time) -> None:
         self.state = state
         self.node_name = node_name
@@ -73,10 +67,12 @@ class Runtime:
         self.report = report
         self.mps = mps
         self.backend = backend
+        self.sandbox = sandbox or Sandbox(mode="off", state_root=state.root, jobs_root=state.root / "work")
         self.watchdog = MemoryWatchdog(watchdog_grace_s) if watchdog_grace_s is not None else None
         self.log_flush_s = log_flush_s
         self.keep_done_s = keep_done_s
-        self._uuids: set[str] | None = None
+        self.log_max_bytes = log_max_bytes
+        self._inventory: list | None = None
         self.clock = clock
         self.jobs: dict[str, Job] = {}
         self.finished: set[str] = set()  # done and logs shipped: only remembered to ignore replays
@@ -100,9 +96,10 @@ class Runtime:
                 if job.proc is not None:  # launched: supervision takes it from here
                     log.exception("after starting attempt %s", order.attempt_id)
                     return
-                if not isinstance(exc, _StartError):
+                self._release(job)
+                if not isinstance(exc, StartError):
                     log.exception("cannot start attempt %s", order.attempt_id)
-                    exc = _StartError(f"agent error while starting: {exc}")
+                    exc = StartError(f"agent error while starting: {exc}")
                 record.update(state="done", exit={"exit_code": None, "reason": str(exc)})
                 self.state.save_record(order.attempt_id, record)
                 log.warning("job %s attempt %s failed to start: %s", order.job_id, order.attempt_id, exc)
@@ -110,56 +107,39 @@ class Runtime:
 
     def _launch(self, job: Job) -> None:
         order, record = job.order, job.record
-        argv = resolve_argv(order.argv)
-        if not argv:
-            raise _StartError("empty command")
+        missing = [s.accelerator_uuid for s in order.slices
+                   if self._models() and s.accelerator_uuid not in self._models()]
+        if missing:
+            raise StartError(f"accelerator(s) {', '.join(missing)} not on node {self.node_name}")
         taken = {p for j in self.jobs.values() if j.state == "running" for p in j.record.get("ports", [])}
         ports = free_ports(order.port_count + 1, taken)
-        output_dir = job.job_dir / "output"
-        mps = self.mps.settings() if is_fractional(order) else MpsSettings(mode=self.mps.mode,
-                                                                           detail=self.mps.reason_off)
-        se = slice_env(order, node=self.node_name, ports=ports[:order.port_count],
-                       master_port=ports[-1], output_dir=str(output_dir), mps=mps,
-                       watchdog_grace_s=self.watchdog.grace_s if self.watchdog else None)
-        env = {**inherited_env(dict(os.environ)), **order.env, **se.env}
-        if order.spec is not None:  # packaged workloads read their spec from a file, never argv
-            spec_file = job.job_dir / "spec.json"
-            fd = os.open(spec_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(order.spec, f)
-            env["GPUPOOL_SPEC_FILE"] = str(spec_file)
-        if self.backend is not None and getattr(self.backend, "name", "").startswith("sim"):
-            env["GPUPOOL_SIM_MEMORY_FILE"] = str(job.job_dir / "sim_memory_mib")
-        cwd = order.workdir or str(job.job_dir)
-        if not os.path.isdir(cwd):
-            raise _StartError(f"workdir {cwd!r} does not exist on node {self.node_name}")
-        known = self._known_uuids()
-        missing = [s.accelerator_uuid for s in order.slices if known and s.accelerator_uuid not in known]
-        if missing:
-            raise _StartError(f"accelerator(s) {', '.join(missing)} not on node {self.node_name}")
-        exe = argv[0]
-        if os.sep in exe:
-            full = exe if os.path.isabs(exe) else os.path.join(cwd, exe)
-            if not (os.path.isfile(full) and os.access(full, os.X_OK)):
-                raise _StartError(f"command not found or not executable: {exe!r}")
-        elif shutil.which(exe, path=env.get("PATH")) is None:
-            raise _StartError(f"command not found on node {self.node_name}: {exe!r}")
-        if env["GPUPOOL_OUTPUT_DIR"] == str(output_dir):
-            output_dir.mkdir(parents=True, exist_ok=True)
+        prep = prepare(order, sandbox=self.sandbox, mps=self.mps, node=self.node_name,
+                       ports=ports[:order.port_count], master_port=ports[-1],
+                       watchdog_grace_s=self.watchdog.grace_s if self.watchdog else None,
+                       log_max_bytes=self.log_max_bytes, models=self._models(), minors=self._minors(),
+                       simulated=self._simulated())
+        member = prep.member
+        record["sandbox"] = {"uid": member.uid, "gid": member.gid, "work_dir": str(member.job_dir),
+                             "cgroup": member.cgroup is not None,
+                             "container": [member.container[0].name, member.container[0].binary,
+                                           member.container[1]] if member.container else None}
+        record["enforcement"] = prep.enforcement
         try:
-            proc = JobProcess.launch(argv, env, cwd, job.job_dir)
+            proc = JobProcess.launch(prep.plan, prep.env, job.job_dir, cgroup=member.cgroup,
+                                     container=member.container)
         except OSError as exc:
-            raise _StartError(f"cannot start {exe!r}: {exc.strerror or exc}") from exc
+            raise StartError(f"cannot start {prep.plan['argv'][0]!r}: {exc.strerror or exc}") from exc
         job.proc = proc
-        record.update(pid=proc.pid, start_ticks=proc.start_ticks, ports=ports, started_ts=self.clock(),
-                      enforcement=se.enforcement)
+        job.progress = ProgressReader(job.job_dir / "stdout.log", [s.accelerator_uuid for s in order.slices])
+        record.update(pid=proc.pid, start_ticks=proc.start_ticks, ports=ports, started_ts=self.clock())
         self.state.save_record(order.attempt_id, record)  # at once: a crash now still re-adopts it
         child = self._wait_child_pid(proc)
         record["child_pid"] = child
         self.state.save_record(order.attempt_id, record)
         self._attach(job)
-        log.info("started job %s attempt %s pid %s: %s", order.job_id, order.attempt_id,
-                 child or proc.pid, " ".join(argv)[:200])
+        log.info("started job %s attempt %s pid %s%s: %s", order.job_id, order.attempt_id,
+                 child or proc.pid, f" as uid {member.uid}" if member.uid is not None else "",
+                 " ".join(prep.plan["argv"])[:200])
         self.report(StatusKind.STARTED, job, pid=child or proc.pid)
 
     @staticmethod
@@ -180,12 +160,19 @@ class Runtime:
                 order = StartOrder.model_validate(record["order"])
                 job = Job(order, record, self.state.job_dir(order.attempt_id))
                 if record["state"] == "done" and self._expired(job):
-                    shutil.rmtree(job.job_dir, ignore_errors=True)  # retention of old job dirs
+                    self._remove_dirs(order.attempt_id)  # retention of old job dirs
                     continue
                 self.jobs[order.attempt_id] = job
                 if record["state"] != "running":
                     continue
-                job.proc = JobProcess.adopt(record["pid"], record.get("start_ticks"), job.job_dir)
+                box = record.get("sandbox") or {}
+                cont = box.get("container")
+                job.proc = JobProcess.adopt(
+                    record["pid"], record.get("start_ticks"), job.job_dir,
+                    cgroup=self.sandbox.cgroup_for(order.attempt_id) if box.get("cgroup") else None,
+                    container=(ContainerRuntime(cont[0], cont[1]), cont[2]) if cont else None)
+                job.progress = ProgressReader(job.job_dir / "stdout.log",
+                                              [s.accelerator_uuid for s in order.slices])
                 if job.proc.running():
                     adopted.append(order.attempt_id)
                     self._attach(job)
@@ -196,8 +183,42 @@ class Runtime:
     def _expired(self, job: Job) -> bool:
         """A finished job whose logs were shipped and that ended more than ``keep_done_s`` ago."""
         ended = (job.record.get("exit") or {}).get("ts") or job.record.get("started_ts") or 0
-        shipped = all(job.record["offsets"][s] >= logs.size(job.job_dir / f"{s}.log") for s in STREAMS)
-        return shipped and self.clock() - ended > self.keep_done_s
+        return _shipped(job.record, job.job_dir) and self.clock() - ended > self.keep_done_s
+
+    def _remove_dirs(self, attempt_id: str) -> None:
+        shutil.rmtree(self.state.job_dir(attempt_id), ignore_errors=True)
+        self.sandbox.dirs.remove(attempt_id)
+
+    def housekeeping(self) -> list[str]:
+        """Remove finished job directories (state and work) past retention; returns the attempts.
+
+        Called on a schedule by the agent (not only at start). Work directories with no record
+        (an agent crash between creating one and recording it) go once they are as old.
+        """
+        removed, keys = [], set()
+        for record in self.state.load_records():
+            attempt = record["order"]["attempt_id"]
+            job = Job(StartOrder.model_validate(record["order"]), record, self.state.job_dir(attempt))
+            with self.lock:
+                if record["state"] != "done" or not self._expired(job) or (
+                        attempt in self.jobs and self.jobs[attempt].state != "done"):
+                    continue
+                self.jobs.pop(attempt, None)
+                self._remove_dirs(attempt)
+                removed.append(attempt)
+                keys.add(f"job:{job.order.job_id}")
+        known = {self.state.job_dir(r["order"]["attempt_id"]).name for r in self.state.load_records()}
+        for name in self.sandbox.dirs.attempts():
+            path = self.sandbox.dirs.root / name
+            if name not in known and not name.startswith(".") and \
+                    self.clock() - path.stat().st_mtime > self.keep_done_s:
+                self.sandbox.dirs.remove(name)
+                removed.append(name)
+        if keys and self.sandbox.identities is not None:
+            with self.lock:
+                live_keys = {f"job:{j.order.job_id}" for j in self.jobs.values()}
+            self.sandbox.identities.release(keys - live_keys)
+        return removed
 
     def stop_all(self, reason: str) -> None:
         """Stop every running job and wait for them (agent started with stop_jobs_on_exit)."""
@@ -213,24 +234,38 @@ class Runtime:
                 job.record["exit"]["ts"] = 0  # report now, the logs follow from the files
                 self._maybe_finish(job, self.clock())
 
-    def _known_uuids(self) -> set[str]:
-        if self._uuids is None and self.backend is not None:
+    def _models(self) -> dict[str, str]:
+        """uuid -> model of this node's accelerators (empty when unknown: orders are not refused)."""
+        if self._inventory is None and self.backend is not None:
             try:
-                self._uuids = {a.uuid for a in self.backend.discover()}
+                self._inventory = list(self.backend.discover())
             except Exception as exc:  # noqa: BLE001 - unknown: do not refuse orders over it
                 log.warning("cannot list accelerators: %s", exc)
-                return set()
-        return self._uuids or set()
+                return {}
+        return {a.uuid: a.model for a in self._inventory or []}
+
+    def _minors(self) -> dict[str, int]:
+        """uuid -> N of /dev/nvidiaN, for the device allow-list."""
+        minors = getattr(self.backend, "device_minors", None)
+        try:
+            return dict(minors()) if minors is not None else {}
+        except Exception as exc:  # noqa: BLE001 - no grant for them: the GPUs stay closed
+            log.warning("cannot map accelerators to device nodes: %s", exc)
+            return {}
+
+    def _simulated(self) -> bool:
+        return self.backend is not None and getattr(self.backend, "name", "").startswith("sim")
 
     def _attach(self, job: Job) -> None:
         """Tell a simulated backend which process runs on which slice (real GPUs need nothing)."""
         attach = getattr(self.backend, "attach", None)
         if attach is None or job.proc is None:
             return
+        work_dir = Path((job.record.get("sandbox") or {}).get("work_dir") or job.job_dir)
         for s in job.order.slices:
             try:
                 attach(job.record.get("child_pid") or job.proc.pid, s.accelerator_uuid,
-                       s.compute_milli, s.memory_mib, memory_file=str(job.job_dir / "sim_memory_mib"))
+                       s.compute_milli, s.memory_mib, memory_file=str(work_dir / "sim_memory_mib"))
             except (TypeError, ValueError) as exc:
                 log.warning("backend attach of attempt %s failed: %s", job.attempt_id, exc)
 
@@ -270,13 +305,15 @@ class Runtime:
 
     # ------------------------------------------------------------------ supervision
     def tick(self) -> None:
-        """Notice exits, escalate stops, probe readiness, emit final reports."""
+        """Notice exits, escalate stops, probe readiness, read progress, emit final reports."""
         now = self.clock()
         with self.lock:
             jobs = list(self.jobs.values())
         for job in jobs:
             with self.lock:
                 if job.state == "running":
+                    if job.progress is not None:
+                        job.progress.poll()
                     self._supervise(job, now)
                 if job.state == "exited":
                     self._maybe_finish(job, now)
@@ -302,18 +339,53 @@ class Runtime:
             if code is None and stop and stop.get("killed"):
                 code = 128 + signal.SIGKILL
             error = None if code is not None else "process ended while the agent was down; exit code unknown"
+        oom = self._oom_reason(job)
+        if oom and (code not in (0, None) or error is None):
+            error = oom
         job.record.update(state="exited", exit={"exit_code": code, "error": error, "ts": now})
         self.state.save_record(job.attempt_id, job.record)
         self._detach(job)
+        self._release(job)
         if self.watchdog:
             self.watchdog.forget(job.attempt_id)
-        log.info("attempt %s exited with code %s", job.attempt_id, code)
+        log.info("attempt %s exited with code %s%s", job.attempt_id, code, f" ({error})" if error else "")
+
+    def _oom_reason(self, job: Job) -> str | None:
+        """'host memory limit exceeded: ...' when the kernel OOM-killed in the member's cgroup."""
+        cg = job.proc.cgroup if job.proc is not None else None
+        if cg is None:
+            return None
+        usage = cg.usage()
+        if not usage.oom_kills:
+            return None
+        limit = (job.record.get("enforcement") or {}).get("memory", "")
+        peak = f", peak {usage.memory_peak_bytes // 2**20} MiB" if usage.memory_peak_bytes else ""
+        return (f"host memory limit exceeded: the kernel killed {usage.oom_kills} process(es) of the job "
+                f"at its memory limit ({limit}{peak}); ask for more resources.memory_mib")
+
+    def _release(self, job: Job) -> None:
+        """The member is over: remove its cgroup, quit an MPS daemon no job of its uid needs."""
+        cg = job.proc.cgroup if job.proc is not None else self.sandbox.cgroup_for(job.attempt_id)
+        if cg is not None and not cg.remove():
+            log.warning("cgroup %s of attempt %s could not be removed yet", cg.rel, job.attempt_id)
+        box = job.record.get("sandbox") or {}
+        if not is_fractional(job.order) or len(job.order.slices) != 1:
+            return
+        uuid = job.order.slices[0].accelerator_uuid
+        with self.lock:
+            still = any(j is not job and j.state == "running" and (j.record.get("sandbox") or {}).get("uid")
+                        == box.get("uid") and any(s.accelerator_uuid == uuid for s in j.order.slices)
+                        for j in self.jobs.values())
+        if not still:
+            self.mps.release(box.get("uid"), box.get("gid"), uuid)
 
     def _probe(self, job: Job, now: float) -> None:
         job.next_probe = now + 1.0
         port = job.record["ports"][0] if job.order.port_count else None
         if port is None:
             return
+        import httpx  # here: the GPU check runs the runtime where httpx may be missing
+
         try:
             ok = httpx.get(f"http://127.0.0.1:{port}{job.order.readiness_path}", timeout=0.5).status_code < 400
         except httpx.HTTPError:
@@ -324,7 +396,7 @@ class Runtime:
             self.report(StatusKind.READY, job, endpoint=f"http://{self.address}:{port}")
 
     def _maybe_finish(self, job: Job, now: float) -> None:
-        drained = all(job.record["offsets"][s] >= logs.size(job.job_dir / f"{s}.log") for s in STREAMS)
+        drained = _shipped(job.record, job.job_dir)
         if not drained and now - job.record["exit"]["ts"] < self.log_flush_s:
             return
         code, error = job.record["exit"]["exit_code"], job.record["exit"]["error"]
@@ -340,17 +412,23 @@ class Runtime:
                         reason=None if code == 0 else f"exited with code {code}")
 
     # ------------------------------------------------------------------ watchdog
-    def enforce_memory(self, usage: dict[tuple[str, str], float]) -> None:
+    def enforce_memory(self, usage: dict[tuple[str, str], float],
+                       outside: dict[tuple[str, str], float] | None = None) -> None:
         """Stop every job whose slice stayed over its memory limit past the watchdog grace.
 
-        ``usage`` maps (attempt id, accelerator uuid) to the MiB its processes use now.
+        ``usage`` maps (attempt id, accelerator uuid) to the MiB its processes use now;
+        ``outside`` the same for accelerators outside the job's slice (limit 0).
         """
         if self.watchdog is None:
             return
         with self.lock:
+            running = {j.attempt_id for j in self.jobs.values() if j.state == "running"}
             limits = {(j.attempt_id, s.accelerator_uuid): float(s.memory_mib)
                       for j in self.jobs.values() if j.state == "running" for s in j.order.slices}
         usage = {k: v for k, v in usage.items() if k in limits}
+        for key, mib in (outside or {}).items():
+            if key[0] in running and key not in limits:
+                usage[key], limits[key] = mib, 0.0
         for v in self.watchdog.check(usage, limits):
             log.warning("attempt %s: %s; stopping it", v.attempt_id, v.reason)
             job = self.jobs.get(v.attempt_id)
@@ -361,13 +439,27 @@ class Runtime:
         """Running jobs as telemetry attributes them (root = the job's session leader)."""
         with self.lock:
             return [ManagedJob(job_id=j.order.job_id, attempt_id=j.attempt_id,
-                               pids=frozenset({j.proc.pid}), slices=tuple(j.order.slices),
+                               pids=frozenset(j.proc.pids()), slices=tuple(j.order.slices),
                                queue=j.order.env.get("GPUPOOL_QUEUE", ""),
                                team=j.order.env.get("GPUPOOL_TEAM", ""))
                     for j in self.jobs.values() if j.state == "running" and j.proc is not None]
 
     def root_pids(self) -> list[int]:
+        """One pid (the shim) per running member."""
+        with self.lock:
+            return [j.proc.pid for j in self.jobs.values() if j.state == "running" and j.proc is not None]
+
+    def job_pids(self) -> list[int]:
+        """Every pid known to belong to a running member (its cgroup's, with the sandbox on)."""
         return [pid for j in self.managed_jobs() for pid in j.pids]
+
+    def reported_gpu_memory(self) -> dict[tuple[str, str], float]:
+        """(attempt, accelerator) -> MiB the running jobs report themselves (GPUPOOL_PROGRESS
+        ``gpu_memory_mib``): the per-job figure under MPS, where NVML lists only the server."""
+        with self.lock:
+            return {(j.attempt_id, uuid): mib for j in self.jobs.values()
+                    if j.state == "running" and j.progress is not None
+                    for uuid, mib in j.progress.gpu_memory.items()}
 
     def running_attempts(self) -> list[str]:
         with self.lock:
@@ -381,8 +473,7 @@ class Runtime:
         with self.lock:
             out = []
             for attempt, j in list(self.jobs.items()):
-                if j.state == "done" and all(j.record["offsets"][s] >= logs.size(j.job_dir / f"{s}.log")
-                                             for s in STREAMS):
+                if j.state == "done" and _shipped(j.record, j.job_dir):
                     del self.jobs[attempt]
                     self.finished.add(attempt)
                 else:
@@ -402,5 +493,6 @@ class Runtime:
             self.mps.stop()
 
 
-class _StartError(Exception):
-    """The order cannot be started; the message says why (reported as failed_to_start)."""
+def _shipped(record: dict, job_dir: Path) -> bool:
+    """Every byte of the member's output went to the server (or was dropped by the log cap)."""
+    return all(record["offsets"][s] >= logs.size(job_dir / f"{s}.log") for s in STREAMS)

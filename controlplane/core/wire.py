@@ -151,6 +151,9 @@ class StartOrder(BaseModel):
     env: dict[str, str] = Field(default_factory=dict)
     workdir: str | None = None
     slices: list[SliceSpec] = Field(default_factory=list)
+    # the member's host share, enforced by its cgroup (0: not limited)
+    cpu_milli: Count32 = 0
+    memory_mib: Count32 = 0
     rendezvous: Rendezvous | None = None
     identity: JobIdentity | None = None
     # the normalised spec of a packaged workload; the agent writes it to a file only the job's

@@ -37,6 +37,7 @@ def build_start(job: JobRow, attempt: AttemptRow, member: MemberRow, slices: lis
     return wire.StartOrder(
         job_id=str(job.id), attempt_id=str(attempt.id), epoch=epoch, rank=member.rank,
         name=job.name, argv=argv, env=env, workdir=spec.get("workdir"), slices=slices,
+        cpu_milli=member.cpu_milli, memory_mib=member.memory_mib,
         rendezvous=wire.Rendezvous(master_addr=master_addr, master_port=attempt.master_port,
                                    nnodes=nnodes, node_rank=member.rank,
                                    nproc_per_node=max(1, whole)),

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +32,10 @@ class AgentProc:
         self.log_path = root / f"agent-{name}.log"
         self.heartbeat_s = heartbeat_s
         self.extra_args = extra_args or []
+        # job directories must be reachable by the jobs' own uids (pytest's tmp dirs are 0700)
+        self.jobs_dir = Path(tempfile.mkdtemp(prefix="gpupool-e2e-jobs-"))
+        self.jobs_dir.chmod(0o711)
+        atexit.register(shutil.rmtree, self.jobs_dir, True)
         self.port = free_port()
         self.proc: subprocess.Popen | None = None
 
@@ -38,7 +45,8 @@ class AgentProc:
         cmd = [sys.executable, "-m", "agent", "--server", self.server_url, "--token", self.token,
                "--node-name", self.name, "--simulate", self.gpus, "--state-dir", str(self.state_dir),
                "--exporter-port", str(self.port), "--heartbeat-interval", str(self.heartbeat_s),
-               "--poll-wait", "2", "--tick", "0.2", "--memory-grace", "0.5", "--log-level", "DEBUG", *self.extra_args]
+               "--poll-wait", "2", "--tick", "0.2", "--memory-grace", "0.5", "--log-level", "DEBUG",
+               "--jobs-dir", str(self.jobs_dir), *self.extra_args]
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=open(self.log_path, "ab"),
                                      stderr=subprocess.STDOUT)
         return self
@@ -95,11 +103,22 @@ class AgentProc:
 
     def reap_jobs(self) -> None:
         """Kill every job process this agent started (test teardown: nothing may outlive a test)."""
-        for pid in self.job_pids():
-            try:
-                os.killpg(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
+        import hashlib
+        import json
+
+        from agent.sandbox.cgroups import JobCgroup, detect_cgroups
+
+        key = hashlib.sha256(str(self.state_dir.resolve()).encode()).hexdigest()[:8]
+        for rec in (self.state_dir / "jobs").glob("*/record.json"):
+            data = json.loads(rec.read_text())
+            for pid, group in ((data.get("child_pid"), True), (data.get("pid"), False)):
+                try:
+                    if pid:
+                        (os.killpg if group else os.kill)(int(pid), signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+            if (data.get("sandbox") or {}).get("cgroup"):
+                JobCgroup(detect_cgroups(), "gpupool", f"{key}-{data['order']['attempt_id']}").remove()
 
 
 class Api:
@@ -144,7 +163,7 @@ class Api:
             if job["status"] in statuses:
                 return job
             if job["status"] in FINAL:
-                raise AssertionError(f"job {job_id} ended {job['status']}: {job}")
+                raise AssertionError(f"job {job_id} ended {job['status']}: {job}\n{self.logs(job_id)}")
             return None
         return wait_until(check, timeout, f"job {job_id} {statuses}", interval=0.2)
 

@@ -11,6 +11,7 @@ register with ``srv.bootstrap_token``. Pass ``env={"GPUPOOL_HEARTBEAT_TIMEOUT_S"
 from __future__ import annotations
 
 import os
+import random
 import secrets
 import signal
 import socket
@@ -102,7 +103,10 @@ def start_server(db_url: str, env: dict[str, str] | None = None, *, port: int | 
     admin_token = admin_token or f"gpa_test_{secrets.token_urlsafe(16)}"
     bootstrap_token = bootstrap_token or f"gpb_test_{secrets.token_urlsafe(16)}"
     log_path = Path(log_path or home / f"server-{port}.log")
+    # a rendezvous port window of its own: other servers and jobs on this machine use 29500...
+    ports = random.randrange(10000, 29000, 500)  # below the ephemeral range (32768+)
     full_env = {**os.environ, **TEST_DEFAULTS, "GPUPOOL_HOME": str(home),
+                "GPUPOOL_MASTER_PORT_MIN": str(ports), "GPUPOOL_MASTER_PORT_MAX": str(ports + 499),
                 "GPUPOOL_DATABASE_URL": db_url, "GPUPOOL_ADMIN_TOKEN": admin_token,
                 "GPUPOOL_BOOTSTRAP_TOKEN": bootstrap_token, **(env or {})}
     full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), full_env.get("PYTHONPATH")]))

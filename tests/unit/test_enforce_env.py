@@ -1,6 +1,6 @@
 """Slice environment: visibility, the GPUPOOL_* contract, MPS limits and framework caps."""
 
-from agent.enforce.env import MpsSettings, inherited_env, memory_fraction, mps_thread_percentage, slice_env
+from agent.enforce.env import MpsSettings, inherited_env, mps_thread_percentage, slice_env
 from controlplane.core.wire import Rendezvous, SliceSpec, StartOrder
 
 UUID = "GPU-11111111-2222-3333-4444-555555555555"
@@ -26,8 +26,10 @@ def test_fraction_sets_visibility_contract_and_caps():
     assert env["GPUPOOL_ACCELERATOR_UUIDS"] == UUID
     assert env["GPUPOOL_COMPUTE_MILLI"] == "250" and env["GPUPOOL_MEMORY_MIB"] == "20480"
     assert env["GPUPOOL_DEVICE_MEMORY_MIB"] == "81559"
-    assert env["GPUPOOL_MEMORY_FRACTION"] == "0.2511"
-    assert env["GPUPOOL_VLLM_GPU_MEMORY_UTILIZATION"] == "0.251"
+    # the framework cap leaves the CUDA margin inside the slice: (20480 - 714) / (81559 - 480)
+    assert env["GPUPOOL_MEMORY_FRACTION"] == "0.2437"
+    assert env["GPUPOOL_VLLM_GPU_MEMORY_UTILIZATION"] == "0.243"
+    assert env["GPUPOOL_MEMORY_MARGIN_MIB"] == "714" and env["GPUPOOL_FRAMEWORK_MEMORY_MIB"] == "19758"
     assert env["GPUPOOL_PORT"] == "4000" and env["GPUPOOL_PORT_1"] == "4001"
     assert env["GPUPOOL_PORTS"] == "4000,4001"
     assert (env["MASTER_ADDR"], env["MASTER_PORT"], env["WORLD_SIZE"], env["RANK"]) == ("127.0.0.1", "4002", "1", "0")
@@ -35,7 +37,8 @@ def test_fraction_sets_visibility_contract_and_caps():
     assert "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE" not in env
     assert se.enforcement["mps"] == "off"
     assert "20480 MiB" in se.enforcement["watchdog"]
-    assert "GPUPOOL_MEMORY_FRACTION=0.2511" in se.enforcement["framework"]
+    assert "GPUPOOL_MEMORY_FRACTION=0.2437" in se.enforcement["framework"]
+    assert "margin 714 MiB" in se.enforcement["framework"]
 
 
 def test_mps_limits_for_a_fraction():
@@ -60,7 +63,8 @@ def test_whole_gpus_and_rendezvous():
     se = build(order(slices=slices, rendezvous=rdv, rank=1),
                MpsSettings(mode="managed", available=True))
     assert se.env["CUDA_VISIBLE_DEVICES"] == "GPU-0,GPU-1"
-    assert se.env["GPUPOOL_MEMORY_FRACTION"] == "1.0000"
+    # two accelerators talk through NCCL: its buffers join the margin (714 + 560)
+    assert se.env["GPUPOOL_MEMORY_FRACTION"] == "0.9842" and se.env["GPUPOOL_MEMORY_MARGIN_MIB"] == "1274"
     assert (se.env["MASTER_ADDR"], se.env["MASTER_PORT"], se.env["WORLD_SIZE"], se.env["RANK"],
             se.env["NODE_RANK"]) == ("10.0.0.5", "29500", "4", "1", "1")
     assert (se.env["GPUPOOL_NNODES"], se.env["GPUPOOL_NODE_RANK"], se.env["GPUPOOL_NPROC_PER_NODE"]) == ("4", "1", "2")
@@ -72,13 +76,15 @@ def test_no_slices_hides_all_gpus():
     assert se.env["CUDA_VISIBLE_DEVICES"] == "" and se.env["NVIDIA_VISIBLE_DEVICES"] == "void"
 
 
-def test_inherited_env_drops_agent_secrets_and_foreign_slices():
-    env = inherited_env({"PATH": "/bin", "GPUPOOL_AGENT_TOKEN": "secret", "CUDA_VISIBLE_DEVICES": "0",
-                         "CUDA_MPS_PIPE_DIRECTORY": "/x", "HOME": "/h"})
-    assert env == {"PATH": "/bin", "HOME": "/h"}
+def test_inherited_env_is_an_allow_list():
+    agent_env = {"PATH": "/bin", "GPUPOOL_AGENT_TOKEN": "secret", "CUDA_VISIBLE_DEVICES": "0",
+                 "CUDA_MPS_PIPE_DIRECTORY": "/x", "HOME": "/h", "AWS_SECRET_ACCESS_KEY": "k",
+                 "HF_TOKEN": "t", "LC_ALL": "C", "NCCL_SOCKET_IFNAME": "eth0"}
+    assert inherited_env(agent_env) == {"PATH": "/bin", "HOME": "/h", "LC_ALL": "C", "NCCL_SOCKET_IFNAME": "eth0"}
+    # a sandboxed job runs as another user: the agent's HOME is not its home
+    assert "HOME" not in inherited_env(agent_env, same_user=False)
 
 
 def test_helpers():
     assert mps_thread_percentage(1) == 1 and mps_thread_percentage(333) == 34
     assert mps_thread_percentage(1000) == 100
-    assert memory_fraction(40000, 80000) == 0.5 and memory_fraction(1, 0) == 1.0

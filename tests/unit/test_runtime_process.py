@@ -78,7 +78,8 @@ def test_runs_with_slice_env_and_reports_exit(tmp_path):
     wait_for(lambda: rt.job("a1").state == "exited", rt=rt)
     job = rt.job("a1")
     env = json.loads((job.job_dir / "stdout.log").read_text())
-    assert env["CUDA_VISIBLE_DEVICES"] == UUID and env["GPUPOOL_MEMORY_FRACTION"] == "0.2500"
+    # torch cap = slice 1000 MiB - margin 714 MiB (context + workspace) of 3520 usable MiB
+    assert env["CUDA_VISIBLE_DEVICES"] == UUID and env["GPUPOOL_MEMORY_FRACTION"] == "0.0812"
     assert env["GPUPOOL_JOB_ID"] == "job-a1" and env["GPUPOOL_PORT"].isdigit()
     assert "GPUPOOL_AGENT_TOKEN" in env  # the order's own env passes through (not the agent's)
     assert (job.job_dir / "stderr.log").read_text() == "oops\n"
