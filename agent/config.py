@@ -32,6 +32,7 @@ class AgentConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     server_url: str = "http://127.0.0.1:8000"
+    ca_bundle: Path | None = Field(None, description="PEM certificates to trust for an https server")
     token: str | None = Field(None, description="bootstrap token, used to register once")
     node_name: str = Field(default_factory=socket.gethostname)
     address: str | None = Field(None, description="where this node's job endpoints are reached")
@@ -57,6 +58,13 @@ class AgentConfig(BaseModel):
         if p.scheme not in ("http", "https") or not p.netloc:
             raise ValueError(f"must be an http(s) URL like http://127.0.0.1:8000, not {v!r}")
         return v.rstrip("/")
+
+    @field_validator("ca_bundle")
+    @classmethod
+    def _ca_bundle(cls, v: Path | None) -> Path | None:
+        if v is not None and not v.expanduser().is_file():
+            raise ValueError(f"no such file {str(v)!r} (a PEM file of CA certificates)")
+        return v
 
     @field_validator("backend")
     @classmethod

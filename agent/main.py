@@ -46,7 +46,7 @@ class Agent:
         self.mps = MpsController(config.mps, self.state.root, applicable=not simulated,
                                  reason_off="simulated accelerators" if simulated else "")
         self.address = config.node_address()
-        self.client = AgentClient(config.server_url)
+        self.client = AgentClient(config.server_url, ca_bundle=config.ca_bundle)
         self.node_id: str | None = None
         self.reports = ReportSender(self.state, self.client, None, lambda: self.node_id,
                                     on_delivered=lambda: self._set_connected(True))

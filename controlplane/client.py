@@ -11,6 +11,7 @@ detail, field errors), so callers show one actionable line instead of a tracebac
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 import httpx
 
 from controlplane.core.states import FINAL_STATES
+from controlplane.core.tls import CABundleError, is_untrusted_certificate, verify_with
 
 DEFAULT_SERVER = "http://127.0.0.1:8080"
 Json = dict[str, Any]
@@ -79,13 +81,19 @@ class GpupoolClient:
     """One server, one token. Methods return the contract's JSON objects as dicts."""
 
     def __init__(self, server: str = DEFAULT_SERVER, token: str | None = None, *,
-                 timeout: float = 30.0, transport: httpx.BaseTransport | None = None):
+                 timeout: float = 30.0, transport: httpx.BaseTransport | None = None,
+                 ca_bundle: str | os.PathLike | None = None):
+        """``ca_bundle`` (else GPUPOOL_CA_BUNDLE): PEM certificates to trust for an https server."""
         self.server = server.rstrip("/")
         headers = {"Accept": "application/json"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
+        try:
+            verify = verify_with(ca_bundle or os.environ.get("GPUPOOL_CA_BUNDLE"))
+        except CABundleError as e:
+            raise GpupoolError(str(e)) from None
         self._http = httpx.Client(base_url=self.server, headers=headers, timeout=timeout,
-                                  transport=transport)
+                                  transport=transport, verify=verify)
 
     # -- plumbing -------------------------------------------------------------------------
     def close(self) -> None:
@@ -103,10 +111,16 @@ class GpupoolClient:
         except httpx.TimeoutException as e:
             raise GpupoolError(f"timed out talking to {self.server} ({type(e).__name__})") from e
         except httpx.HTTPError as e:
-            raise GpupoolError(f"cannot reach the gpupool server at {self.server}: {e}") from e
+            raise GpupoolError(self._unreachable(e)) from e
         if resp.status_code >= 400:
             raise GpupoolError.from_response(resp)
         return resp
+
+    def _unreachable(self, e: httpx.HTTPError) -> str:
+        if is_untrusted_certificate(e):
+            return (f"the TLS certificate of {self.server} is not trusted ({e}); pass --ca-bundle "
+                    "with the PEM of its CA (or set GPUPOOL_CA_BUNDLE)")
+        return f"cannot reach the gpupool server at {self.server}: {e}"
 
     def _json(self, method: str, path: str, **kw: Any) -> Any:
         resp = self._request(method, path, **kw)
