@@ -257,8 +257,11 @@ class GpupoolClient:
     def create_user(self, name: str, team: str, role: str = "member") -> Json:
         return self._json("POST", "/api/v1/users", json={"name": name, "team": team, "role": role})
 
-    def create_token(self, user: str, name: str) -> Json:
-        return self._json("POST", "/api/v1/tokens", json={"user": user, "name": name})
+    def create_token(self, user: str, name: str, expires_in_s: float | None = None) -> Json:
+        body: Json = {"user": user, "name": name}
+        if expires_in_s is not None:
+            body["expires_in_s"] = expires_in_s
+        return self._json("POST", "/api/v1/tokens", json=body)
 
     def list_tokens(self) -> Json:
         return self._json("GET", "/api/v1/tokens")

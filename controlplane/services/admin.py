@@ -213,24 +213,40 @@ def create_user(db: Database, who: Principal, body: dict) -> dict:
         raise Conflict(f"a user named {name!r} already exists") from None
 
 
+MAX_TOKEN_LIFETIME_S = 10 * 365 * 86400
+
+
+def _expires_at(body: dict) -> float | None:
+    """``expires_in_s`` (optional, seconds from now) -> the token's expiry time."""
+    value = body.get("expires_in_s")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= MAX_TOKEN_LIFETIME_S:
+        raise Invalid("expires_in_s", f"must be a positive number of seconds, at most "
+                                      f"{MAX_TOKEN_LIFETIME_S} (ten years); leave it out for no expiry")
+    return now() + float(value)
+
+
 def create_token(db: Database, who: Principal, body: dict) -> dict:
     require_admin(who)
     user_name = check_name("user", body.get("user"))
     name = body.get("name", "")
     if not isinstance(name, str) or len(name) > 128:
         raise Invalid("name", "must be a string of at most 128 characters")
+    expires_at = _expires_at(body)
     secret = new_secret("gpt")
     with db.tx() as s:
         user = s.scalar(select(UserRow).where(UserRow.name == user_name))
         if user is None:
             raise Invalid("user", f"no user named {user_name!r}")
         tok = TokenRow(token_hash=hash_token(secret), kind="user", name=name, user_id=user.id,
-                       created_at=now())
+                       created_at=now(), expires_at=expires_at)
         s.add(tok)
         s.flush()
         events.record(s, "token_created", "token", tok.id, who.actor, team_id=user.team_id,
-                      data={"user": user_name, "name": name})
-        return {"id": str(tok.id), "token": secret, "user": user_name, "name": name}
+                      data={"user": user_name, "name": name, "expires_at": iso(expires_at)})
+        return {"id": str(tok.id), "token": secret, "user": user_name, "name": name,
+                "expires_at": iso(expires_at)}
 
 
 def create_bootstrap_token(db: Database, who: Principal) -> dict:
@@ -252,7 +268,8 @@ def list_tokens(db: Database, who: Principal) -> dict:
         rows = s.scalars(select(TokenRow).where(TokenRow.revoked.is_(False)).order_by(TokenRow.id))
         return {"items": [{"id": str(t.id), "kind": t.kind, "name": t.name,
                            "user": users.get(t.user_id), "node_id": str(t.node_id) if t.node_id else None,
-                           "created_at": iso(t.created_at)} for t in rows]}
+                           "created_at": iso(t.created_at), "expires_at": iso(t.expires_at)}
+                          for t in rows]}
 
 
 def delete_token(db: Database, who: Principal, token_id: str) -> dict:
