@@ -23,10 +23,10 @@ from controlplane.server import create_app
 from controlplane.settings import Settings
 from tests.support.dashboard import csrf_from, post_form, sign_in
 from tests.support.db import database
+from tests.support.factories import make_node
 from tests.support.server import REPO, start_server
 
 ADMIN = "gpa_websec_admin"
-BOOT = "gpb_websec_boot"
 pytestmark = pytest.mark.timeout(90)
 INLINE_SCRIPT = re.compile(r"<script(?![^>]*\bsrc=)(?![^>]*type=\"application/json\")[^>]*>", re.I)
 EVENT_HANDLER = re.compile(r"<[^>]+\son[a-z]+\s*=", re.I)
@@ -34,7 +34,7 @@ EVENT_HANDLER = re.compile(r"<[^>]+\son[a-z]+\s*=", re.I)
 
 @pytest.fixture
 def site(db_url, tmp_path):  # noqa: ANN001, ANN201
-    settings = Settings(database_url=db_url, admin_token=ADMIN, bootstrap_token=BOOT, run_loops=False,
+    settings = Settings(database_url=db_url, admin_token=ADMIN, run_loops=False,
                         home=tmp_path, auth_cache_s=0, session_ttl_s=7200, session_idle_s=600)
     app = create_app(settings)
     with TestClient(app) as client:
@@ -42,10 +42,7 @@ def site(db_url, tmp_path):  # noqa: ANN001, ANN201
         assert client.post("/api/v1/users", headers=api,
                            json={"name": "bob", "team": "default", "role": "member"}).status_code == 201
         bob = client.post("/api/v1/tokens", headers=api, json={"user": "bob", "name": "web"}).json()
-        r = client.post("/api/v1/agent/register", headers={"Authorization": f"Bearer {BOOT}"}, json={
-            "node": {"hostname": "node-a", "cpu_milli": 8000, "memory_mib": 64000},
-            "accelerators": [{"uuid": "GPU-w-0", "index": 0, "model": "H100-80GB", "memory_mib": 81559}]})
-        assert r.status_code == 200, r.text
+        make_node(app.state.db, "node-a")
         job = client.post("/api/v1/jobs", headers=api, json={
             "name": "web-job", "command": ["true"], "resources": {"gpu": 1}}).json()["id"]
         yield {"client": client, "db": app.state.db, "api": api, "bob": bob, "job": job}
