@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -40,6 +40,11 @@ class Settings(BaseSettings):
     forwarded_allow_ips: str = "127.0.0.1"  # proxies whose X-Forwarded-Proto/For are trusted
     session_ttl_s: float = Field(12 * 3600.0, gt=0)  # a dashboard sign-in ends after this ...
     session_idle_s: float = Field(3600.0, gt=0)  # ... or after this long without a request
+
+    @field_validator("tls_cert", "tls_key", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, v: object) -> object:
+        return None if v == "" else v
 
     @model_validator(mode="after")
     def _tls_pair(self) -> Settings:

@@ -50,7 +50,7 @@ def parse_duration(text: str, option: str) -> float:
     try:
         seconds = float(number) * units[unit]
     except ValueError:
-        raise CliError(f"{option} {text!r}: use a duration like 90d, 12h, 30m or a number of seconds") from None
+        raise CliError(f"{option} {text!r}: use a duration like 90d, 12h, 30m or seconds") from None
     if not seconds > 0:
         raise CliError(f"{option} {text!r}: must be longer than zero")
     return seconds

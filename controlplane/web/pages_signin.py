@@ -38,7 +38,8 @@ async def login(request: Request):
     try:
         who = await run_in_threadpool(session.principal_for_token, request, token)
     except Forbidden:
-        return _form_page(request, 403, target, "That token belongs to an agent, not a user; use a user token.")
+        return _form_page(request, 403, target,
+                          "That token belongs to an agent, not a user; use a user token.")
     except ServiceError as err:
         why = "it has expired" if "expired" in err.detail else "unknown or revoked"
         return _form_page(request, 401, target, f"That token is not valid ({why}).")
@@ -54,7 +55,7 @@ async def logout(request: Request):
     try:
         await run_in_threadpool(session.current_user, request)
     except session.SignInRequired:  # nothing to revoke: just drop the cookie
-        response.delete_cookie(session.COOKIE, path="/")
+        session.forget_session_cookie(request, response)
         return response
     if not session.csrf_ok(request, form):
         return render.page("error.html", 403, title="Form expired", detail=CSRF_REFUSED, who=None)

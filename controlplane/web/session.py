@@ -77,13 +77,23 @@ def open_session(request: Request, response, who: Principal) -> None:  # noqa: A
     ttl_s = _setting(request, "session_ttl_s", 12 * 3600.0)
     session_id = sessions.open_session(database(request), who, ttl_s=ttl_s)
     response.set_cookie(COOKIE, session_id, max_age=int(ttl_s), httponly=True, samesite="strict",
-                        secure=request.url.scheme == "https", path="/")
-    response.delete_cookie(LOGIN_COOKIE, path="/login")
+                        secure=_https(request), path="/")
+    response.delete_cookie(LOGIN_COOKIE, path="/login", secure=_https(request), httponly=True,
+                           samesite="strict")
 
 
 def close_session(request: Request, response) -> None:  # noqa: ANN001
     sessions.close_session(database(request), request.cookies.get(COOKIE))
-    response.delete_cookie(COOKIE, path="/")
+    forget_session_cookie(request, response)
+
+
+def forget_session_cookie(request: Request, response) -> None:  # noqa: ANN001
+    response.delete_cookie(COOKIE, path="/", secure=_https(request), httponly=True, samesite="strict")
+
+
+def _https(request: Request) -> bool:
+    """Cookies are Secure on https (served directly, or by a trusted TLS-terminating proxy)."""
+    return request.url.scheme == "https"
 
 
 def signin_csrf(request: Request) -> str:
@@ -93,7 +103,7 @@ def signin_csrf(request: Request) -> str:
 
 def remember_signin_csrf(request: Request, response, token: str) -> None:  # noqa: ANN001
     response.set_cookie(LOGIN_COOKIE, token, max_age=3600, httponly=True, samesite="strict",
-                        secure=request.url.scheme == "https", path="/login")
+                        secure=_https(request), path="/login")
 
 
 def signin_csrf_ok(request: Request, form) -> bool:  # noqa: ANN001

@@ -74,8 +74,9 @@ def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
 def test_sdk_trusts_the_ca_bundle_and_refuses_without_it(https_server, certs, monkeypatch) -> None:  # noqa: ANN001
     srv = https_server
     assert srv.url.startswith("https://")
-    with GpupoolClient(srv.url, srv.admin_token, ca_bundle=certs["ca.pem"]) as c:
-        assert c.whoami()["user"] == "admin"
+    for bundle in (certs["ca.pem"], certs["server.pem"]):  # the CA, or the certificate itself
+        with GpupoolClient(srv.url, srv.admin_token, ca_bundle=bundle) as c:
+            assert c.whoami()["user"] == "admin"
     monkeypatch.delenv("GPUPOOL_CA_BUNDLE", raising=False)
     with GpupoolClient(srv.url, srv.admin_token) as c, pytest.raises(GpupoolError) as err:
         c.whoami()
