@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from controlplane.client import GpupoolClient, GpupoolError
+from controlplane.core.tls import verify_with
 from controlplane.server import tls_options
 from controlplane.settings import Settings
 from tests.support.db import database
@@ -113,7 +114,7 @@ def test_agent_registers_over_https_with_its_ca_bundle(https_server, certs, tmp_
         proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT,
                                 start_new_session=True)
     try:
-        with srv.client() as api:
+        with httpx.Client(base_url=srv.url, headers=srv.headers(), verify=verify_with(certs["ca.pem"])) as api:
             def ready() -> bool:
                 assert proc.poll() is None, log.read_text(errors="replace")[-2000:]
                 items = api.get("/api/v1/nodes").json()["items"]
