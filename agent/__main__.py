@@ -13,6 +13,7 @@ def parse_args(argv: list[str] | None = None) -> dict:
                                 "option can also come from GPUPOOL_AGENT_<NAME> or a YAML --config.")
     p.add_argument("--server", dest="server_url", help="control plane URL (http://host:8000)")
     p.add_argument("--token", help="bootstrap token (only needed the first time)")
+    p.add_argument("--ca-bundle", help="PEM certificates to trust for an https server")
     p.add_argument("--node-name")
     p.add_argument("--address", help="address where this node's job endpoints are reached")
     p.add_argument("--backend", help='"nvml" or "simulate:<nodes>x<gpus>x<model>"')

@@ -7,12 +7,14 @@ bad message; the caller logs and drops it).
 
 from __future__ import annotations
 
+import os
 from typing import TypeVar
 
 import httpx
 from pydantic import BaseModel, ValidationError
 
 from controlplane.core import wire
+from controlplane.core.tls import verify_with
 
 T = TypeVar("T", bound=BaseModel)
 PREFIX = "/api/v1/agent"
@@ -35,10 +37,12 @@ class Rejected(AgentClientError):
 
 
 class AgentClient:
-    def __init__(self, server_url: str, token: str | None = None, timeout: float = 10.0) -> None:
+    def __init__(self, server_url: str, token: str | None = None, timeout: float = 10.0,
+                 ca_bundle: str | os.PathLike | None = None) -> None:
         self.server_url = server_url.rstrip("/")
         self.token = token
-        self._http = httpx.Client(base_url=self.server_url, timeout=timeout)
+        self._http = httpx.Client(base_url=self.server_url, timeout=timeout,
+                                  verify=verify_with(ca_bundle))
 
     def close(self) -> None:
         self._http.close()

@@ -39,6 +39,7 @@ class AgentConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     server_url: str = "http://127.0.0.1:8000"
+    ca_bundle: Path | None = Field(None, description="PEM certificates to trust for an https server")
     token: str | None = Field(None, description="bootstrap token, used to register once")
     node_name: str = Field(default_factory=socket.gethostname)
     address: str | None = Field(None, description="where this node's job endpoints are reached")
@@ -87,6 +88,13 @@ class AgentConfig(BaseModel):
         from agent.sandbox.identity import parse_range
 
         parse_range(v)
+        return v
+
+    @field_validator("ca_bundle")
+    @classmethod
+    def _ca_bundle(cls, v: Path | None) -> Path | None:
+        if v is not None and not v.expanduser().is_file():
+            raise ValueError(f"no such file {str(v)!r} (a PEM file of CA certificates)")
         return v
 
     @field_validator("backend")

@@ -55,7 +55,7 @@ class Agent:
                                  reason_off="simulated accelerators" if simulated else "",
                                  shared_dir=self.sandbox.mps_dir)
         self.address = config.node_address()
-        self.client = AgentClient(config.server_url)
+        self.client = AgentClient(config.server_url, ca_bundle=config.ca_bundle)
         self.node_id: str | None = None
         self.reports = ReportSender(self.state, self.client, None, lambda: self.node_id,
                                     on_delivered=lambda: self._set_connected(True))

@@ -141,6 +141,7 @@ def main() -> int:
     from controlplane.server import create_app
     from controlplane.settings import Settings
     from tests.support.db import postgres_database
+    from tests.support.dashboard import sign_in
 
     rng = random.Random(7)
     with postgres_database("gpupool_bench_dash") as url:
@@ -153,7 +154,7 @@ def main() -> int:
               f"({info['running']} running) in {seed_s:.1f}s", file=sys.stderr)
         results = {}
         with TestClient(app) as client:
-            client.cookies.set("gpupool_session", "gpa_bench_admin")
+            assert sign_in(client, "gpa_bench_admin").status_code == 303
             for path in PAGES:
                 r = client.get(path)
                 assert r.status_code == 200, (path, r.status_code, r.text[:500])

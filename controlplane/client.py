@@ -13,6 +13,7 @@ dict-returning SDK). Every failed call raises ``GpupoolError`` carrying the serv
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
@@ -21,6 +22,7 @@ import httpx
 from pydantic import BaseModel, ValidationError
 
 from controlplane.core.states import FINAL_STATES
+from controlplane.core.tls import CABundleError, is_untrusted_certificate, verify_with
 from controlplane.schemas import (AcceleratorList, BootstrapToken, Capacity, EventList, EventPage,
                                   Health, Job, JobPage, Node, NodeList, Queue, QueueCreate,
                                   QueueList, QueueUpdate, Team, TeamCreate, TeamList,
@@ -96,13 +98,19 @@ class GpupoolClient:
     """One server, one token. Methods return ``controlplane.schemas`` objects."""
 
     def __init__(self, server: str = DEFAULT_SERVER, token: str | None = None, *,
-                 timeout: float = 30.0, transport: httpx.BaseTransport | None = None):
+                 timeout: float = 30.0, transport: httpx.BaseTransport | None = None,
+                 ca_bundle: str | os.PathLike | None = None):
+        """``ca_bundle`` (else GPUPOOL_CA_BUNDLE): PEM certificates to trust for an https server."""
         self.server = server.rstrip("/")
         headers = {"Accept": "application/json"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
+        try:
+            verify = verify_with(ca_bundle or os.environ.get("GPUPOOL_CA_BUNDLE"))
+        except CABundleError as e:
+            raise GpupoolError(str(e)) from None
         self._http = httpx.Client(base_url=self.server, headers=headers, timeout=timeout,
-                                  transport=transport)
+                                  transport=transport, verify=verify)
 
     # -- plumbing -------------------------------------------------------------------------
     def close(self) -> None:
@@ -120,10 +128,16 @@ class GpupoolClient:
         except httpx.TimeoutException as e:
             raise GpupoolError(f"timed out talking to {self.server} ({type(e).__name__})") from e
         except httpx.HTTPError as e:
-            raise GpupoolError(f"cannot reach the gpupool server at {self.server}: {e}") from e
+            raise GpupoolError(self._unreachable(e)) from e
         if resp.status_code >= 400:
             raise GpupoolError.from_response(resp)
         return resp
+
+    def _unreachable(self, e: httpx.HTTPError) -> str:
+        if is_untrusted_certificate(e):
+            return (f"the TLS certificate of {self.server} is not trusted ({e}); pass --ca-bundle "
+                    "with the PEM of its CA (or set GPUPOOL_CA_BUNDLE)")
+        return f"cannot reach the gpupool server at {self.server}: {e}"
 
     def _call(self, model: type[M], method: str, path: str, **kw: Any) -> M:
         """One call whose JSON answer is ``model``."""
@@ -278,9 +292,11 @@ class GpupoolClient:
         return self._call(User, "POST", "/api/v1/users",
                           json=self._body(UserCreate, name=name, team=team, role=role))
 
-    def create_token(self, user: str, name: str) -> TokenCreated:
-        return self._call(TokenCreated, "POST", "/api/v1/tokens",
-                          json=self._body(TokenCreate, user=user, name=name))
+    def create_token(self, user: str, name: str, expires_in_s: float | None = None) -> TokenCreated:
+        fields: dict[str, Any] = {"user": user, "name": name}
+        if expires_in_s is not None:
+            fields["expires_in_s"] = expires_in_s
+        return self._call(TokenCreated, "POST", "/api/v1/tokens", json=self._body(TokenCreate, **fields))
 
     def list_tokens(self) -> TokenList:
         return self._call(TokenList, "GET", "/api/v1/tokens")

@@ -13,6 +13,7 @@ import argparse
 import logging
 import sys
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI
 
@@ -66,7 +67,9 @@ def run_server(host: str = "127.0.0.1", port: int = 8080, settings: Settings | N
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     common = dict(host=host, port=port, log_level=settings.log_level.lower(), loop="uvloop",
                   http="httptools", access_log=False, timeout_graceful_shutdown=5,
-                  timeout_keep_alive=75)  # longer than clients keep idle connections
+                  timeout_keep_alive=75,  # longer than clients keep idle connections
+                  proxy_headers=True, forwarded_allow_ips=settings.forwarded_allow_ips,
+                  **tls_options(settings))
     if settings.workers > 1:
         token = prepare_database(settings)
         _print_token(token if print_token else None)
@@ -76,6 +79,20 @@ def run_server(host: str = "127.0.0.1", port: int = 8080, settings: Settings | N
     app = create_app(settings)
     _print_token(app.state.admin_token if print_token else None)
     uvicorn.run(app, **common)
+
+
+def tls_options(settings: Settings) -> dict:
+    """uvicorn's ssl options for GPUPOOL_TLS_CERT/KEY; a pair that does not load is a ValueError."""
+    if settings.tls_cert is None or settings.tls_key is None:
+        return {}
+    import ssl
+
+    cert, key = Path(settings.tls_cert).expanduser(), Path(settings.tls_key).expanduser()
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+    except (ssl.SSLError, OSError) as err:
+        raise ValueError(f"cannot load the TLS certificate {cert} with key {key}: {err}") from None
+    return {"ssl_certfile": str(cert), "ssl_keyfile": str(key)}
 
 
 def prepare_database(settings: Settings) -> str | None:
@@ -114,9 +131,12 @@ def main(argv: list[str] | None = None) -> int:
                                      description="Run the gpupool control-plane server")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--tls-cert", help="PEM certificate (chain) to serve HTTPS (GPUPOOL_TLS_CERT)")
+    parser.add_argument("--tls-key", help="PEM private key of --tls-cert (GPUPOOL_TLS_KEY)")
     args = parser.parse_args(argv)
     try:
-        settings = Settings()
+        tls = {k: v for k, v in (("tls_cert", args.tls_cert), ("tls_key", args.tls_key)) if v}
+        settings = Settings(**tls)
     except Exception as err:  # noqa: BLE001 - pydantic names the bad variable
         print(f"gpupool: invalid settings: {err}", file=sys.stderr)
         return 2

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -44,6 +44,27 @@ class Settings(BaseSettings):
     workers: int = Field(1, ge=1, le=64)  # uvicorn worker processes (each runs loops; one leads)
     log_level: str = "info"
     replica_id: str | None = None
+    # HTTPS served by the server itself (PEM files); a reverse proxy may terminate TLS instead
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    forwarded_allow_ips: str = "127.0.0.1"  # proxies whose X-Forwarded-Proto/For are trusted
+    session_ttl_s: float = Field(12 * 3600.0, gt=0)  # a dashboard sign-in ends after this ...
+    session_idle_s: float = Field(3600.0, gt=0)  # ... or after this long without a request
+
+    @field_validator("tls_cert", "tls_key", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, v: object) -> object:
+        return None if v == "" else v
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> Settings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            missing = "GPUPOOL_TLS_KEY" if self.tls_key is None else "GPUPOOL_TLS_CERT"
+            raise ValueError(f"TLS needs a certificate and its key: {missing} is not set")
+        for name, path in (("GPUPOOL_TLS_CERT", self.tls_cert), ("GPUPOOL_TLS_KEY", self.tls_key)):
+            if path is not None and not Path(path).expanduser().is_file():
+                raise ValueError(f"{name}: no such file {str(path)!r}")
+        return self
 
     def db_url(self) -> str:
         """The SQLAlchemy URL to use (creates $GPUPOOL_HOME for the SQLite default)."""

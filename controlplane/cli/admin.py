@@ -24,19 +24,38 @@ def token_create(
     user: str = typer.Option(None, "--user", "-u", help="whose token (default: you)"),
     name: str = typer.Option("cli", "--name", "-n", help="a label for the token"),
     quiet: bool = typer.Option(False, "--quiet", help="print only the token"),
+    expires_in: str = typer.Option(None, "--expires-in", metavar="DURATION",
+                                   help="lifetime like 90d, 12h, 30m or seconds (default: never expires)"),
 ) -> None:
     """Create an API token; the secret is shown once."""
+    lifetime = parse_duration(expires_in, "--expires-in") if expires_in else None
     with target(ctx).client() as client:
         if not user:
             user = client.whoami().user
             if not user:
                 raise CliError("this token belongs to no user; pass --user")
-        answer = client.create_token(user, name)
+        answer = client.create_token(user, name, expires_in_s=lifetime)
     if quiet:
         print(answer.token)
         return
-    console.print(f"token {escape(answer.id)} for user {escape(answer.user)} (shown once, keep it safe):")
+    until = f", expires {answer.expires_at.isoformat()}" if answer.expires_at else ""
+    console.print(f"token {escape(answer.id)} for user {escape(answer.user)}{escape(until)} "
+                  "(shown once, keep it safe):")
     print(answer.token)
+
+
+def parse_duration(text: str, option: str) -> float:
+    """'90d' / '12h' / '30m' / '45s' / '3600' -> seconds; a clear error otherwise."""
+    units = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+    raw = text.strip().lower()
+    number, unit = (raw[:-1], raw[-1]) if raw[-1:] in units else (raw, "s")
+    try:
+        seconds = float(number) * units[unit]
+    except ValueError:
+        raise CliError(f"{option} {text!r}: use a duration like 90d, 12h, 30m or seconds") from None
+    if not seconds > 0:
+        raise CliError(f"{option} {text!r}: must be longer than zero")
+    return seconds
 
 
 @db_app.command("upgrade")

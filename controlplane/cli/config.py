@@ -1,4 +1,4 @@
-"""Where the CLI finds its server and token: options, then GPUPOOL_* env, then the config file.
+"""Where the CLI finds its server, token and CA bundle: options, then GPUPOOL_* env, then the config file.
 
 `gpupool up` writes the config file ($GPUPOOL_HOME/config.yaml when GPUPOOL_HOME is set, else
 ~/.config/gpupool/config.yaml; GPUPOOL_CONFIG overrides the path) so later commands just work.
@@ -40,10 +40,10 @@ def read_config(path: Path | None = None) -> dict:
 
 
 def write_config(server: str, token: str | None, path: Path | None = None, **extra: object) -> Path:
-    """Write server + token for later commands; the file is readable by its owner only."""
+    """Write server + token (+ extra keys like ca_bundle) for later commands; owner-only file."""
     path = path or config_path()
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = {"server": server, "token": token, **extra}
+    data = {"server": server, "token": token, **{k: v for k, v in extra.items() if v is not None}}
     tmp = path.with_suffix(".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
@@ -56,18 +56,21 @@ def write_config(server: str, token: str | None, path: Path | None = None, **ext
 class Target:
     server: str
     token: str | None
+    ca_bundle: str | None = None
 
     def client(self, timeout: float = 30.0) -> GpupoolClient:
-        return GpupoolClient(self.server, self.token, timeout=timeout)
+        return GpupoolClient(self.server, self.token, timeout=timeout, ca_bundle=self.ca_bundle)
 
 
-def resolve(server: str | None, token: str | None) -> Target:
-    """Options win, then GPUPOOL_SERVER / GPUPOOL_TOKEN, then the config file, then defaults."""
+def resolve(server: str | None, token: str | None, ca_bundle: str | None = None) -> Target:
+    """Options win, then GPUPOOL_SERVER / GPUPOOL_TOKEN / GPUPOOL_CA_BUNDLE, then the config file."""
     cfg: dict = {}
-    if not server or not token:
+    if not server or not token or not ca_bundle:
         cfg = read_config()
     server = server or os.environ.get("GPUPOOL_SERVER") or cfg.get("server") or DEFAULT_SERVER
     token = token or os.environ.get("GPUPOOL_TOKEN") or cfg.get("token")
+    ca_bundle = ca_bundle or os.environ.get("GPUPOOL_CA_BUNDLE") or cfg.get("ca_bundle")
     if not str(server).startswith(("http://", "https://")):
         server = f"http://{server}"
-    return Target(server=str(server), token=str(token) if token else None)
+    return Target(server=str(server), token=str(token) if token else None,
+                  ca_bundle=str(ca_bundle) if ca_bundle else None)

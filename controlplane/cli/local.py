@@ -4,6 +4,8 @@
 token), starts `gpupool server` and one `gpupool agent` per (real or simulated) node as child
 processes with their logs under $GPUPOOL_HOME/logs, writes the CLI config file and stops them all
 on Ctrl-C. A child that dies takes `up` down with the tail of its log, so nothing fails quietly.
+With --tls-cert/--tls-key the server speaks HTTPS; `up`, its agents and the CLI config trust
+--ca-bundle, else the certificate itself (right for a self-signed one).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from controlplane.cli import runtime
 from controlplane.cli.config import config_path, read_config, write_config
 from controlplane.cli.errors import CliError, console, err_console, handle_errors
 from controlplane.client import GpupoolClient, GpupoolError
+from controlplane.core.tls import is_untrusted_certificate
 
 DEFAULT_SIM_SHAPE = "1x4xH100-80GB"
 
@@ -39,9 +42,13 @@ def register(app: typer.Typer) -> None:
 def server(
     host: str = typer.Option("127.0.0.1", "--host", help="address to listen on"),
     port: int = typer.Option(8080, "--port", "-p", min=1, max=65535),
+    tls_cert: Path = typer.Option(None, "--tls-cert", help="PEM certificate (chain): serve HTTPS "
+                                  "(default: GPUPOOL_TLS_CERT)"),
+    tls_key: Path = typer.Option(None, "--tls-key", help="PEM private key of --tls-cert "
+                                 "(default: GPUPOOL_TLS_KEY)"),
 ) -> None:
     """Run the control plane: REST API, dashboard, scheduler and liveness loops."""
-    runtime.run_server(host, port)
+    runtime.run_server(host, port, tls_cert=tls_cert, tls_key=tls_key)
 
 
 @handle_errors
@@ -62,6 +69,8 @@ def agent(
     heartbeat_interval: float = typer.Option(None, "--heartbeat-interval", min=0.1,
                                              help="seconds between heartbeats"),
     config_file: Path = typer.Option(None, "--config", help="YAML file of agent settings"),
+    ca_bundle: Path = typer.Option(None, "--ca-bundle", help="PEM certificates to trust for an "
+                                   "https server (default: GPUPOOL_AGENT_CA_BUNDLE)"),
     stop_jobs_on_exit: bool = typer.Option(None, "--stop-jobs-on-exit/--keep-jobs-on-exit",
                                            help="stop this node's jobs when the agent stops "
                                                 "(default: keep them for the next start to adopt)"),
@@ -72,7 +81,7 @@ def agent(
     runtime.run_agent(server_url=server_url, token=token, node_name=node, backend=backend,
                       state_dir=state_dir, exporter_port=exporter_port, mps=mps,
                       heartbeat_interval_s=heartbeat_interval, config_file=config_file,
-                      stop_jobs_on_exit=stop_jobs_on_exit)
+                      ca_bundle=ca_bundle, stop_jobs_on_exit=stop_jobs_on_exit)
 
 
 @handle_errors
@@ -82,8 +91,16 @@ def up(
     simulate: str = typer.Option(None, "--simulate", metavar="NODESxGPUSxMODEL",
                                  help=f"simulated GPUs, e.g. 2x4xH100-80GB (default without "
                                       f"NVIDIA GPUs: {DEFAULT_SIM_SHAPE})"),
+    tls_cert: Path = typer.Option(None, "--tls-cert", envvar="GPUPOOL_TLS_CERT",
+                                  help="PEM certificate: serve HTTPS (with --tls-key)"),
+    tls_key: Path = typer.Option(None, "--tls-key", envvar="GPUPOOL_TLS_KEY",
+                                 help="PEM private key of --tls-cert"),
+    ca_bundle: Path = typer.Option(None, "--ca-bundle", envvar="GPUPOOL_CA_BUNDLE",
+                                   help="PEM CA certificates that sign --tls-cert "
+                                        "(default: trust --tls-cert itself)"),
 ) -> None:
     """Start a whole pool on this machine: server, scheduler and local agent(s). Ctrl-C stops it."""
+    tls_args, trust = _tls(tls_cert, tls_key, ca_bundle)
     home = runtime.gpupool_home()
     home.mkdir(parents=True, exist_ok=True)
     nodes = _plan_nodes(simulate)
@@ -96,7 +113,8 @@ def up(
     new_sqlite = not os.environ.get("GPUPOOL_DATABASE_URL") and not (home / "gpupool.db").exists()
     if fresh or new_sqlite:  # seeds the first admin; an existing database keeps its own
         env["GPUPOOL_ADMIN_TOKEN"] = admin_token
-    url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+    scheme = "https" if tls_args else "http"
+    url = f"{scheme}://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
     logs = home / "logs"
     logs.mkdir(exist_ok=True)
     children: list[tuple[str, subprocess.Popen, Path]] = []
@@ -107,18 +125,20 @@ def up(
 
     old = signal.signal(signal.SIGTERM, on_term)
     try:
-        children.append(_spawn("server", ["server", "--host", host, "--port", str(port)], env, logs))
+        children.append(_spawn("server", ["server", "--host", host, "--port", str(port), *tls_args],
+                               env, logs))
         with console.status(f"starting the control plane on {url} ..."):
-            _wait_ready(url, children)
-        _check_admin(url, admin_token)
-        cfg_path = write_config(url, admin_token)
+            _wait_ready(url, children, trust)
+        _check_admin(url, admin_token, trust)
+        cfg_path = write_config(url, admin_token, ca_bundle=trust)
         for name, spec in nodes:
             children.append(_spawn(f"agent-{name}", [
                 "agent", "--server", url, "--token", boot_token, "--node", name,
                 "--backend", spec, "--state-dir", str(home / "agents" / name),
-                "--exporter-port", _exporter_port(spec), "--stop-jobs-on-exit"], env, logs))
+                "--exporter-port", _exporter_port(spec), "--stop-jobs-on-exit",
+                *(["--ca-bundle", trust] if trust else [])], env, logs))
         with console.status(f"waiting for {len(nodes)} node(s) to register ..."):
-            _wait_nodes(url, admin_token, {n for n, _ in nodes}, children)
+            _wait_nodes(url, admin_token, {n for n, _ in nodes}, children, trust)
         _banner(url, admin_token, fresh, nodes, cfg_path, logs)
         while True:
             _check_children(children)
@@ -131,6 +151,21 @@ def up(
         _stop_all(children)
         if stopping:
             console.print("stopped")
+
+
+def _tls(cert: Path | None, key: Path | None, ca_bundle: Path | None) -> tuple[list[str], str | None]:
+    """The server's TLS arguments and the CA bundle `up` and its agents trust (None: plain HTTP)."""
+    if cert is None and key is None:
+        return [], None
+    if cert is None or key is None:
+        missing = "--tls-key" if key is None else "--tls-cert"
+        raise CliError(f"HTTPS needs both --tls-cert and --tls-key; {missing} is missing")
+    for option, path in (("--tls-cert", cert), ("--tls-key", key), ("--ca-bundle", ca_bundle)):
+        if path is not None and not path.expanduser().is_file():
+            raise CliError(f"{option}: no such file {str(path)!r}")
+    cert, key = cert.expanduser().resolve(), key.expanduser().resolve()
+    trust = (ca_bundle.expanduser().resolve() if ca_bundle else cert)
+    return ["--tls-cert", str(cert), "--tls-key", str(key)], str(trust)
 
 
 def _plan_nodes(simulate: str | None) -> list[tuple[str, str]]:
@@ -174,8 +209,8 @@ def _admin_token() -> tuple[str, bool]:
     return "gpa_" + secrets.token_urlsafe(32), True
 
 
-def _check_admin(url: str, token: str) -> None:
-    with GpupoolClient(url, token, timeout=10.0) as client:
+def _check_admin(url: str, token: str, trust: str | None) -> None:
+    with GpupoolClient(url, token, timeout=10.0, ca_bundle=trust) as client:
         try:
             client.whoami()
         except GpupoolError as e:
@@ -222,23 +257,25 @@ def _tail(path: Path, lines: int) -> str:
         return ""
 
 
-def _wait_ready(url: str, children: list, timeout: float = 90.0) -> None:
+def _wait_ready(url: str, children: list, trust: str | None, timeout: float = 90.0) -> None:
     deadline = time.monotonic() + timeout
-    with GpupoolClient(url, timeout=2.0) as client:
+    with GpupoolClient(url, timeout=2.0, ca_bundle=trust) as client:
         while time.monotonic() < deadline:
             _check_children(children)
             try:
                 client.ready()
                 return
-            except GpupoolError:
+            except GpupoolError as e:
+                if is_untrusted_certificate(e):  # waiting will not help
+                    raise CliError(str(e)) from None
                 time.sleep(0.2)
     raise CliError(f"the control plane did not become ready at {url} within {timeout:.0f}s")
 
 
-def _wait_nodes(url: str, token: str | None, names: set[str], children: list,
+def _wait_nodes(url: str, token: str | None, names: set[str], children: list, trust: str | None,
                 timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
-    with GpupoolClient(url, token, timeout=5.0) as client:
+    with GpupoolClient(url, token, timeout=5.0, ca_bundle=trust) as client:
         while time.monotonic() < deadline:
             _check_children(children)
             try:

@@ -22,8 +22,10 @@ def _root(
     server: str = typer.Option(None, "--server", envvar="GPUPOOL_SERVER",
                                help="control plane URL (default: config file, then 127.0.0.1:8080)"),
     token: str = typer.Option(None, "--token", envvar="GPUPOOL_TOKEN", help="API token"),
+    ca_bundle: str = typer.Option(None, "--ca-bundle", envvar="GPUPOOL_CA_BUNDLE",
+                                  help="PEM certificates to trust for an https server"),
 ) -> None:
-    ctx.obj = {"server": server, "token": token}
+    ctx.obj = {"server": server, "token": token, "ca_bundle": ca_bundle}
 
 
 jobs.register(app)

@@ -48,24 +48,16 @@ def has_nvidia_gpu() -> bool:
             pass
 
 
-def _settings(env: dict | None = None):  # noqa: ANN202
+def run_server(host: str, port: int, **overrides) -> None:
+    """Serve until interrupted; ``overrides`` (None ignored) win over GPUPOOL_* settings."""
+    from controlplane.server import run_server as _run
     from controlplane.settings import Settings
 
-    if env is None:
-        return Settings()
-    saved = dict(os.environ)
-    os.environ.update({k: v for k, v in env.items() if k.startswith("GPUPOOL_")})
     try:
-        return Settings()
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-
-
-def run_server(host: str, port: int) -> None:
-    from controlplane.server import run_server as _run
-
-    _run(host, port, _settings())
+        settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+        _run(host, port, settings)
+    except ValueError as e:  # pydantic names the bad setting; TLS files that do not load
+        raise CliError(f"invalid settings: {e}") from None
 
 
 def run_agent(**overrides) -> None:

@@ -53,6 +53,24 @@ class TokenRow(Base):
     used_at: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
+class DashboardSessionRow(Base):
+    """A dashboard sign-in: only the sha256 of the random session id (the cookie) is stored.
+
+    Valid while not revoked, before expires_at, seen within the idle timeout, and while the token
+    it was opened with is valid and its user enabled (migration 0005).
+    """
+
+    __tablename__ = "dashboard_sessions"
+    id: Mapped[int] = mapped_column(BigInt, primary_key=True, autoincrement=True)
+    session_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    token_id: Mapped[int] = mapped_column(ForeignKey("api_tokens.id", ondelete="CASCADE"))
+    created_at: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[float] = mapped_column(Float, index=True)
+    last_seen_at: Mapped[float] = mapped_column(Float)
+    revoked: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+
+
 class NodeRow(Base):
     __tablename__ = "nodes"
     id: Mapped[int] = mapped_column(BigInt, primary_key=True, autoincrement=True)

@@ -105,9 +105,15 @@ class UserList(ApiModel):
     items: list[User]
 
 
+MAX_TOKEN_LIFETIME_S = 10 * 365 * 86400
+
+
 class TokenCreate(WriteModel):
     user: Name
     name: Annotated[str, text(128)] = Field("", description="a label for the token")
+    expires_in_s: float | None = Field(None, gt=0, le=MAX_TOKEN_LIFETIME_S, strict=True,
+                                       description="seconds until the token expires (at most ten years); "
+                                                   "leave out for a token that never expires")
 
 
 class TokenCreated(ApiModel):
@@ -117,6 +123,7 @@ class TokenCreated(ApiModel):
     token: str
     user: str
     name: str
+    expires_at: Timestamp | None = None
 
 
 class Token(ApiModel):
@@ -126,6 +133,7 @@ class Token(ApiModel):
     user: str | None = None
     node_id: str | None = None
     created_at: Timestamp
+    expires_at: Timestamp | None = None
 
 
 class TokenList(ApiModel):

@@ -197,18 +197,20 @@ def create_token(db: Database, who: Principal, body: TokenCreate | dict) -> dict
     require_admin(who)
     req = validated(TokenCreate, body)
     user_name, name = req.user, req.name
+    expires_at = now() + float(req.expires_in_s) if req.expires_in_s is not None else None
     secret = new_secret("gpt")
     with db.tx() as s:
         user = s.scalar(select(UserRow).where(UserRow.name == user_name))
         if user is None:
             raise Invalid("user", f"no user named {user_name!r}")
         tok = TokenRow(token_hash=hash_token(secret), kind="user", name=name, user_id=user.id,
-                       created_at=now())
+                       created_at=now(), expires_at=expires_at)
         s.add(tok)
         s.flush()
         events.record(s, "token_created", "token", tok.id, who.actor, team_id=user.team_id,
-                      data={"user": user_name, "name": name})
-        return {"id": str(tok.id), "token": secret, "user": user_name, "name": name}
+                      data={"user": user_name, "name": name, "expires_at": iso(expires_at)})
+        return {"id": str(tok.id), "token": secret, "user": user_name, "name": name,
+                "expires_at": iso(expires_at)}
 
 
 def create_bootstrap_token(db: Database, who: Principal) -> dict:
@@ -230,7 +232,8 @@ def list_tokens(db: Database, who: Principal) -> dict:
         rows = s.scalars(select(TokenRow).where(TokenRow.revoked.is_(False)).order_by(TokenRow.id))
         return {"items": [{"id": str(t.id), "kind": t.kind, "name": t.name,
                            "user": users.get(t.user_id), "node_id": str(t.node_id) if t.node_id else None,
-                           "created_at": iso(t.created_at)} for t in rows]}
+                           "created_at": iso(t.created_at), "expires_at": iso(t.expires_at)}
+                          for t in rows]}
 
 
 def delete_token(db: Database, who: Principal, token_id: str) -> dict:

@@ -39,7 +39,8 @@ def cached_principal(db: Database, token: str | None) -> Principal | None:
 
 
 def authenticate(db: Database, token: str | None, cache_s: float = 2.0) -> Principal:
-    """The principal behind a bearer token; 401 when missing, unknown or revoked."""
+    """The principal behind a bearer token; 401 when missing, unknown, revoked, expired or its
+    user is disabled."""
     if not token:
         raise Unauthorized("missing bearer token: send 'Authorization: Bearer <token>'")
     digest = hash_token(token)
@@ -50,10 +51,14 @@ def authenticate(db: Database, token: str | None, cache_s: float = 2.0) -> Princ
         tok = s.scalar(select(TokenRow).where(TokenRow.token_hash == digest))
         if tok is None or tok.revoked:
             raise Unauthorized("invalid or revoked token")
+        left_s = None if tok.expires_at is None else tok.expires_at - now()
+        if left_s is not None and left_s <= 0:
+            raise Unauthorized("token expired")
         principal = _principal(s, tok)
     # node tokens are presented every few seconds by each of possibly thousands of agents:
     # trust them longer (revocation is immediate on this replica, NODE_TOKEN_CACHE_S elsewhere)
     ttl = max(cache_s, NODE_TOKEN_CACHE_S) if principal.role == Role.AGENT else cache_s
+    ttl = ttl if left_s is None else min(ttl, left_s)  # never trusted past its expiry
     if len(db.cache) > 200_000:  # bounded: forget everything rather than grow without end
         db.cache.clear()
     db.cache[("tok", digest)] = (principal, time.monotonic() + ttl)
@@ -78,6 +83,8 @@ def _principal(s, tok: TokenRow) -> Principal:  # noqa: ANN001
     if tok.kind == "bootstrap":
         return Principal(Role.BOOTSTRAP, tok.id)
     user = s.get(UserRow, tok.user_id)
+    if user.disabled:
+        raise Unauthorized(f"user {user.name!r} is disabled")
     team = s.get(TeamRow, user.team_id)
     return Principal(Role(user.role), tok.id, user_id=user.id, user=user.name,
                      team_id=team.id, team=team.name)

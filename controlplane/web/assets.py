@@ -19,4 +19,5 @@ async def static(path: str):
     if base not in file.parents or not file.is_file():
         return Response("not found", status_code=404, media_type="text/plain")
     media = mimetypes.guess_type(file.name)[0] or "application/octet-stream"
-    return FileResponse(file, media_type=media, headers={"Cache-Control": "public, max-age=3600"})
+    return FileResponse(file, media_type=media, headers={"Cache-Control": "public, max-age=3600",
+                                                         "X-Content-Type-Options": "nosniff"})

@@ -1,4 +1,5 @@
-"""Jinja2 environment of the dashboard (templates shipped in the package) and display filters."""
+"""Jinja2 environment of the dashboard (templates shipped in the package), display filters, and
+the security headers of every page (no inline script may run: behaviour lives in static/app.js)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,21 @@ from markupsafe import Markup
 from starlette.responses import HTMLResponse
 
 from controlplane.core.states import UNFINISHED_STATES, JobState
+from controlplane.web.session import CSRF_FIELD, CSRF_HEADER, page_csrf
 
 TEMPLATES = Path(__file__).parent / "templates"
 STATIC = Path(__file__).parent / "static"
+CONTENT_SECURITY_POLICY = "; ".join([
+    "default-src 'self'", "script-src 'self'", "style-src 'self' 'unsafe-inline'",
+    "img-src 'self' data:", "connect-src 'self'", "object-src 'none'", "base-uri 'none'",
+    "frame-ancestors 'none'", "form-action 'self'"])
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
 
 
 def gpus(milli: int | float | None) -> str:
@@ -70,8 +83,10 @@ _env = Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=select_au
                    trim_blocks=True, lstrip_blocks=True)
 _env.filters.update(gpus=gpus, gib=gib, ago=ago, when=when, json_script=tojson_script, kv=kv)
 _env.globals.update(pct=pct, JobState=JobState, UNFINISHED=[s.value for s in UNFINISHED_STATES],
-                    JOB_STATES=[s.value for s in JobState])
+                    JOB_STATES=[s.value for s in JobState], csrf_token=page_csrf,
+                    CSRF_FIELD=CSRF_FIELD, CSRF_HEADER=CSRF_HEADER)
 
 
 def page(template: str, status_code: int = 200, **context) -> HTMLResponse:  # noqa: ANN003
-    return HTMLResponse(_env.get_template(template).render(**context), status_code=status_code)
+    return HTMLResponse(_env.get_template(template).render(**context), status_code=status_code,
+                        headers=SECURITY_HEADERS)

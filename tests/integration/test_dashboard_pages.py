@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 from controlplane.loops.runner import Loops
 from controlplane.server import create_app
 from controlplane.settings import Settings
+from tests.support.dashboard import post_form, sign_in
 
 ADMIN = "gpa_pages_admin"
 BOOT = "gpb_pages_boot"
@@ -41,11 +42,11 @@ def site(db_url, tmp_path):  # noqa: ANN001, ANN201
 
 def _login(client: TestClient, token: str) -> None:
     client.cookies.clear()
-    r = client.post("/login", data={"token": token, "next": "/jobs"}, follow_redirects=False)
+    r = sign_in(client, token, "/jobs")
     assert r.status_code == 303 and r.headers["location"] == "/jobs", r.text
     cookie = r.headers["set-cookie"].lower()
     assert "httponly" in cookie and "samesite=strict" in cookie
-    client.cookies.set("gpupool_session", token)
+    assert client.cookies.get("gpupool_session") not in (None, token)  # a session id, not the token
 
 
 def test_sign_in_required_and_bad_tokens_refused(site) -> None:  # noqa: ANN001
@@ -53,12 +54,13 @@ def test_sign_in_required_and_bad_tokens_refused(site) -> None:  # noqa: ANN001
     c.cookies.clear()
     r = c.get("/jobs?status=pending", follow_redirects=False)
     assert r.status_code == 303 and r.headers["location"] == "/login?next=/jobs%3Fstatus%3Dpending"
-    assert c.post("/login", data={"token": "nope"}).status_code == 401
-    assert c.post("/login", data={"token": ""}).status_code == 422
-    agent = c.post("/login", data={"token": BOOT})
+    assert sign_in(c, "nope").status_code == 401
+    assert sign_in(c, "").status_code == 422
+    agent = sign_in(c, BOOT)
     assert agent.status_code == 403 and "agent" in agent.text
-    r = c.post("/login", data={"token": ADMIN, "next": "//evil.example/x"}, follow_redirects=False)
-    assert r.headers["location"] == "/"  # no open redirect
+    for evil in ("//evil.example/x", "/\\evil.example/x"):
+        r = sign_in(c, ADMIN, evil)
+        assert r.headers["location"] == "/"  # no open redirect
     c.cookies.clear()
     c.cookies.set("gpupool_session", "forged")
     assert c.get("/", follow_redirects=False).status_code == 303
@@ -83,13 +85,14 @@ def test_member_sees_own_team_only_and_no_admin_pages(site) -> None:  # noqa: AN
     for path in ("/admin", "/queues/research/default/edit"):
         r = c.get(path)
         assert r.status_code == 403 and "administrators" in r.text
-    assert c.post("/queues/research/default", data={"guarantee": "4"}).status_code == 403
-    assert c.post("/nodes/node-a/cordon").status_code == 403
+    job_page = f"/jobs/{site['alice_job']}"
+    assert post_form(c, job_page, "/queues/research/default", {"guarantee": "4"}).status_code == 403
+    assert post_form(c, job_page, "/nodes/node-a/cordon").status_code == 403
     assert "Users &amp; tokens" not in c.get("/queues").text
-    r = c.post(f"/jobs/{site['alice_job']}/cancel", follow_redirects=False)
+    r = post_form(c, job_page, f"/jobs/{site['alice_job']}/cancel", follow_redirects=False)
     assert r.status_code == 303
-    assert "cancelled" in c.get(f"/jobs/{site['alice_job']}").text
-    assert c.post(f"/jobs/{site['alice_job']}/cancel").status_code == 409  # already final
+    assert "cancelled" in c.get(job_page).text
+    assert post_form(c, "/jobs", f"/jobs/{site['alice_job']}/cancel").status_code == 409  # already final
 
 
 def test_admin_pages_and_writes(site) -> None:  # noqa: ANN001
@@ -104,17 +107,18 @@ def test_admin_pages_and_writes(site) -> None:  # noqa: ANN001
     assert "admin-job" in c.get("/nodes").text  # admins see every slice's job
     assert "alice-job" in c.get("/jobs?team=research").text
     assert "admin-job" not in c.get("/jobs?team=research").text
-    r = c.post("/nodes/node-a/cordon", follow_redirects=False)
+    r = post_form(c, "/nodes/node-a", "/nodes/node-a/cordon", follow_redirects=False)
     assert r.status_code == 303
     assert "cordoned" in c.get("/nodes/node-a").text
     assert c.get("/api/v1/nodes/node-a", headers={"Authorization": f"Bearer {ADMIN}"}).json()["cordoned"]
-    assert c.post("/nodes/node-a/reboot").status_code == 404
-    bad = c.post("/queues/research/default", data={"guarantee": "lots", "limit": ""})
+    assert post_form(c, "/nodes/node-a", "/nodes/node-a/reboot").status_code == 404
+    edit = "/queues/research/default/edit"
+    bad = post_form(c, edit, "/queues/research/default", {"guarantee": "lots", "limit": ""})
     assert bad.status_code == 422 and "guarantee" in bad.text
-    below = c.post("/queues/research/default", data={"guarantee": "4", "limit": "2"})
+    below = post_form(c, edit, "/queues/research/default", {"guarantee": "4", "limit": "2"})
     assert below.status_code == 422 and "limit_milli" in below.text
-    ok = c.post("/queues/research/default", data={"guarantee": "1.5", "limit": "4", "weight": "2"},
-                follow_redirects=False)
+    ok = post_form(c, edit, "/queues/research/default", {"guarantee": "1.5", "limit": "4", "weight": "2"},
+                   follow_redirects=False)
     assert ok.status_code == 303
     queues = c.get("/api/v1/queues", headers={"Authorization": f"Bearer {ADMIN}"}).json()["items"]
     q = next(q for q in queues if q["team"] == "research" and q["name"] == "default")

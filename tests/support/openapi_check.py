@@ -110,15 +110,16 @@ _checkers: dict[str, OpenApiChecker] = {}
 _lock = threading.Lock()
 
 
-def checker_for(base_url: str) -> OpenApiChecker:
+def checker_for(base_url: str, verify: object = True) -> OpenApiChecker:
     """The checker of the server at ``base_url`` (its /openapi.json, fetched once)."""
     with _lock:
         if base_url not in _checkers:
-            doc = httpx.get(f"{base_url.rstrip('/')}/openapi.json", timeout=30.0).raise_for_status().json()
+            doc = httpx.get(f"{base_url.rstrip('/')}/openapi.json", timeout=30.0,
+                            verify=verify).raise_for_status().json()
             _checkers[base_url] = OpenApiChecker(doc)
         return _checkers[base_url]
 
 
-def conformance_hooks(base_url: str) -> dict[str, list]:
+def conformance_hooks(base_url: str, verify: object = True) -> dict[str, list]:
     """httpx ``event_hooks`` that check every response against the server's OpenAPI document."""
-    return {"response": [lambda response: checker_for(base_url).check_response(response)]}
+    return {"response": [lambda response: checker_for(base_url, verify).check_response(response)]}

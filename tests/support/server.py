@@ -6,6 +6,7 @@
 
 The server is readiness-waited (GET /readyz); its output goes to ``srv.log_path``. Agents
 register with ``srv.bootstrap_token``. Pass ``env={"GPUPOOL_HEARTBEAT_TIMEOUT_S": "2"}`` etc.
+With ``GPUPOOL_TLS_CERT``/``GPUPOOL_TLS_KEY`` in env the URL is https and ``ca_bundle`` is trusted.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pathlib import Path
 
 import httpx
 
+from controlplane.core.tls import verify_with
 from tests.support.openapi_check import conformance_hooks
 
 REPO = Path(__file__).resolve().parents[2]
@@ -54,6 +56,7 @@ class ServerHandle:
     home: Path
     db_url: str
     env: dict = field(default_factory=dict)
+    ca_bundle: str | None = None
 
     def log_text(self) -> str:
         try:
@@ -67,7 +70,8 @@ class ServerHandle:
     def client(self, token: str | None = None, timeout: float = 30.0) -> httpx.Client:
         """An HTTP client whose every response is checked against the server's OpenAPI document."""
         return httpx.Client(base_url=self.url, headers=self.headers(token), timeout=timeout,
-                            event_hooks=conformance_hooks(self.url))
+                            verify=verify_with(self.ca_bundle),
+                            event_hooks=conformance_hooks(self.url, verify_with(self.ca_bundle)))
 
     def stop(self, timeout: float = 10.0) -> int | None:
         """SIGTERM, then SIGKILL after ``timeout``; returns the exit code."""
@@ -95,7 +99,7 @@ class ServerHandle:
 def start_server(db_url: str, env: dict[str, str] | None = None, *, port: int | None = None,
                  home: Path | None = None, admin_token: str | None = None,
                  bootstrap_token: str | None = None, timeout: float = 30.0,
-                 log_path: Path | None = None) -> ServerHandle:
+                 log_path: Path | None = None, ca_bundle: str | None = None) -> ServerHandle:
     """Run ``python -m controlplane.server`` on 127.0.0.1 and wait until /readyz answers 200."""
     port = port or free_port()
     home = Path(home or tempfile.mkdtemp(prefix="gpupool-home-"))
@@ -115,15 +119,17 @@ def start_server(db_url: str, env: dict[str, str] | None = None, *, port: int | 
                              "--port", str(port)], env=full_env, cwd=str(REPO), stdout=log_file,
                             stderr=subprocess.STDOUT, start_new_session=True)
     log_file.close()
-    handle = ServerHandle(url=f"http://127.0.0.1:{port}", admin_token=admin_token,
+    scheme = "https" if full_env.get("GPUPOOL_TLS_CERT") else "http"
+    handle = ServerHandle(url=f"{scheme}://127.0.0.1:{port}", admin_token=admin_token,
                           bootstrap_token=bootstrap_token, process=proc, log_path=log_path,
-                          home=home, db_url=db_url, env=env or {})
+                          home=home, db_url=db_url, env=env or {}, ca_bundle=ca_bundle)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"gpupool server exited with {proc.returncode}:\n{handle.log_text()[-3000:]}")
         try:
-            if httpx.get(f"{handle.url}/readyz", timeout=1.0).status_code == 200:
+            if httpx.get(f"{handle.url}/readyz", timeout=1.0,
+                         verify=verify_with(ca_bundle)).status_code == 200:
                 return handle
         except httpx.HTTPError:
             pass
