@@ -9,41 +9,12 @@ from types import SimpleNamespace
 import pytest
 
 from workloads.data.blocks import BatchOrder
-from workloads.data.corpus import DataError, clean, prepare
 from workloads.inference.metrics import ServingMeter, parse_prometheus
 from workloads.inference.ray_cluster import start_argv
 from workloads.inference.server import memory_utilization, vllm_argv, vllm_env
 from workloads.specs import InferenceSpec, TrainingSpec
 from workloads.training.engine import ds_config
 from workloads.training.runtime import WorkloadError, choose_precision, read_spec_json
-
-
-def test_clean_normalises_and_strips_control_characters() -> None:
-    assert clean("  Ｈello\u00a0 \x07world\t \n\n\n  next  ") == "Hello world\nnext"
-
-
-def test_prepare_dedupes_filters_and_splits_deterministically(tmp_path: Path) -> None:
-    docs = [f"document number {i} with enough text" for i in range(40)]
-    (tmp_path / "a.txt").write_text("\n\n".join(docs + docs[:5] + ["short"]))
-    (tmp_path / "b.jsonl").write_text("".join(json.dumps({"text": d.upper()}) + "\n" for d in docs[:3]))
-    s = prepare(str(tmp_path), validation_fraction=0.1, seed=1)
-    assert s.stats["dropped_duplicates"] == 5 + 3  # exact copies and case-only copies
-    assert s.stats["dropped_short"] == 1
-    assert len(s.train) + len(s.validation) == 40 and len(s.validation) == 4
-    assert not set(s.train) & set(s.validation)
-    assert prepare(str(tmp_path), validation_fraction=0.1, seed=1).validation == s.validation
-
-
-def test_data_errors_name_the_problem(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match="does not exist"):
-        prepare(str(tmp_path / "missing.txt"))
-    bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"text": "fine line of text here"}\n{oops\n')
-    with pytest.raises(DataError, match="line 2 is not valid JSON"):
-        prepare(str(bad))
-    bad.write_text('{"body": "no text field"}\n')
-    with pytest.raises(DataError, match="no string field 'text'"):
-        prepare(str(bad))
 
 
 def test_batch_order_is_resumable_and_ranks_disjoint() -> None:
