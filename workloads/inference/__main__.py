@@ -41,7 +41,9 @@ class Children:
             signal.signal(sig, self._on_signal)
 
     def start(self, argv: list[str], env: dict[str, str]) -> subprocess.Popen[Any]:
-        p = subprocess.Popen(argv, env=env, start_new_session=True)
+        # own session (vLLM's engine processes are stopped as a group), but SIGTERM when this member
+        # dies: a member killed without grace leaves no Ray or vLLM process behind
+        p = subprocess.Popen(argv, env=env, start_new_session=True, preexec_fn=_term_with_parent)
         self.procs.append(p)
         return p
 
@@ -62,6 +64,16 @@ class Children:
                 os.killpg(p.pid, signal.SIGKILL)  # vLLM's engine processes live in the child's group
             except OSError:
                 pass
+
+
+def _term_with_parent() -> None:
+    """In the child: SIGTERM when the parent dies (Linux prctl PR_SET_PDEATHSIG)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
 
 
 def _on_gpu() -> bool:
@@ -113,14 +125,15 @@ def main(argv: list[str]) -> int:
         if rank != 0:
             print(f"[rank {rank}] joined the job's Ray cluster at {addr}:{mport}", flush=True)
             return _wait(kids, kids.procs[0])
-        cluster = ray_cluster.wait_for_nodes(f"{addr}:{mport}", nodes)
+        host = ray_cluster.ray_host(addr)
+        cluster = ray_cluster.wait_for_nodes(f"{host}:{mport}", nodes, node_ip=host)
         print(f"[rank 0] Ray cluster: {cluster['alive']} node(s); a task ran on {len(cluster['task_nodes'])}: "
               f"{', '.join(cluster['task_nodes'])}", flush=True)
         progress.emit(event="ray_cluster", ray_nodes=cluster["alive"], ray_task_nodes=len(cluster["task_nodes"]))
         if cluster["alive"] < nodes or len(cluster["task_nodes"]) < nodes:
             kids.stop_all()
             raise WorkloadError(f"only {cluster['alive']} of {nodes} nodes joined the Ray cluster")
-        env = {**renv, "RAY_ADDRESS": f"{addr}:{mport}"}
+        env = {**renv, "RAY_ADDRESS": f"{host}:{mport}"}
     print(f"[rank {rank}] starting vLLM: {' '.join(args)}", flush=True)
     proc = kids.start(args, vllm_env(env, on_gpu))
     base = f"http://127.0.0.1:{port}"

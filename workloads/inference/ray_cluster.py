@@ -29,7 +29,6 @@ def ray_executable() -> str:
 
 def ray_env(env: Mapping[str, str], job_dir: str) -> dict[str, str]:
     out = dict(env)
-    out.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     out.setdefault("RAY_AUTH_MODE", "disabled")
     out.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     out.setdefault("RAY_TMPDIR", job_dir)
@@ -50,12 +49,19 @@ def free_ports(n: int) -> list[int]:
             s.close()
 
 
+def ray_host(master_addr: str) -> str:
+    """The address the job's Ray cluster uses: Ray rewrites 127.0.0.1 and localhost to the host's
+    network address, so a gang on one host (a loopback pool) uses another loopback address."""
+    return "127.0.0.2" if master_addr in ("127.0.0.1", "localhost") else master_addr
+
+
 def start_argv(rank: int, master_addr: str, master_port: int, *, gpus: int, cpus: int, temp_dir: str,
                exe: str = "ray", ports: list[int] | None = None, object_store_bytes: int | None = None) -> list[str]:
     """``ray start`` of one member: the head (GCS on MASTER_PORT) on rank 0, a worker elsewhere."""
+    host = ray_host(master_addr)
     common = ["--block", "--disable-usage-stats", f"--num-gpus={gpus}", f"--num-cpus={cpus}"]
-    if rank == 0 or master_addr.startswith("127."):  # a worker elsewhere lets Ray pick its own address
-        common.append(f"--node-ip-address={master_addr}")
+    if rank == 0 or host.startswith("127."):  # a worker on another host lets Ray pick its own address
+        common.append(f"--node-ip-address={host}")
     if ports:
         common += [f"{flag}={port}" for flag, port in zip(PORT_FLAGS, ports)]
     if object_store_bytes:
@@ -63,10 +69,10 @@ def start_argv(rank: int, master_addr: str, master_port: int, *, gpus: int, cpus
     if rank == 0:
         return [exe, "start", "--head", f"--port={master_port}", f"--temp-dir={temp_dir}",
                 "--include-dashboard=false", *common]
-    return [exe, "start", f"--address={master_addr}:{master_port}", *common]
+    return [exe, "start", f"--address={host}:{master_port}", *common]
 
 
-def wait_for_nodes(address: str, nodes: int, timeout_s: float = 300.0) -> dict[str, Any]:
+def wait_for_nodes(address: str, nodes: int, timeout_s: float = 300.0, node_ip: str | None = None) -> dict[str, Any]:
     """Block until ``nodes`` Ray nodes are alive at ``address``, then run one task on each of them.
 
     Returns ``{"alive": n, "task_nodes": [node ids that ran the task]}``.
@@ -75,7 +81,7 @@ def wait_for_nodes(address: str, nodes: int, timeout_s: float = 300.0) -> dict[s
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     deadline = time.monotonic() + timeout_s
-    ray.init(address=address, logging_level="ERROR", log_to_driver=False)
+    ray.init(address=address, logging_level="ERROR", log_to_driver=False, _node_ip_address=node_ip)
     try:
         while True:
             alive = [n for n in ray.nodes() if n.get("Alive")]

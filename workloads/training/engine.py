@@ -92,8 +92,10 @@ def build_engine(model: Any, t: Any, rt: Runtime) -> Any:
         engine, _, _, _ = deepspeed.initialize(
             model=model, model_parameters=groups, config=config,
             lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, schedule))
-        return engine
-    opt = torch.optim.AdamW(groups, lr=t.lr, betas=ADAM_BETAS, eps=1e-8)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
-    engine, _, _, _ = deepspeed.initialize(model=model, optimizer=opt, lr_scheduler=sched, config=config)
+    else:
+        opt = torch.optim.AdamW(groups, lr=t.lr, betas=ADAM_BETAS, eps=1e-8)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+        engine, _, _, _ = deepspeed.initialize(model=model, optimizer=opt, lr_scheduler=sched, config=config)
+    rt.log(f"DeepSpeed ZeRO-{t.zero_stage}, optimizer {type(engine.basic_optimizer).__name__}"
+           f"{' (offloaded to the CPU)' if 'optimizer' in config else ''}")
     return engine

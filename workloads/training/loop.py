@@ -47,8 +47,12 @@ def announce(rt: Runtime, kind: str) -> None:
 
 
 def to_device(batch: dict[str, Any], device: Any, positions: bool = True) -> dict[str, Any]:
-    """A batch on ``device``; without position ids for methods that prepend virtual tokens."""
-    return {k: v.to(device) for k, v in batch.items() if positions or k != "position_ids"}
+    """Model inputs on ``device``; without position ids for methods that prepend virtual tokens.
+
+    No KV cache: with one, transformers stops reading packed documents from the position ids.
+    """
+    out = {k: v.to(device) for k, v in batch.items() if positions or k != "position_ids"}
+    return {**out, "use_cache": False}
 
 
 def evaluate_loss(model: Any, rows: Any, batch_size: int, max_batches: int, device: Any, *, rank: int = 0,
