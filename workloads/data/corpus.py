@@ -8,6 +8,7 @@ characters are removed and line endings normalised. Nothing here holds the corpu
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 from typing import Any, Iterator
@@ -58,8 +59,25 @@ def _text_file(path: str) -> Iterator[dict[str, Any]]:
         yield {"text": "".join(lines)}
 
 
+def _json_lines(path: str) -> Iterator[dict[str, Any]]:
+    """jsonl without the ``datasets`` library (a node that lacks it)."""
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for n, line in enumerate(fh, 1):
+            if line.strip():
+                try:
+                    yield json.loads(line)
+                except ValueError as exc:
+                    raise DataError(f"data: cannot read {path} as json (line {n}: {exc})") from None
+
+
 def _with_datasets(builder: str, path: str, streaming: bool) -> Iterator[dict[str, Any]]:
-    import datasets
+    try:
+        import datasets
+    except ImportError:
+        if builder != "json":
+            raise DataError(f"data: reading {path} needs the datasets library (pip install datasets)") from None
+        yield from _json_lines(path)
+        return
 
     try:
         ds = datasets.load_dataset(builder, data_files=path, split="train", streaming=streaming)

