@@ -98,8 +98,11 @@ def test_ray_cluster_commands() -> None:
                         object_store_bytes=1 << 28)
     assert head[:3] == ["ray", "start", "--head"] and "--port=6379" in head and "--block" in head
     assert "--dashboard-agent-listen-port=5" in head  # no fixed port a second raylet on the host would clash on
-    assert "--address=127.0.0.1:6379" in worker and "--head" not in worker and "--num-gpus=8" in worker
-    assert "--object-store-memory=268435456" in worker
+    # Ray rewrites 127.0.0.1 to the host's network address: a single-host gang stays on 127.0.0.2
+    assert "--address=127.0.0.2:6379" in worker and "--head" not in worker and "--num-gpus=8" in worker
+    assert "--node-ip-address=127.0.0.2" in head and "--object-store-memory=268435456" in worker
+    remote = start_argv(1, "node-0.pool", 6379, gpus=8, cpus=32, temp_dir="/tmp/r", exe="ray")
+    assert "--address=node-0.pool:6379" in remote and not any(a.startswith("--node-ip-address") for a in remote)
 
 
 def test_vllm_serves_lora_adapters_and_gets_the_api_key_from_env(tmp_path: Path) -> None:
@@ -170,3 +173,28 @@ def test_relative_input_paths_resolve_against_cwd_data_root_then_checkout(tmp_pa
     assert resolve_path("/abs/missing") == "/abs/missing" and resolve_path("nowhere.txt") == "nowhere.txt"
     spec = resolve_spec_paths(parse_job_spec({"kind": "pretrain", "name": "p", "data": "mine.txt", "output": "out"}))
     assert spec.data == str(tmp_path / "mine.txt") and spec.output == "out"
+
+
+def test_topology_of_a_member_a_launched_rank_and_a_plain_process(monkeypatch) -> None:
+    from workloads.training.runtime import topology
+
+    for k in ("GPUPOOL_NNODES", "GPUPOOL_NODE_RANK", "GPUPOOL_NPROC_PER_NODE", "RANK", "WORLD_SIZE", "LOCAL_RANK",
+              "LOCAL_WORLD_SIZE", "NODE_RANK"):
+        monkeypatch.delenv(k, raising=False)
+    assert topology().progress_fields() == {"world_size": 1, "ranks_per_node": 1, "nodes": 1, "node_rank": 0}
+    monkeypatch.setenv("GPUPOOL_NNODES", "2")  # the agent's member process (nproc 1: it is the rank)
+    monkeypatch.setenv("GPUPOOL_NODE_RANK", "1")
+    monkeypatch.setenv("GPUPOOL_NPROC_PER_NODE", "1")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    t = topology()
+    assert (t.rank, t.world_size, t.node_rank, t.nodes) == (1, 2, 1, 2)
+    from workloads.training.launcher import rank_env
+
+    monkeypatch.setenv("GPUPOOL_NPROC_PER_NODE", "2")
+    import os
+
+    for k, v in rank_env(dict(os.environ), 1).items():  # a rank the member's launcher started
+        monkeypatch.setenv(k, v)
+    t = topology()
+    assert (t.rank, t.world_size, t.local_rank, t.ranks_per_node, t.node_rank, t.nodes) == (3, 4, 1, 2, 1, 2)

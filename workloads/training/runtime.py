@@ -57,30 +57,29 @@ def _int_env(name: str, default: int) -> int:
 
 
 def topology() -> Topology:
-    """This process's place in the job, from the launcher's per-rank env (torchrun's names) or,
-    in a member's own process, from the agent's GPUPOOL_NNODES/NODE_RANK/NPROC_PER_NODE."""
-    nodes = _int_env("GPUPOOL_NNODES", 1)
-    per_node = _int_env("LOCAL_WORLD_SIZE", _int_env("GPUPOOL_NPROC_PER_NODE", 1))
-    node = _int_env("NODE_RANK", _int_env("GPUPOOL_NODE_RANK", 0))
-    local = _int_env("LOCAL_RANK", 0)
-    world = _int_env("WORLD_SIZE", nodes * per_node)
-    rank = _int_env("RANK", node * per_node + local)
+    """This process's place in the job: a rank the launcher started (torchrun's variables, with
+    LOCAL_WORLD_SIZE), a member process the agent started (GPUPOOL_NNODES/NODE_RANK/NPROC_PER_NODE),
+    or a plain process (RANK/WORLD_SIZE/LOCAL_RANK, single process without them)."""
     if os.environ.get("GPUPOOL_NNODES") and not os.environ.get("LOCAL_WORLD_SIZE"):
-        world, rank = nodes * per_node, node * per_node + local  # the agent's member-level values
+        nodes, node = _int_env("GPUPOOL_NNODES", 1), _int_env("GPUPOOL_NODE_RANK", 0)
+        per_node = _int_env("GPUPOOL_NPROC_PER_NODE", 1)
+        rank, world, local = node * per_node, nodes * per_node, 0
+    else:
+        rank, world, local = _int_env("RANK", 0), _int_env("WORLD_SIZE", 1), _int_env("LOCAL_RANK", 0)
+        per_node, node = _int_env("LOCAL_WORLD_SIZE", 1), _int_env("NODE_RANK", 0)
+        nodes = max(world // max(per_node, 1), 1)
     if not 0 <= rank < world or not 0 <= local < per_node:
         raise WorkloadError(f"rendezvous env: RANK {rank} / LOCAL_RANK {local} are outside WORLD_SIZE {world} "
                             f"with {per_node} rank(s) per node")
     return Topology(rank=rank, world_size=world, local_rank=local, ranks_per_node=per_node, node_rank=node,
-                    nodes=max(nodes, world // max(per_node, 1)))
+                    nodes=nodes)
 
 
-def dist_env() -> tuple[int, int, int]:
-    """(rank, world_size, local_rank) of this process, exported for torch.distributed (env://)."""
-    topo = topology()
+def export_dist_env(topo: Topology) -> None:
+    """RANK/WORLD_SIZE/LOCAL_RANK (and a loopback rendezvous by default) for torch.distributed (env://)."""
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
     os.environ.setdefault("MASTER_PORT", "29500")
     os.environ.update(RANK=str(topo.rank), WORLD_SIZE=str(topo.world_size), LOCAL_RANK=str(topo.local_rank))
-    return topo.rank, topo.world_size, topo.local_rank
 
 
 def choose_precision(requested: str, device_type: str, bf16_ok: bool) -> tuple[str, str | None]:
@@ -100,10 +99,11 @@ def setup(requested_precision: str = "auto", output: str | None = None) -> Runti
     """Resolve rank, device (with the slice's memory cap) and precision for this process."""
     import torch
 
-    rank, world, local = dist_env()
-    topo = topology()
     from workloads import progress
 
+    topo = topology()
+    export_dist_env(topo)
+    rank, world, local = topo.rank, topo.world_size, topo.local_rank
     progress.set_context(**topo.progress_fields())
     notes: list[str] = []
     if torch.cuda.is_available():
