@@ -173,3 +173,25 @@ def test_cli_estimates_a_packaged_spec_before_submitting(tmp_path) -> None:
     assert explicit["resources"] == {"gpu": 2}
     with pytest.raises(CliError, match="base_model: cannot read the config.json"):
         parse_spec_text(f"kind: finetune\nname: f\ndata: /d\nbase_model: {tmp_path}/none\n")
+
+
+@pytest.mark.parametrize(("name", "field"), [("finetune-lora", "base_model"), ("evaluate", "model_path"),
+                                              ("inference", "model_path")])
+def test_examples_that_need_another_job_say_so_first_and_in_the_error(name: str, field: str) -> None:
+    """Run on a fresh pool, the example fails with the same instruction its first line gives."""
+    from pathlib import Path
+
+    import yaml
+
+    from workloads.hub import HubError, resolve_model
+
+    text = (Path(__file__).resolve().parents[2] / "examples" / f"{name}.yaml").read_text()
+    assert text.splitlines()[0].startswith("# Run examples/pretrain.yaml")
+    spec = parse_job_spec(yaml.safe_load(text))
+    assert spec.needs and spec.needs.startswith("gpupool submit examples/pretrain.yaml")
+    path = getattr(spec, field)
+    if Path(path).exists():
+        pytest.skip(f"{path} exists here (the pre-train example has run)")
+    with pytest.raises(HubError, match=f"{field}: {path} does not exist on this node; run first: gpupool submit "
+                                       "examples/pretrain.yaml"):
+        resolve_model(path, field, needs=spec.needs)

@@ -72,8 +72,6 @@ def examples(rows: Iterable[tuple[str, dict[str, Any]]], tok: Any, ds: Any, stat
                 stats["dropped_duplicates"] += 1
                 return False
             seen.add(key)
-        if ds.max_documents and stats["kept"] >= ds.max_documents:
-            return False
         stats["kept"] += 1
         return True
 

@@ -12,7 +12,7 @@ from workloads.paths import resolve_spec_paths
 from workloads.training.runtime import WorkloadError, read_spec_json, run_main, setup
 
 
-def load_model(model_path: str, adapter_path: str | None, device: Any) -> Any:
+def load_model(model_path: str, adapter_path: str | None, device: Any, needs: str | None = None) -> Any:
     """The model, with a PEFT or bottleneck adapter on top when ``adapter_path`` is given."""
     from workloads.finetune.bottleneck import is_bottleneck_dir, load_bottlenecks
     from workloads.pretrain.model import load_pretrained
@@ -24,7 +24,8 @@ def load_model(model_path: str, adapter_path: str | None, device: Any) -> Any:
         if is_bottleneck_dir(adapter_path):
             return load_bottlenecks(model, adapter_path).to(device).eval()
         if not os.path.isfile(os.path.join(adapter_path, "adapter_config.json")):
-            raise WorkloadError(f"adapter_path: {adapter_path} holds no adapter (no adapter_config.json)")
+            hint = f"; run first: {needs}" if needs else ""
+            raise WorkloadError(f"adapter_path: {adapter_path} holds no adapter (no adapter_config.json){hint}")
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, adapter_path)
@@ -64,7 +65,7 @@ def main(argv: list[str]) -> int:
         tok = load_tokenizer(tok_dir, "tokenizer", **where)
     except (ValueError, OSError) as exc:
         raise WorkloadError(str(exc)) from None
-    model = load_model(model_path, spec.adapter_path, rt.device)
+    model = load_model(model_path, spec.adapter_path, rt.device, spec.needs)
     result: dict[str, Any] = {"model_path": spec.model_path, "adapter_path": spec.adapter_path}
     if spec.data:
         try:
