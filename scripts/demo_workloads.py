@@ -22,7 +22,9 @@ def _wait(client: Any, job_id: str, until: Any, timeout: float, say: Any) -> dic
     while time.monotonic() < deadline:
         job = client.get_job(job_id)
         p = job.get("progress") or {}
-        line = f"{job['name']}: {job['status']} {p.get('step', '')}/{p.get('total', '')}".rstrip("/ ")
+        step = p.get("step")
+        shown = step // 10 * 10 if isinstance(step, int) else ""  # every 10th step, not every one
+        line = f"{job['name']}: {job['status']} {shown}/{p.get('total', '')}".rstrip("/ ")
         if line != last:
             say(line)
             last = line
