@@ -5,6 +5,8 @@ expected to succeed, and the demo-share-* jobs to share one GPU. The pool keeps 
 Ctrl-C; with DEMO_EXIT=1 the demo stops it and exits 0 when everything went as expected, 1 if not.
 Env: DEMO_PORT (default: a free port), DEMO_HOME (default .gpupool-demo/home; wiped first),
 DEMO_SIMULATE (default 1x4xH100-80GB), DEMO_TIMEOUT (seconds to wait for the examples).
+DEMO_FULL=1 then also runs a small pre-train, a LoRA fine-tune of it, and serves the result with
+the adapter through vLLM (scripts/demo_workloads.py; several minutes on CPU).
 """
 
 from __future__ import annotations
@@ -172,6 +174,10 @@ def main() -> int:
                 jobs[jid]["job"] = job
             console.print(jobs_table(items, show_team=False, width=console.width))
             problems = demo.verdict(jobs)
+            if os.environ.get("DEMO_FULL") == "1":
+                from demo_workloads import run_workloads  # scripts/ is on sys.path as the script's directory
+
+                problems += run_workloads(client, demo.home, lambda line: console.print(escape(line)))
             unfit = [i["job"] for i in jobs.values() if i["expect"] == "pending"]
             for job in unfit:
                 console.print(f"[yellow]{escape(job['name'])}[/] is pending because: "

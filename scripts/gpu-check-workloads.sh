@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# GPU check of the packaged workloads on a machine with ONE NVIDIA GPU (< 5 minutes): pre-train and
-# LoRA fine-tune, each on a 0.5-GPU slice and on the whole GPU; tokens/s and peak memory (inside the
-# slice) in one JSON summary line on stdout (progress on stderr). Needs python3 with torch (CUDA),
-# transformers and peft; DeepSpeed and pydantic come from bundled wheels when missing.
+# GPU check of the packaged workloads on a machine with ONE NVIDIA GPU (about 10 minutes): a bf16
+# DeepSpeed pre-train of a ~300M-parameter model (tokens/s, MFU), SIGTERM + resume on a 0.5-GPU slice,
+# LoRA and QLoRA fine-tunes on 0.5-GPU slices whose NVML peak must stay inside the slice; one JSON
+# summary line on stdout (progress on stderr; --out docs/gpu-check-workloads.json keeps it). Needs
+# python3 with torch (CUDA), transformers, peft (bitsandbytes for QLoRA); DeepSpeed and pydantic come
+# from bundled wheels when missing.
 # Without a GPU it says "no NVIDIA GPU" and exits 0 (2 with --require-gpu).
 #   scripts/gpu-check-workloads.sh [--require-gpu] [--steps 60] [--out summary.json] [--cpu-rehearsal]
 set -uo pipefail

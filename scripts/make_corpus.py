@@ -69,8 +69,23 @@ def main() -> None:
     (out / "stories.txt").write_text("\n\n".join(stories) + "\n", encoding="utf-8")
     rows = [qa(r) for _ in range(1500)]
     (out / "qa.jsonl").write_text("".join(json.dumps(x) + "\n" for x in rows), encoding="utf-8")
+    write_sft_sets(out, rows)
     (out / "prompts.txt").write_text("Question: What is true about the moon?\nAnswer:\n"
                                      "Ada walked to\nIn the morning,\n", encoding="utf-8")
+
+
+def write_sft_sets(out: Path, rows: list[dict[str, str]]) -> None:
+    """The question/answer rows as prompt/response pairs and as chat conversations (fine-tuning)."""
+    pairs, chats = [], []
+    for row in rows:
+        q, a = row["text"].split("\nAnswer: ")
+        question = q.removeprefix("Question: ")
+        pairs.append({"prompt": f"Question: {question}\nAnswer:", "response": f" {a}"})
+        chats.append({"messages": [{"role": "system", "content": "Answer in one sentence."},
+                                   {"role": "user", "content": question},
+                                   {"role": "assistant", "content": a}]})
+    (out / "qa_pairs.jsonl").write_text("".join(json.dumps(x) + "\n" for x in pairs), encoding="utf-8")
+    (out / "chat.jsonl").write_text("".join(json.dumps(x) + "\n" for x in chats), encoding="utf-8")
 
 
 if __name__ == "__main__":

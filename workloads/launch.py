@@ -33,7 +33,9 @@ def build_launch(spec: dict, *, rank: int = 0, world_size: int = 1) -> LaunchPla
     if not 0 <= rank < max(world_size, 1):
         raise ValueError(f"rank {rank} is outside a world of {world_size}")
     kind = spec.get("kind", "custom")
-    env = {"PYTHONUNBUFFERED": "1", "GPUPOOL_JOB_KIND": kind, "GPUPOOL_WORLD_MEMBERS": str(world_size)}
+    env = {"PYTHONUNBUFFERED": "1", "GPUPOOL_JOB_KIND": kind, "GPUPOOL_WORLD_MEMBERS": str(world_size),
+           # the job's own time to stop (checkpoint) after SIGTERM: its launcher and vLLM's children honour it
+           "GPUPOOL_GRACE_S": str(spec.get("grace_s", 30))}
     if spec.get("output"):
         env["GPUPOOL_OUTPUT_DIR"] = spec["output"]  # shared across attempts: checkpoints survive a restart
     env.update(spec.get("env") or {})

@@ -12,10 +12,18 @@ import time
 from typing import Any, TextIO
 
 PROGRESS_PREFIX = "GPUPOOL_PROGRESS "  # same as controlplane.core.wire.PROGRESS_PREFIX (a test keeps them equal)
+_CONTEXT: dict[str, Any] = {}  # fields every line carries (the job's topology), set once at start
+
+
+def set_context(**fields: Any) -> None:
+    """Fields added to every later progress line (each line replaces the job's progress)."""
+    _CONTEXT.clear()
+    _CONTEXT.update(fields)
 
 
 def emit(stream: TextIO | None = None, **fields: Any) -> str:
-    """Print one progress line (non-finite floats dropped) and return it."""
+    """Print one progress line (with the context fields; non-finite floats dropped) and return it."""
+    fields = {**_CONTEXT, **fields}
     clean = {k: (round(v, 6) if isinstance(v, float) else v) for k, v in fields.items()
              if v is not None and not (isinstance(v, float) and not math.isfinite(v))}
     line = PROGRESS_PREFIX + json.dumps(clean, sort_keys=True)

@@ -10,8 +10,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
-FinetuneMethod = Literal["full", "lora", "qlora", "prefix", "prompt", "p_tuning", "p_tuning_v2", "ia3"]
-PEFT_METHODS: tuple[str, ...] = ("lora", "qlora", "prefix", "prompt", "p_tuning", "p_tuning_v2", "ia3")
+FinetuneMethod = Literal["full", "lora", "qlora", "prefix", "prompt", "p_tuning", "p_tuning_v2", "ia3", "bottleneck"]
+PEFT_METHODS: tuple[str, ...] = ("lora", "qlora", "prefix", "prompt", "p_tuning", "p_tuning_v2", "ia3", "bottleneck")
+PROMPT_METHODS: tuple[str, ...] = ("prefix", "prompt", "p_tuning", "p_tuning_v2")  # virtual tokens, no packing
 
 
 class _Strict(BaseModel):
@@ -19,9 +20,10 @@ class _Strict(BaseModel):
 
 
 class ModelSpec(_Strict):
-    """A causal LM: a local HF directory (``path``) or an architecture built from a config."""
+    """A causal LM: weights from ``path`` (continued pre-training) or an architecture built from a config."""
 
-    path: str | None = Field(None, description="local model directory (config.json + weights)")
+    path: str | None = Field(None, description="local model directory or hub model id: start from its weights")
+    revision: str | None = Field(None, description="hub revision (branch, tag or commit) of a hub model id")
     arch: Literal["llama", "gpt2"] = "llama"
     hidden_size: int = Field(256, ge=8, le=65536)
     num_layers: int = Field(4, ge=1, le=512)
@@ -55,16 +57,31 @@ class ModelSpec(_Strict):
 
 
 class DatasetSpec(_Strict):
-    """How local text or jsonl becomes training blocks."""
+    """How local files or a hub data set become token shards (text, prompt/response or chat)."""
 
-    format: Literal["auto", "text", "jsonl"] = "auto"
-    text_field: str = Field("text", min_length=1, description="jsonl field holding the text")
-    tokenizer: str | None = Field(None, description="local tokenizer directory; default: train one on the data")
-    vocab_size: int = Field(4000, ge=64, le=1_000_000, description="size of a trained tokenizer")
+    format: Literal["auto", "text", "jsonl", "json", "parquet", "arrow", "hub"] = Field(
+        "auto", description="auto: from the file names; hub: ``data`` is a hub data set id")
+    style: Literal["text", "prompt_response", "chat"] = Field(
+        "text", description="text: plain documents; prompt_response / chat: loss on the responses only")
+    text_field: str = Field("text", min_length=1, description="field holding the text")
+    prompt_field: str = Field("prompt", min_length=1)
+    response_field: str = Field("response", min_length=1)
+    messages_field: str = Field("messages", min_length=1, description="chat: list of {role, content}")
+    chat_template: str | None = Field(None, description="Jinja chat template; default: the tokenizer's own")
+    split: str = Field("train", min_length=1, description="split of a hub data set")
+    config_name: str | None = Field(None, description="configuration of a hub data set")
+    revision: str | None = None
+    streaming: bool = Field(True, description="read the source as a stream (never whole in memory)")
+    tokenizer: str | None = Field(None, description="tokenizer directory or hub id; default: the model's")
+    vocab_size: int = Field(4000, ge=64, le=1_000_000, description="size of a tokenizer trained for pre-training")
+    add_bos: bool = Field(True, description="start each document with BOS (when the tokenizer has one)")
+    packing: bool = Field(True, description="several examples per row; never across a document boundary")
     validation_fraction: float = Field(0.05, gt=0, lt=0.5)
     dedupe: bool = True
-    min_chars: int = Field(16, ge=0, description="drop documents shorter than this after cleaning")
+    min_chars: int = Field(16, ge=0, description="drop documents shorter than this")
     max_documents: int | None = Field(None, ge=1)
+    shard_tokens: int = Field(1 << 24, ge=1024, description="tokens per memory-mapped shard file")
+    cache_dir: str | None = Field(None, description="where the shards go; default: output/data")
     seed: int = 0
 
 
@@ -82,6 +99,8 @@ class TrainingSpec(_Strict):
     offload_optimizer: bool = False
     precision: Precision = "auto"
     activation_checkpointing: bool = False
+    attention: Literal["sdpa", "flash_attention_2", "eager"] = Field(
+        "sdpa", description="attention kernel; sdpa/flash keep no attention matrix for the backward pass")
     checkpoint_every: int = Field(50, ge=1, description="steps between checkpoints")
     keep_checkpoints: int = Field(2, ge=1)
     eval_every: int = Field(0, ge=0, description="steps between validation runs; 0 = only at the end")
@@ -99,5 +118,15 @@ class AdapterSpec(_Strict):
     dropout: float = Field(0.0, ge=0, lt=1)
     target_modules: list[str] | None = Field(None, description="default: the attention projections")
     num_virtual_tokens: int = Field(8, ge=1, le=1024, description="prefix / prompt / p-tuning")
-    encoder_hidden_size: int = Field(64, ge=8, description="p-tuning prompt encoder width")
+    encoder_hidden_size: int = Field(64, ge=8, description="prefix reparameterisation / p-tuning encoder width")
+    bottleneck: Literal["pfeiffer", "houlsby"] = Field(
+        "pfeiffer", description="bottleneck adapters after the MLP (pfeiffer) or after attention and MLP (houlsby)")
+    reduction_factor: int = Field(16, ge=1, le=4096, description="bottleneck width = hidden_size / this")
     merge: bool = Field(False, description="write a merged model instead of the adapter (LoRA/IA3)")
+
+
+class ServedAdapter(_Strict):
+    """A LoRA adapter vLLM serves next to the base model, asked for by ``name`` in requests."""
+
+    name: str = Field(..., min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    path: str = Field(..., min_length=1, description="a fine-tune job's output (or its adapter directory)")

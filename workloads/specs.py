@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationInfo, field_validator, model_validator
 
-from workloads.spec_parts import AdapterSpec, DatasetSpec, FinetuneMethod, ModelSpec, TrainingSpec
+from workloads.spec_parts import AdapterSpec, DatasetSpec, FinetuneMethod, ModelSpec, ServedAdapter, TrainingSpec
 
 PRIORITY_CLASSES = {"low": -100, "normal": 0, "high": 100, "critical": 1000}
 
@@ -97,26 +97,47 @@ class CustomSpec(SpecBase):
 
 
 class _Packaged(SpecBase):
-    """A packaged workload: when ``resources`` is omitted it is derived from the estimate."""
+    """A packaged workload: when ``resources.gpu`` is omitted it is derived from the estimate.
+
+    The estimate reads the model's config.json where the model is, so it runs in the CLI (or
+    any caller on the model's machine); the server validates with ``estimate=False`` and then
+    needs ``resources.gpu`` in the spec.
+    """
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
+    hub_cache: str | None = Field(None, description="hub cache directory on the node; default HF_HUB_CACHE/HF_HOME")
+    needs: str | None = Field(None, description="what must run first (said in the job's error when an input is missing)")
+
     @model_validator(mode="after")
-    def _derive_resources(self) -> "_Packaged":
+    def _derive_resources(self, info: ValidationInfo) -> "_Packaged":
         self._check()
         explicit = "resources" in self.model_fields_set
         if not explicit or "gpu" not in self.resources.model_fields_set:
+            if not (info.context or {}).get("estimate", True):
+                raise ValueError("resources.gpu: give resources (gpu, and nodes for a gang), or submit with the "
+                                 "gpupool CLI, which estimates them where the model is")
             from workloads.estimate import suggest_resources
 
-            derived = suggest_resources(self)
+            derived = Resources(**suggest_resources(self))
             if explicit:  # fields the user gave (cpu, memory, constraints...) win over the estimate
                 given = self.resources
                 derived = derived.model_copy(update={k: getattr(given, k) for k in given.model_fields_set})
             self.resources = derived
+        self._check_resources()
         return self
 
     def _check(self) -> None:
         """Cross-field checks of each kind (raise ValueError naming the field)."""
+
+    def _check_resources(self) -> None:
+        """Checks that need the final resources."""
+
+    @property
+    def granted_gpus(self) -> int:
+        """Accelerators of the whole job: a fraction counts as one per member."""
+        r = self.resources
+        return (int(r.gpu) if r.gpu >= 1 else 1) * r.nodes
 
 
 class PretrainSpec(_Packaged):
@@ -129,7 +150,7 @@ class PretrainSpec(_Packaged):
 
     def _check(self) -> None:
         if not self.data:
-            raise ValueError("data: a pretrain job needs a local text or jsonl path")
+            raise ValueError("data: a pretrain job needs a local path (text, jsonl, parquet, arrow) or a hub data set id")
         if self.training.seq_len > self.model.max_seq_len:
             raise ValueError(
                 f"training.seq_len {self.training.seq_len} exceeds model.max_seq_len {self.model.max_seq_len}"
@@ -137,10 +158,10 @@ class PretrainSpec(_Packaged):
 
 
 class FinetuneSpec(_Packaged):
-    """Fine-tune a local base model (or a pre-train job's output) fully or through a PEFT adapter."""
+    """Fine-tune a base model (a local directory, a pre-train job's output or a hub id) fully or with an adapter."""
 
     kind: Literal["finetune"] = "finetune"
-    base_model: str = Field(..., min_length=1, description="local model directory (e.g. a pretrain output)")
+    base_model: str = Field(..., min_length=1, description="model directory (e.g. a pretrain output) or hub id")
     method: FinetuneMethod = "lora"
     adapter: AdapterSpec = Field(default_factory=AdapterSpec)
     dataset: DatasetSpec = Field(default_factory=DatasetSpec)
@@ -149,9 +170,11 @@ class FinetuneSpec(_Packaged):
 
     def _check(self) -> None:
         if not self.data:
-            raise ValueError("data: a finetune job needs a local text or jsonl path")
+            raise ValueError("data: a finetune job needs a local path or a hub data set id")
         if self.adapter.merge and self.method not in ("lora", "ia3"):
             raise ValueError(f"adapter.merge: only lora and ia3 adapters can be merged, not {self.method}")
+        if self.method == "qlora" and self.training.zero_stage == 3:
+            raise ValueError("training.zero_stage: qlora's 4-bit weights cannot be partitioned by ZeRO-3; use 0-2")
 
 
 class EvaluateSpec(_Packaged):
@@ -174,10 +197,13 @@ class EvaluateSpec(_Packaged):
 
 
 class InferenceSpec(_Packaged):
-    """Serve a local model with vLLM's OpenAI-compatible server on the slice's port."""
+    """Serve a model (and LoRA adapters) with vLLM's OpenAI-compatible server on the slice's port."""
 
     kind: Literal["inference"] = "inference"
-    model_path: str = Field(..., min_length=1, description="local model directory")
+    model_path: str = Field(..., min_length=1, description="model directory or hub id")
+    adapters: list[ServedAdapter] = Field(default_factory=list, description="LoRA adapters served by name")
+    max_lora_rank: int | None = Field(None, ge=1, le=512, description="default: the largest adapter's r")
+    chat_template: str | None = Field(None, description="Jinja template (or a file); default: the tokenizer's")
     served_model_name: str | None = None
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     quantization: str | None = Field(None, description="awq, gptq, fp8, bitsandbytes, ...")
@@ -190,10 +216,24 @@ class InferenceSpec(_Packaged):
         None, gt=0, le=1, description="default: the slice's memory share (GPUPOOL_MEMORY_FRACTION)"
     )
     skip_tokenizer_init: bool = False
-    enforce_eager: bool = True
+    enforce_eager: bool | None = Field(None, description="default: CUDA graphs on GPUs, eager on CPU")
     extra_args: list[str] = Field(default_factory=list, description="more `vllm serve` flags")
     metrics_interval_s: float = Field(5.0, gt=0, le=3600)
     model: ModelSpec | None = Field(None, description="architecture, for estimates only")
+
+    def _check(self) -> None:
+        names = [a.name for a in self.adapters]
+        if len(set(names)) != len(names) or (self.served_model_name or self.name) in names:
+            raise ValueError("adapters: each adapter needs its own name, different from the served model's")
+
+    def _check_resources(self) -> None:
+        shards = self.tensor_parallel_size * self.pipeline_parallel_size
+        if shards != self.granted_gpus:
+            r = self.resources
+            raise ValueError(
+                f"tensor_parallel_size x pipeline_parallel_size = {self.tensor_parallel_size} x "
+                f"{self.pipeline_parallel_size} = {shards}, but resources grant {self.granted_gpus} GPU(s) "
+                f"(gpu {r.gpu:g} x nodes {r.nodes}); they must be equal")
 
 
 JobSpec = Annotated[
@@ -202,8 +242,12 @@ JobSpec = Annotated[
 _ADAPTER: TypeAdapter[Any] = TypeAdapter(JobSpec)
 
 
-def parse_job_spec(data: Any) -> SpecBase:
-    """Validate a spec mapping; raises pydantic.ValidationError naming the bad field."""
+def parse_job_spec(data: Any, *, estimate: bool = True) -> SpecBase:
+    """Validate a spec mapping; raises pydantic.ValidationError naming the bad field.
+
+    ``estimate=False`` never reads model files (the server's mode): a packaged spec must then
+    carry ``resources.gpu``; with ``estimate=True`` a missing request is derived from the estimate.
+    """
     if isinstance(data, dict) and "kind" not in data:
         data = {**data, "kind": "custom"}
-    return _ADAPTER.validate_python(data)
+    return _ADAPTER.validate_python(data, context={"estimate": estimate})

@@ -12,7 +12,8 @@ from controlplane.cli.errors import CliError
 
 
 def parse_spec_text(text: str, source: str = "<spec>") -> dict[str, Any]:
-    """Parse and validate one spec; returns the mapping to send (as written, not normalised)."""
+    """Parse and validate one spec; returns the mapping to send (as written, plus the estimated
+    GPU request of a packaged spec that gives none: the server does not read model files)."""
     try:
         docs = [d for d in yaml.safe_load_all(text) if d is not None]
     except yaml.YAMLError as e:
@@ -28,18 +29,23 @@ def parse_spec_text(text: str, source: str = "<spec>") -> dict[str, Any]:
     if not isinstance(data, dict):
         raise CliError(f"{source}: a job spec must be a mapping (name: ..., command: ...), "
                        f"not a {type(data).__name__}")
-    validate_spec(data, source)
-    return data
+    return validate_spec(data, source)
 
 
-def validate_spec(data: dict[str, Any], source: str = "<spec>") -> None:
-    """Check the spec with the same pydantic models the server uses."""
+def validate_spec(data: dict[str, Any], source: str = "<spec>") -> dict[str, Any]:
+    """Check the spec with the same pydantic models the server uses, estimating a packaged
+    spec's GPU request here, where the model is; returns the mapping to submit."""
     from workloads.specs import parse_job_spec
 
     try:
-        parse_job_spec(data)
+        spec = parse_job_spec(data)
     except ValidationError as e:
         raise CliError(f"{source}: {format_validation_error(e)}") from None
+    given = data.get("resources") if isinstance(data.get("resources"), dict) else {}
+    if spec.kind != "custom" and "gpu" not in given:
+        r = spec.resources
+        data = {**data, "resources": {**given, "gpu": r.gpu, "gpu_memory_mib": r.gpu_memory_mib, "nodes": r.nodes}}
+    return data
 
 
 def format_validation_error(err: ValidationError) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import secrets
 import time
 
 from pydantic import ValidationError
@@ -48,7 +49,7 @@ def parse_spec(body: object):  # noqa: ANN201
         raise Invalid("body", "a job spec must be a JSON object")
     kind = body.get("kind", "custom")
     try:
-        spec = parse_job_spec(body)
+        spec = parse_job_spec(body, estimate=False)  # the server never opens paths from specs
     except ValidationError as err:
         raise validation_error(err, kind if isinstance(kind, str) else None) from None
     res = spec.resources
@@ -82,6 +83,9 @@ def submit(db: Database, who: Principal, body: object, idempotency_key: str | No
     spec = parse_spec(body)
     normalised = spec.model_dump(mode="json")
     check_startable(normalised)
+    if spec.kind == "inference" and not normalised["env"].get(API_KEY_ENV):
+        # every endpoint gets a key; it is in the spec, so only the job's team (and admins) see it
+        normalised["env"][API_KEY_ENV] = secrets.token_urlsafe(24)
     try:
         # Core inserts on one connection: the hot path of the API, kept to two statements
         with db.engine.begin() as conn:
@@ -127,6 +131,7 @@ def _by_key(db: Database, who: Principal, key: str, body_hash: str) -> dict | No
         return dicts_for(s, [job])[0]
 
 
+API_KEY_ENV = "GPUPOOL_API_KEY"  # the serving endpoint's key (workloads/inference reads it)
 QUEUE_FACTS_TTL_S = 1.0  # policies and pending counts are re-read at most this often per replica
 
 

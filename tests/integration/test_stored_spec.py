@@ -46,3 +46,25 @@ def test_packaged_job_runs_from_stored_data_without_its_model_on_the_server(serv
     assert done["attempt"] == 1 and done["placement"][0]["node"] == "stored-node"
     assert done["status"] == "failed" and done["exit_code"] == 2, (done, log)
     assert str(model) in log and "Traceback" not in log, log
+
+
+def test_the_server_never_estimates_from_model_files(server, tmp_path) -> None:  # noqa: ANN001
+    """A packaged spec without resources is refused without touching its model directory (here a
+    config.json that cannot be read as a file): resources come from the CLI, where the model is."""
+    model = tmp_path / "model"
+    (model / "config.json").mkdir(parents=True)
+    with server.client() as c:
+        r = c.post("/api/v1/jobs", json={"kind": "inference", "name": "est", "model_path": str(model)})
+    assert r.status_code == 422
+    assert "resources.gpu" in r.json()["detail"] and "gpupool CLI" in r.json()["detail"]
+
+
+def test_an_inference_endpoint_gets_a_key_only_its_team_sees(server) -> None:  # noqa: ANN001
+    with server.client() as c:
+        job = c.post("/api/v1/jobs", json={"kind": "inference", "name": "served", "model_path": "/m",
+                                           "resources": {"gpu": 1}}).json()
+        key = job["spec"]["env"]["GPUPOOL_API_KEY"]
+        assert len(key) >= 32
+        listed = c.get("/api/v1/jobs").json()["items"]  # pages leave specs (and keys) out
+        assert all(j["spec"] is None for j in listed)
+        c.post(f"/api/v1/jobs/{job['id']}/cancel")

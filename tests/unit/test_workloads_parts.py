@@ -9,41 +9,12 @@ from types import SimpleNamespace
 import pytest
 
 from workloads.data.blocks import BatchOrder
-from workloads.data.corpus import DataError, clean, prepare
 from workloads.inference.metrics import ServingMeter, parse_prometheus
 from workloads.inference.ray_cluster import start_argv
 from workloads.inference.server import memory_utilization, vllm_argv, vllm_env
 from workloads.specs import InferenceSpec, TrainingSpec
 from workloads.training.engine import ds_config
 from workloads.training.runtime import WorkloadError, choose_precision, read_spec_json
-
-
-def test_clean_normalises_and_strips_control_characters() -> None:
-    assert clean("  Ｈello\u00a0 \x07world\t \n\n\n  next  ") == "Hello world\nnext"
-
-
-def test_prepare_dedupes_filters_and_splits_deterministically(tmp_path: Path) -> None:
-    docs = [f"document number {i} with enough text" for i in range(40)]
-    (tmp_path / "a.txt").write_text("\n\n".join(docs + docs[:5] + ["short"]))
-    (tmp_path / "b.jsonl").write_text("".join(json.dumps({"text": d.upper()}) + "\n" for d in docs[:3]))
-    s = prepare(str(tmp_path), validation_fraction=0.1, seed=1)
-    assert s.stats["dropped_duplicates"] == 5 + 3  # exact copies and case-only copies
-    assert s.stats["dropped_short"] == 1
-    assert len(s.train) + len(s.validation) == 40 and len(s.validation) == 4
-    assert not set(s.train) & set(s.validation)
-    assert prepare(str(tmp_path), validation_fraction=0.1, seed=1).validation == s.validation
-
-
-def test_data_errors_name_the_problem(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match="does not exist"):
-        prepare(str(tmp_path / "missing.txt"))
-    bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"text": "fine line of text here"}\n{oops\n')
-    with pytest.raises(DataError, match="line 2 is not valid JSON"):
-        prepare(str(bad))
-    bad.write_text('{"body": "no text field"}\n')
-    with pytest.raises(DataError, match="no string field 'text'"):
-        prepare(str(bad))
 
 
 def test_batch_order_is_resumable_and_ranks_disjoint() -> None:
@@ -99,21 +70,85 @@ vllm:inter_token_latency_seconds_count{engine="0",model_name="m"} %d
 """
 
 
+LATENCIES = """vllm:time_to_first_token_seconds_sum{engine="0"} %f
+vllm:time_to_first_token_seconds_count{engine="0"} %d
+vllm:e2e_request_latency_seconds_sum{engine="0"} %f
+vllm:e2e_request_latency_seconds_count{engine="0"} %d
+vllm:kv_cache_usage_perc{engine="0"} 0.25
+vllm:request_success_total{engine="0",finished_reason="length"} %d
+"""
+
+
 def test_serving_meter_turns_scrapes_into_rates() -> None:
     m = ServingMeter()
-    first = m.update(100.0, parse_prometheus(METRICS % (100, 1.0, 100)))
+    first = m.update(100.0, parse_prometheus(METRICS % (100, 1.0, 100) + LATENCIES % (0.2, 2, 1.0, 2, 2)))
     assert first["generation_tokens"] == 100 and first["ms_per_output_token_avg"] == pytest.approx(10.0)
-    second = m.update(110.0, parse_prometheus(METRICS % (300, 1.4, 300)))
+    assert first["ttft_ms_avg"] == pytest.approx(100.0) and first["e2e_latency_ms_avg"] == pytest.approx(500.0)
+    assert first["kv_cache_usage"] == 0.25 and first["requests_finished"] == 2
+    second = m.update(110.0, parse_prometheus(METRICS % (300, 1.4, 300) + LATENCIES % (0.5, 3, 3.0, 3, 3)))
     assert second["tokens_per_s"] == pytest.approx(20.0)
     assert second["ms_per_output_token"] == pytest.approx(2.0)
+    assert second["ttft_ms"] == pytest.approx(300.0) and second["e2e_latency_ms"] == pytest.approx(2000.0)
     assert second["requests_running"] == 1.0
 
 
 def test_ray_cluster_commands() -> None:
-    head = start_argv(0, "10.0.0.1", 6379, gpus=8, cpus=32, temp_dir="/tmp/r", exe="ray")
-    worker = start_argv(1, "10.0.0.1", 6379, gpus=8, cpus=32, temp_dir="/tmp/r", exe="ray")
+    head = start_argv(0, "127.0.0.1", 6379, gpus=8, cpus=32, temp_dir="/tmp/r", exe="ray", ports=[1, 2, 3, 4, 5, 6])
+    worker = start_argv(1, "127.0.0.1", 6379, gpus=8, cpus=32, temp_dir="/tmp/r", exe="ray",
+                        object_store_bytes=1 << 28)
     assert head[:3] == ["ray", "start", "--head"] and "--port=6379" in head and "--block" in head
-    assert "--address=10.0.0.1:6379" in worker and "--head" not in worker and "--num-gpus=8" in worker
+    assert "--dashboard-agent-listen-port=5" in head  # no fixed port a second raylet on the host would clash on
+    # Ray rewrites 127.0.0.1 to the host's network address: a single-host gang stays on 127.0.0.2
+    assert "--address=127.0.0.2:6379" in worker and "--head" not in worker and "--num-gpus=8" in worker
+    assert "--node-ip-address=127.0.0.2" in head and "--object-store-memory=268435456" in worker
+    remote = start_argv(1, "node-0.pool", 6379, gpus=8, cpus=32, temp_dir="/tmp/r", exe="ray")
+    assert "--address=node-0.pool:6379" in remote and not any(a.startswith("--node-ip-address") for a in remote)
+
+
+def test_vllm_serves_lora_adapters_and_gets_the_api_key_from_env(tmp_path: Path) -> None:
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "config.json").write_text("{}")
+    for name, r in (("a", 8), ("b", 24)):
+        (tmp_path / name / "adapter").mkdir(parents=True)
+        (tmp_path / name / "adapter" / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": r}))
+    spec = InferenceSpec(name="srv", model_path=str(tmp_path / "m"), resources={"gpu": 1},
+                         adapters=[{"name": "a", "path": str(tmp_path / "a")},
+                                   {"name": "b", "path": str(tmp_path / "b" / "adapter")}])
+    argv = vllm_argv(spec, {"GPUPOOL_PORT": "8001", "GPUPOOL_API_KEY": "sk-secret"}, on_gpu=True)
+    assert "sk-secret" not in " ".join(argv) and "--enforce-eager" not in argv  # CUDA graphs on a GPU
+    i = argv.index("--lora-modules")
+    assert argv[i + 1:i + 3] == [f"a={tmp_path / 'a' / 'adapter'}", f"b={tmp_path / 'b' / 'adapter'}"]
+    assert argv[argv.index("--max-lora-rank") + 1] == "32" and argv[argv.index("--max-loras") + 1] == "2"
+    assert "--enforce-eager" in vllm_argv(spec, {}, on_gpu=False)
+    env = vllm_env({"GPUPOOL_API_KEY": "sk-secret"}, on_gpu=True)
+    assert env["VLLM_API_KEY"] == "sk-secret" and "GPUPOOL_API_KEY" not in env
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "adapter_config.json").write_text(json.dumps({"peft_type": "PREFIX_TUNING"}))
+    with pytest.raises(ValueError, match="adapters.c: .* is a PREFIX_TUNING adapter"):
+        vllm_argv(spec.model_copy(update={"adapters": [spec.adapters[0].model_copy(
+            update={"name": "c", "path": str(tmp_path / "c")})]}), {})
+    with pytest.raises(ValueError, match="holds no LoRA adapter .* run its fine-tune job first"):
+        vllm_argv(spec.model_copy(update={"adapters": [spec.adapters[0].model_copy(
+            update={"path": str(tmp_path / "none")})]}), {})
+
+
+def test_launcher_ranks_and_exit_codes() -> None:
+    from workloads.training.launcher import exit_code, rank_env, wanted
+
+    base = {"GPUPOOL_NNODES": "2", "GPUPOOL_NODE_RANK": "1", "GPUPOOL_NPROC_PER_NODE": "2", "MASTER_PORT": "1"}
+    env = rank_env(base, 1)
+    assert (env["RANK"], env["LOCAL_RANK"], env["WORLD_SIZE"], env["LOCAL_WORLD_SIZE"], env["NODE_RANK"]) == \
+        ("3", "1", "4", "2", "1")
+    assert wanted(base) and not wanted(env) and not wanted({"GPUPOOL_NPROC_PER_NODE": "1"})
+    assert exit_code([0, 0]) == 0 and exit_code([143, 0]) == 143 and exit_code([143, 7]) == 7
+    assert exit_code([-9, 0]) == 1
+
+
+def test_launch_plan_carries_the_spec_grace() -> None:
+    from workloads.launch import build_launch
+
+    plan = build_launch({"kind": "pretrain", "name": "p", "grace_s": 123.0}, rank=0, world_size=1)
+    assert plan.env["GPUPOOL_GRACE_S"] == "123.0"
 
 
 def test_spec_argument_errors() -> None:
@@ -138,3 +173,28 @@ def test_relative_input_paths_resolve_against_cwd_data_root_then_checkout(tmp_pa
     assert resolve_path("/abs/missing") == "/abs/missing" and resolve_path("nowhere.txt") == "nowhere.txt"
     spec = resolve_spec_paths(parse_job_spec({"kind": "pretrain", "name": "p", "data": "mine.txt", "output": "out"}))
     assert spec.data == str(tmp_path / "mine.txt") and spec.output == "out"
+
+
+def test_topology_of_a_member_a_launched_rank_and_a_plain_process(monkeypatch) -> None:
+    from workloads.training.runtime import topology
+
+    for k in ("GPUPOOL_NNODES", "GPUPOOL_NODE_RANK", "GPUPOOL_NPROC_PER_NODE", "RANK", "WORLD_SIZE", "LOCAL_RANK",
+              "LOCAL_WORLD_SIZE", "NODE_RANK"):
+        monkeypatch.delenv(k, raising=False)
+    assert topology().progress_fields() == {"world_size": 1, "ranks_per_node": 1, "nodes": 1, "node_rank": 0}
+    monkeypatch.setenv("GPUPOOL_NNODES", "2")  # the agent's member process (nproc 1: it is the rank)
+    monkeypatch.setenv("GPUPOOL_NODE_RANK", "1")
+    monkeypatch.setenv("GPUPOOL_NPROC_PER_NODE", "1")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    t = topology()
+    assert (t.rank, t.world_size, t.node_rank, t.nodes) == (1, 2, 1, 2)
+    from workloads.training.launcher import rank_env
+
+    monkeypatch.setenv("GPUPOOL_NPROC_PER_NODE", "2")
+    import os
+
+    for k, v in rank_env(dict(os.environ), 1).items():  # a rank the member's launcher started
+        monkeypatch.setenv(k, v)
+    t = topology()
+    assert (t.rank, t.world_size, t.local_rank, t.ranks_per_node, t.node_rank, t.nodes) == (3, 4, 1, 2, 1, 2)

@@ -1,1 +1,1 @@
-"""Data pipeline of the packaged workloads: local text/jsonl -> clean, de-duplicated splits -> token blocks."""
+"""Data pipeline of the packaged workloads: local files or hub data sets -> pre-tokenised, memory-mapped shards."""

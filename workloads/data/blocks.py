@@ -1,25 +1,8 @@
-"""Token blocks for causal LM training and a deterministic, resumable batch order."""
+"""A deterministic, resumable order of training rows: rank r of w reads its own part of each batch."""
 
 from __future__ import annotations
 
-import random
-from typing import Any
-
-
-def to_blocks(texts: list[str], tokenizer: Any, seq_len: int) -> Any:
-    """Concatenate ``texts`` (each ended by EOS) and cut them into ``[n, seq_len]`` token blocks."""
-    import torch
-
-    eos = tokenizer.eos_token_id
-    ids: list[int] = []
-    for enc in tokenizer(texts, add_special_tokens=False)["input_ids"]:
-        ids.extend(enc)
-        if eos is not None:
-            ids.append(eos)
-    n = len(ids) // seq_len
-    if n == 0:
-        raise ValueError(f"data: only {len(ids)} tokens, fewer than one block of seq_len {seq_len}")
-    return torch.tensor(ids[: n * seq_len], dtype=torch.long).view(n, seq_len)
+import numpy as np
 
 
 class BatchOrder:
@@ -28,15 +11,15 @@ class BatchOrder:
     def __init__(self, n_blocks: int, batch_size: int, seed: int, rank: int = 0, world: int = 1) -> None:
         self.n, self.bs, self.seed, self.rank, self.world = n_blocks, batch_size, seed, rank, world
         self._epoch = -1
-        self._perm: list[int] = []
+        self._perm = np.zeros(0, dtype=np.int64)
 
     def indices(self, i: int) -> list[int]:
-        """Block indices of global micro-batch ``i`` for this rank (wrapping over epochs)."""
+        """Row indices of global micro-batch ``i`` for this rank (wrapping over epochs)."""
         per_epoch = max(self.n // (self.bs * self.world), 1)
         epoch, within = divmod(i, per_epoch)
         if epoch != self._epoch:
-            self._perm = list(range(self.n))
-            random.Random(self.seed * 1_000_003 + epoch).shuffle(self._perm)
+            perm = np.random.default_rng(self.seed * 1_000_003 + epoch).permutation(self.n)
+            self._perm = perm.astype(np.int32 if self.n < 2**31 else np.int64)  # 4 bytes a row
             self._epoch = epoch
         start = (within * self.world + self.rank) * self.bs
-        return [self._perm[(start + k) % self.n] for k in range(self.bs)]
+        return [int(self._perm[(start + k) % self.n]) for k in range(self.bs)]

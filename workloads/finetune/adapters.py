@@ -1,4 +1,5 @@
-"""PEFT configs for each fine-tuning method (lora, qlora, prefix, prompt, p_tuning, p_tuning_v2, ia3)."""
+"""The model of each fine-tuning method: PEFT configs (lora, qlora, prefix, prompt, p_tuning,
+p_tuning_v2, ia3), bottleneck adapters, or the whole model (full)."""
 
 from __future__ import annotations
 
@@ -29,11 +30,12 @@ def peft_config(method: str, a: Any, model: Any) -> Any:
         return peft.IA3Config(task_type=task, target_modules=a.target_modules or targets,
                               feedforward_modules=[m for m in ff if m in (a.target_modules or targets)],
                               fan_in_fan_out=fam == "gpt2")
-    if method == "prefix":
-        return peft.PrefixTuningConfig(task_type=task, num_virtual_tokens=a.num_virtual_tokens)
-    if method == "p_tuning_v2":  # deep prompt tuning: prefixes at every layer through a reparameterisation MLP
+    if method == "prefix":  # Li & Liang 2021: every layer's prefix, trained through an MLP reparameterisation
         return peft.PrefixTuningConfig(task_type=task, num_virtual_tokens=a.num_virtual_tokens,
                                        prefix_projection=True, encoder_hidden_size=a.encoder_hidden_size)
+    if method == "p_tuning_v2":  # Liu et al. 2022: deep prompt tuning, prefixes at every layer, no reparameterisation
+        return peft.PrefixTuningConfig(task_type=task, num_virtual_tokens=a.num_virtual_tokens,
+                                       prefix_projection=False)
     if method == "prompt":
         return peft.PromptTuningConfig(task_type=task, num_virtual_tokens=a.num_virtual_tokens)
     if method == "p_tuning":
@@ -54,50 +56,47 @@ def check_qlora_supported(device_type: str) -> None:
                             "(pip install bitsandbytes)") from None
 
 
-def load_base(path: str, method: str, device_type: str, precision: str) -> Any:
-    """The base model from a local directory (4-bit NF4 for qlora)."""
-    import os
+def load_base(path: str, method: str, device_type: str, precision: str, attention: str = "sdpa") -> Any:
+    """The base model from a local directory (4-bit NF4 for qlora, on this rank's GPU)."""
+    from workloads.pretrain.model import load_pretrained, torch_dtype
 
+    if method != "qlora":
+        return load_pretrained(path, "fp32" if method == "full" else precision, attention)
     import torch
-    from transformers import AutoModelForCausalLM
+    from transformers import BitsAndBytesConfig
 
-    if not os.path.isfile(os.path.join(path, "config.json")):
-        raise WorkloadError(f"base_model: {path} is not a local model directory (no config.json)")
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
-    import transformers
-
-    version = tuple(int(x) for x in transformers.__version__.split(".")[:2] if x.isdigit())
-    dtype_key = "dtype" if version >= (4, 56) else "torch_dtype"  # older releases (e.g. on a GPU box)
-    kwargs: dict[str, Any] = {"local_files_only": True, dtype_key: dtype}
-    if method == "qlora":
-        check_qlora_supported(device_type)
-        from transformers import BitsAndBytesConfig
-
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=dtype if dtype != torch.float32 else torch.bfloat16)
-        kwargs["device_map"] = {"": torch.cuda.current_device()}
-    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
-    model.config.use_cache = False
-    return model
+    check_qlora_supported(device_type)
+    dtype = torch_dtype(precision)
+    quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                               bnb_4bit_compute_dtype=dtype if dtype != torch.float32 else torch.bfloat16)
+    return load_pretrained(path, precision, attention, quantization_config=quant,
+                           device_map={"": torch.cuda.current_device()})
 
 
-def apply_method(model: Any, method: str, a: Any, checkpointing: bool) -> Any:
-    """Freeze the base and attach the adapter (full: everything trains)."""
+def apply_method(model: Any, method: str, a: Any, checkpointing: bool) -> tuple[Any, dict[str, Any] | None]:
+    """Freeze the base and attach the adapter (full: everything trains); (model, bottleneck config)."""
     if method == "full":
         for p in model.parameters():
             p.requires_grad_(True)
         if checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        return model
+        return model, None
+    if method == "bottleneck":
+        from workloads.finetune.bottleneck import add_bottlenecks
+
+        config = add_bottlenecks(model, a.bottleneck, a.reduction_factor)
+        if checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            model.enable_input_require_grads()
+        return model, config
     import peft
 
-    if method == "qlora":
-        model = peft.prepare_model_for_kbit_training(model, use_gradient_checkpointing=checkpointing)
-    elif checkpointing and method in ("lora", "ia3"):
+    if checkpointing and method in ("lora", "qlora", "ia3"):
+        # (no prepare_model_for_kbit_training for qlora: it would up-cast embeddings and lm_head to fp32;
+        # they stay 16-bit, as the estimate assumes)
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
-    return peft.get_peft_model(model, peft_config(method, a, model))
+    return peft.get_peft_model(model, peft_config(method, a, model)), None
 
 
 def count(model: Any) -> tuple[int, int]:

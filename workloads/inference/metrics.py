@@ -1,4 +1,14 @@
-"""vLLM's Prometheus metrics -> serving figures (tokens/s, ms per output token) as progress lines."""
+"""vLLM's Prometheus metrics -> serving figures as progress lines, under stable keys.
+
+Keys (each line carries the ones vLLM has data for):
+- ``tokens_per_s``: output tokens per second over the last interval
+- ``ttft_ms`` / ``ttft_ms_avg``: time to first token, last interval / since start
+- ``e2e_latency_ms`` / ``e2e_latency_ms_avg``: request latency, last interval / since start
+- ``ms_per_output_token`` / ``ms_per_output_token_avg``: inter-token latency, last interval / since start
+- ``kv_cache_usage``: fraction of the KV cache in use (0..1)
+- ``generation_tokens``, ``prompt_tokens``, ``requests_finished``: totals since start
+- ``requests_running``, ``requests_waiting``: now
+"""
 
 from __future__ import annotations
 
@@ -8,10 +18,16 @@ from typing import Any
 _LINE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+([-+0-9.eEinfa]+)$")
 GEN_TOKENS = "vllm:generation_tokens_total"
 PROMPT_TOKENS = "vllm:prompt_tokens_total"
+FINISHED = "vllm:request_success_total"
 RUNNING = "vllm:num_requests_running"
 WAITING = "vllm:num_requests_waiting"
-# newer vLLM calls the per-output-token time "inter_token_latency"; older "time_per_output_token"
-TPOT = ("vllm:inter_token_latency_seconds", "vllm:time_per_output_token_seconds")
+KV_USAGE = ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc")  # newer, older vLLM
+# histograms (seconds) -> our key; the first name vLLM exports wins
+HISTOGRAMS = {
+    "ms_per_output_token": ("vllm:inter_token_latency_seconds", "vllm:time_per_output_token_seconds"),
+    "ttft_ms": ("vllm:time_to_first_token_seconds",),
+    "e2e_latency_ms": ("vllm:e2e_request_latency_seconds",),
+}
 
 
 def parse_prometheus(text: str) -> dict[str, float]:
@@ -31,8 +47,16 @@ def parse_prometheus(text: str) -> dict[str, float]:
     return out
 
 
+def _histogram(sample: dict[str, float], names: tuple[str, ...]) -> tuple[float, float]:
+    """(sum, count) of the first of ``names`` present in ``sample``."""
+    for name in names:
+        if f"{name}_count" in sample:
+            return sample.get(f"{name}_sum", 0.0), sample[f"{name}_count"]
+    return 0.0, 0.0
+
+
 class ServingMeter:
-    """Turns successive scrapes into rates over the last interval and since start."""
+    """Turns successive scrapes into rates and latencies over the last interval and since start."""
 
     def __init__(self) -> None:
         self.prev: tuple[float, dict[str, float]] | None = None
@@ -41,29 +65,23 @@ class ServingMeter:
         figures: dict[str, Any] = {
             "generation_tokens": sample.get(GEN_TOKENS, 0.0),
             "prompt_tokens": sample.get(PROMPT_TOKENS, 0.0),
+            "requests_finished": sample.get(FINISHED, 0.0),
             "requests_running": sample.get(RUNNING, 0.0),
             "requests_waiting": sample.get(WAITING, 0.0),
         }
-        tpot_sum = tpot_count = 0.0
-        for name in TPOT:
-            if f"{name}_count" in sample:
-                tpot_sum, tpot_count = sample[f"{name}_sum"], sample[f"{name}_count"]
-                break
-        if tpot_count:
-            figures["ms_per_output_token_avg"] = 1000.0 * tpot_sum / tpot_count
+        kv = next((sample[k] for k in KV_USAGE if k in sample), None)
+        if kv is not None:
+            figures["kv_cache_usage"] = kv
+        for key, names in HISTOGRAMS.items():
+            total, count = _histogram(sample, names)
+            if count:
+                figures[f"{key}_avg"] = 1000.0 * total / count
+            if self.prev is not None:
+                p_total, p_count = _histogram(self.prev[1], names)
+                if count > p_count:
+                    figures[key] = 1000.0 * (total - p_total) / (count - p_count)
         if self.prev is not None:
             pts, prev = self.prev
-            dt = max(ts - pts, 1e-9)
-            figures["tokens_per_s"] = (figures["generation_tokens"] - prev.get(GEN_TOKENS, 0.0)) / dt
-            d_count = tpot_count - _tpot(prev)[1]
-            if d_count > 0:
-                figures["ms_per_output_token"] = 1000.0 * (tpot_sum - _tpot(prev)[0]) / d_count
+            figures["tokens_per_s"] = (figures["generation_tokens"] - prev.get(GEN_TOKENS, 0.0)) / max(ts - pts, 1e-9)
         self.prev = (ts, sample)
         return figures
-
-
-def _tpot(sample: dict[str, float]) -> tuple[float, float]:
-    for name in TPOT:
-        if f"{name}_count" in sample:
-            return sample[f"{name}_sum"], sample[f"{name}_count"]
-    return 0.0, 0.0

@@ -15,13 +15,12 @@ CORPUS = Path(__file__).resolve().parents[2] / "examples" / "corpus" / "stories.
 def save_tiny_model(out_dir: str, *, arch: str = "llama", hidden: int = 128, layers: int = 2, heads: int = 2,
                     vocab_size: int = 1000, max_seq_len: int = 256, seed: int = 0) -> str:
     """Write a random-init causal LM (head size hidden/heads; vLLM wants >= 64) and its tokenizer."""
-    from workloads.data.corpus import prepare
+    from workloads.data.corpus import clean, records
     from workloads.data.tokenizer import train_tokenizer
     from workloads.pretrain.model import build_model
     from workloads.spec_parts import ModelSpec
 
-    texts = prepare(str(CORPUS), validation_fraction=0.05).train
-    tok = train_tokenizer(texts, vocab_size, None)
+    tok = train_tokenizer((clean(row["text"]) for _, row in records(str(CORPUS))), vocab_size, None)
     spec = ModelSpec(arch=arch, hidden_size=hidden, num_layers=layers, num_heads=heads, max_seq_len=max_seq_len)
     model = build_model(spec, tok, seed=seed)
     model.config.use_cache = True

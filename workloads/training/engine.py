@@ -6,16 +6,28 @@ import math
 import os
 from typing import Any
 
+from workloads.estimate import DS_PREFETCH_BUCKET, DS_REDUCE_BUCKET
 from workloads.training.runtime import Runtime
 
 
-def ds_config(t: Any, precision: str) -> dict[str, Any]:
-    """The DeepSpeed config of TrainingSpec ``t`` (ZeRO 0-3, precision, accumulation, clipping)."""
+ADAM_BETAS = (0.9, 0.95)
+
+
+def ds_config(t: Any, precision: str, trainable: int = DS_REDUCE_BUCKET) -> dict[str, Any]:
+    """The DeepSpeed config of TrainingSpec ``t`` (ZeRO 0-3, precision, accumulation, clipping).
+
+    Buckets are DeepSpeed's defaults capped at the trainable size (what the estimator charges);
+    with ``offload_optimizer`` the optimizer is DeepSpeed's own AdamW (CPU Adam on the host).
+    """
     zero: dict[str, Any] = {"stage": t.zero_stage}
+    bucket = int(min(DS_REDUCE_BUCKET, max(trainable, 1)))
+    if t.zero_stage in (1, 2):
+        zero.update(reduce_bucket_size=bucket, allgather_bucket_size=bucket)
+    if t.zero_stage == 3:
+        zero.update(reduce_bucket_size=bucket, stage3_prefetch_bucket_size=int(min(DS_PREFETCH_BUCKET, bucket)),
+                    stage3_gather_16bit_weights_on_model_save=True)
     if t.offload_optimizer and t.zero_stage > 0:
         zero["offload_optimizer"] = {"device": "cpu", "pin_memory": False}
-    if t.zero_stage == 3:
-        zero["stage3_gather_16bit_weights_on_model_save"] = True
     cfg: dict[str, Any] = {
         "train_micro_batch_size_per_gpu": t.micro_batch_size,
         "gradient_accumulation_steps": t.grad_accum,
@@ -27,6 +39,9 @@ def ds_config(t: Any, precision: str) -> dict[str, Any]:
         "bf16": {"enabled": precision == "bf16"},
         "fp16": {"enabled": precision == "fp16", "initial_scale_power": 12},
     }
+    if t.offload_optimizer and t.zero_stage > 0:
+        cfg["optimizer"] = {"type": "AdamW", "params": {"lr": t.lr, "betas": list(ADAM_BETAS), "eps": 1e-8,
+                                                         "weight_decay": t.weight_decay}}
     return cfg
 
 
@@ -55,7 +70,11 @@ def init_distributed(rt: Runtime) -> None:
 
 
 def build_engine(model: Any, t: Any, rt: Runtime) -> Any:
-    """Wrap ``model`` in a DeepSpeed engine that trains only its parameters with requires_grad."""
+    """Wrap ``model`` in a DeepSpeed engine that trains only its parameters with requires_grad.
+
+    The optimizer is torch's AdamW, or DeepSpeed's (CPU Adam) when the optimizer is offloaded:
+    DeepSpeed 0.19 refuses a client optimizer with ZeRO-Offload.
+    """
     import deepspeed
     import torch
 
@@ -65,9 +84,18 @@ def build_engine(model: Any, t: Any, rt: Runtime) -> Any:
         raise ValueError("the model has no trainable parameters")
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]
-    groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    opt = torch.optim.AdamW([g for g in groups if g["params"]], lr=t.lr, betas=(0.9, 0.95), eps=1e-8)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(t.warmup_steps, t.steps))
-    engine, _, _, _ = deepspeed.initialize(model=model, optimizer=opt, lr_scheduler=sched,
-                                           config=ds_config(t, rt.precision))
+    groups = [g for g in ({"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0})
+              if g["params"]]
+    config = ds_config(t, rt.precision, sum(p.numel() for p in params))
+    schedule = lr_lambda(t.warmup_steps, t.steps)
+    if "optimizer" in config:
+        engine, _, _, _ = deepspeed.initialize(
+            model=model, model_parameters=groups, config=config,
+            lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, schedule))
+    else:
+        opt = torch.optim.AdamW(groups, lr=t.lr, betas=ADAM_BETAS, eps=1e-8)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+        engine, _, _, _ = deepspeed.initialize(model=model, optimizer=opt, lr_scheduler=sched, config=config)
+    rt.log(f"DeepSpeed ZeRO-{t.zero_stage}, optimizer {type(engine.basic_optimizer).__name__}"
+           f"{' (offloaded to the CPU)' if 'optimizer' in config else ''}")
     return engine

@@ -37,25 +37,54 @@ class StopFlag:
         return bool(t.item())
 
 
-def evaluate_loss(model: Any, blocks: Any, batch_size: int, max_batches: int, device: Any) -> float:
-    """Mean token loss over up to ``max_batches`` validation batches."""
+def announce(rt: Runtime, kind: str) -> None:
+    """Each rank says where it runs; rank 0 reports the job's topology as its first progress line."""
+    topo = rt.topology
+    rt.log(f"{kind}: rank {topo.rank} of world {topo.world_size} (node {topo.node_rank} of {topo.nodes}, "
+           f"local rank {topo.local_rank} of {topo.ranks_per_node}) on {rt.device}")
+    if rt.is_main:
+        progress.emit(event="started", kind=kind)
+
+
+def to_device(batch: dict[str, Any], device: Any, positions: bool = True) -> dict[str, Any]:
+    """Model inputs on ``device``; without position ids for methods that prepend virtual tokens.
+
+    No KV cache: with one, transformers stops reading packed documents from the position ids.
+    """
+    out = {k: v.to(device) for k, v in batch.items() if positions or k != "position_ids"}
+    return {**out, "use_cache": False}
+
+
+def evaluate_loss(model: Any, rows: Any, batch_size: int, max_batches: int, device: Any, *, rank: int = 0,
+                  world: int = 1, positions: bool = True) -> float:
+    """Mean loss per target token over up to ``max_batches`` validation batches, shared by the ranks.
+
+    Every rank runs the same number of forward passes (ZeRO-3 gathers parameters collectively).
+    """
     import torch
+    import torch.distributed as dist
 
     was_training = model.training
     model.eval()
-    total, n = 0.0, 0
+    starts = list(range(0, min(len(rows), batch_size * max_batches), batch_size))
+    mine = starts[rank::world] if len(starts) >= world else starts[:1]
+    total = torch.zeros(2, dtype=torch.float64)
     with torch.no_grad():
-        for i in range(0, min(len(blocks), batch_size * max_batches), batch_size):
-            x = blocks[i:i + batch_size].to(device)
-            total += float(model(input_ids=x, labels=x).loss)
-            n += 1
+        for i in mine[: max(len(starts) // world, 1)]:
+            batch = rows.batch(list(range(i, min(i + batch_size, len(rows)))))
+            targets = float((batch["labels"][:, 1:] != -100).sum())
+            if targets:
+                loss = float(model(**to_device(batch, device, positions)).loss)
+                total += torch.tensor([loss * targets, targets], dtype=torch.float64)
+    if world > 1 and dist.is_initialized():
+        dist.all_reduce(total)
     if was_training:
         model.train()
-    return total / max(n, 1)
+    return float(total[0] / total[1]) if total[1] else float("nan")
 
 
-def train(engine: Any, t: Any, rt: Runtime, train_blocks: Any, val_blocks: Any, *,
-          extra_state: dict[str, Any] | None = None) -> dict[str, Any]:
+def train(engine: Any, t: Any, rt: Runtime, train_rows: Any, val_rows: Any, *,
+          extra_state: dict[str, Any] | None = None, positions: bool = True) -> dict[str, Any]:
     """Run ``t.steps`` optimizer steps from the latest checkpoint; returns the final figures."""
     stop = StopFlag()
     state = checkpoint.resume(engine, rt.output_dir)
@@ -64,10 +93,14 @@ def train(engine: Any, t: Any, rt: Runtime, train_blocks: Any, val_blocks: Any, 
         rt.log(f"resumed from checkpoint at step {step}")
         if rt.is_main:
             progress.emit(event="resumed", step=step, total=t.steps)
-    order = BatchOrder(len(train_blocks), t.micro_batch_size, t.seed, rt.rank, rt.world_size)
+    order = BatchOrder(len(train_rows), t.micro_batch_size, t.seed, rt.rank, rt.world_size)
     meter = progress.Meter(t.steps, start_step=step)
     tokens_per_step = t.micro_batch_size * t.grad_accum * t.seq_len * rt.world_size
-    first_val = evaluate_loss(engine.module, val_blocks, t.micro_batch_size, t.eval_batches, rt.device)
+    def val_loss() -> float:
+        return evaluate_loss(engine.module, val_rows, t.micro_batch_size, t.eval_batches, rt.device,
+                             rank=rt.rank, world=rt.world_size, positions=positions)
+
+    first_val = val_loss()
     if rt.is_main:
         progress.emit(step=step, total=t.steps, val_loss=first_val, val_ppl=math.exp(min(first_val, 50)))
     loss_val = float("nan")
@@ -81,9 +114,8 @@ def train(engine: Any, t: Any, rt: Runtime, train_blocks: Any, val_blocks: Any, 
             return {"step": step, "stopped": True, "exit_code": PREEMPTED_EXIT}
         losses = []
         for micro in range(t.grad_accum):
-            idx = order.indices(step * t.grad_accum + micro)
-            x = train_blocks[idx].to(rt.device)
-            loss = engine(input_ids=x, labels=x).loss
+            batch = train_rows.batch(order.indices(step * t.grad_accum + micro))
+            loss = engine(**to_device(batch, rt.device, positions)).loss
             engine.backward(loss)
             engine.step()
             losses.append(float(loss.detach()))
@@ -93,12 +125,12 @@ def train(engine: Any, t: Any, rt: Runtime, train_blocks: Any, val_blocks: Any, 
         if rt.is_main and (step % t.log_every == 0 or step == t.steps):
             progress.emit(step=step, total=t.steps, loss=loss_val, lr=engine.get_lr()[0], **meter.figures(step))
         if t.eval_every and step % t.eval_every == 0 and step < t.steps:
-            v = evaluate_loss(engine.module, val_blocks, t.micro_batch_size, t.eval_batches, rt.device)
+            v = val_loss()
             if rt.is_main:
                 progress.emit(step=step, total=t.steps, val_loss=v, val_ppl=math.exp(min(v, 50)))
         if step % t.checkpoint_every == 0 or step == t.steps:
             checkpoint.save(engine, rt.output_dir, step, extra_state or {}, t.keep_checkpoints, rt.is_main)
-    val = evaluate_loss(engine.module, val_blocks, t.micro_batch_size, t.eval_batches, rt.device)
+    val = val_loss()
     figs = meter.figures(step)
     peak = peak_gpu_mib(rt)
     if rt.is_main:

@@ -5,12 +5,28 @@ from __future__ import annotations
 import json
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 
 class WorkloadError(Exception):
     """A problem the user can fix; the entry point prints it (no traceback) and exits with code 2."""
+
+
+@dataclass
+class Topology:
+    """Where this process sits: global rank of world, local rank of the member's ranks, node rank."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    ranks_per_node: int = 1
+    node_rank: int = 0
+    nodes: int = 1
+
+    def progress_fields(self) -> dict[str, int]:
+        return {"world_size": self.world_size, "ranks_per_node": self.ranks_per_node, "nodes": self.nodes,
+                "node_rank": self.node_rank}
 
 
 @dataclass
@@ -22,6 +38,7 @@ class Runtime:
     precision: str  # fp32 | bf16 | fp16
     output_dir: str
     notes: list[str]
+    topology: Topology = field(default_factory=Topology)
 
     @property
     def is_main(self) -> bool:
@@ -31,20 +48,38 @@ class Runtime:
         print(f"[rank {self.rank}] {msg}", flush=True)
 
 
-def dist_env() -> tuple[int, int, int]:
-    """(rank, world_size, local_rank) from the rendezvous the agent set (single process otherwise)."""
+def _int_env(name: str, default: int) -> int:
+    raw = os.environ.get(name)
     try:
-        rank = int(os.environ.get("RANK", "0"))
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-    except ValueError as exc:
-        raise WorkloadError(f"rendezvous env: {exc}") from None
-    if not 0 <= rank < world:
-        raise WorkloadError(f"rendezvous env: RANK {rank} is outside WORLD_SIZE {world}")
+        return int(raw) if raw not in (None, "") else default
+    except ValueError:
+        raise WorkloadError(f"rendezvous env: {name}={raw!r} is not a number") from None
+
+
+def topology() -> Topology:
+    """This process's place in the job: a rank the launcher started (torchrun's variables, with
+    LOCAL_WORLD_SIZE), a member process the agent started (GPUPOOL_NNODES/NODE_RANK/NPROC_PER_NODE),
+    or a plain process (RANK/WORLD_SIZE/LOCAL_RANK, single process without them)."""
+    if os.environ.get("GPUPOOL_NNODES") and not os.environ.get("LOCAL_WORLD_SIZE"):
+        nodes, node = _int_env("GPUPOOL_NNODES", 1), _int_env("GPUPOOL_NODE_RANK", 0)
+        per_node = _int_env("GPUPOOL_NPROC_PER_NODE", 1)
+        rank, world, local = node * per_node, nodes * per_node, 0
+    else:
+        rank, world, local = _int_env("RANK", 0), _int_env("WORLD_SIZE", 1), _int_env("LOCAL_RANK", 0)
+        per_node, node = _int_env("LOCAL_WORLD_SIZE", 1), _int_env("NODE_RANK", 0)
+        nodes = max(world // max(per_node, 1), 1)
+    if not 0 <= rank < world or not 0 <= local < per_node:
+        raise WorkloadError(f"rendezvous env: RANK {rank} / LOCAL_RANK {local} are outside WORLD_SIZE {world} "
+                            f"with {per_node} rank(s) per node")
+    return Topology(rank=rank, world_size=world, local_rank=local, ranks_per_node=per_node, node_rank=node,
+                    nodes=nodes)
+
+
+def export_dist_env(topo: Topology) -> None:
+    """RANK/WORLD_SIZE/LOCAL_RANK (and a loopback rendezvous by default) for torch.distributed (env://)."""
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
     os.environ.setdefault("MASTER_PORT", "29500")
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(local))
-    return rank, world, local
+    os.environ.update(RANK=str(topo.rank), WORLD_SIZE=str(topo.world_size), LOCAL_RANK=str(topo.local_rank))
 
 
 def choose_precision(requested: str, device_type: str, bf16_ok: bool) -> tuple[str, str | None]:
@@ -64,7 +99,12 @@ def setup(requested_precision: str = "auto", output: str | None = None) -> Runti
     """Resolve rank, device (with the slice's memory cap) and precision for this process."""
     import torch
 
-    rank, world, local = dist_env()
+    from workloads import progress
+
+    topo = topology()
+    export_dist_env(topo)
+    rank, world, local = topo.rank, topo.world_size, topo.local_rank
+    progress.set_context(**topo.progress_fields())
     notes: list[str] = []
     if torch.cuda.is_available():
         device = torch.device("cuda", local % torch.cuda.device_count())
@@ -85,7 +125,7 @@ def setup(requested_precision: str = "auto", output: str | None = None) -> Runti
     out = output or os.environ.get("GPUPOOL_OUTPUT_DIR") or os.path.abspath("output")
     os.makedirs(out, exist_ok=True)
     return Runtime(rank=rank, world_size=world, local_rank=local, device=device, precision=precision,
-                   output_dir=out, notes=notes)
+                   output_dir=out, notes=notes, topology=topo)
 
 
 def read_spec_json(argv: list[str]) -> dict[str, Any]:
@@ -122,10 +162,15 @@ def _spec_object(what: str, raw: str) -> dict[str, Any]:
     return data
 
 
-def run_main(fn: Any) -> None:
-    """Run an entry point: user errors print one clear line and exit 2."""
+def run_main(fn: Any, ranks_of: str | None = None) -> None:
+    """Run an entry point: user errors print one clear line and exit 2.
+
+    ``ranks_of`` (a module) runs one rank of it per GPU of the member instead (training kinds).
+    """
+    from workloads.training import launcher
+
     try:
-        code = fn(sys.argv[1:])
+        code = launcher.launch(ranks_of, sys.argv[1:]) if ranks_of and launcher.wanted() else fn(sys.argv[1:])
     except WorkloadError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         sys.exit(2)
