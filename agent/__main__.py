@@ -33,6 +33,8 @@ def parse_args(argv: list[str] | None = None) -> dict:
     p.add_argument("--log-max-bytes", type=int, help="cap per job log stream (newest output kept)")
     p.add_argument("--stop-jobs-on-exit", action="store_const", const=True, default=None,
                    help="stop running jobs when the agent stops (default: leave them for re-adoption)")
+    p.add_argument("--no-fencing", dest="fencing", action="store_const", const=False, default=None,
+                   help="keep jobs running however long the control plane is unreachable")
     p.add_argument("--log-level")
     p.add_argument("--config", dest="config_file", help="YAML file of settings")
     ns = vars(p.parse_args(argv))

@@ -2,12 +2,14 @@
 
 Errors are split so the main loop can act: ServerUnreachable (connection refused, timeout, 5xx:
 keep running and buffer), NotAuthorized (401/403: re-register), Rejected (other 4xx: a bug or a
-bad message; the caller logs and drops it).
+bad message; the caller logs and drops it). ``last_answer`` is when the control plane last
+answered anything at all (even a 503 during a database outage): the agent's fencing clock.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from typing import TypeVar
 
 import httpx
@@ -43,6 +45,7 @@ class AgentClient:
         self.token = token
         self._http = httpx.Client(base_url=self.server_url, timeout=timeout,
                                   verify=verify_with(ca_bundle))
+        self.last_answer = time.monotonic()
 
     def close(self) -> None:
         self._http.close()
@@ -63,6 +66,8 @@ class AgentClient:
             res = self._http.request(method, PREFIX + path, **kwargs)
         except httpx.HTTPError as exc:
             raise ServerUnreachable(f"{method} {self.server_url}{PREFIX}{path}: {exc!r}") from exc
+        if _from_control_plane(res):  # not a proxy's error page: the control plane itself answered
+            self.last_answer = time.monotonic()
         if res.status_code in (401, 403):
             raise NotAuthorized(f"{method} {path}: {res.status_code} {_detail(res)}")
         if res.status_code >= 500 or res.status_code in (404, 408, 429) and path == "/assignments":
@@ -89,6 +94,12 @@ class AgentClient:
 
     def logs(self, batch: wire.LogBatch) -> wire.Ack:
         return self._call("POST", "/logs", batch, wire.Ack)
+
+
+def _from_control_plane(res: httpx.Response) -> bool:
+    """gpupool answers JSON (problem+json for errors); a proxy in between answers HTML."""
+    kind = res.headers.get("content-type", "")
+    return kind.startswith(("application/json", "application/problem+json"))
 
 
 def _detail(res: httpx.Response) -> str:

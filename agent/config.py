@@ -54,6 +54,8 @@ class AgentConfig(BaseModel):
     telemetry_buffer: int = Field(20000, ge=10, description="samples kept while the server is down")
     stop_jobs_on_exit: bool = Field(False, description="stop jobs when the agent stops (default: "
                                      "leave them running for the next start to re-adopt)")
+    fencing: bool = Field(True, description="stop every job when the control plane has not answered "
+                                            "for the node loss timeout (its copies are requeued elsewhere)")
     sandbox: Literal["auto", "on", "off"] = Field(
         "auto", description="run jobs as their own uid in their own cgroup (auto: when root with cgroups)")
     jobs_dir: Path = Field(default_factory=_default_jobs_dir,

@@ -32,6 +32,8 @@ from controlplane.core import wire
 
 log = logging.getLogger("gpupool.agent")
 SAMPLE_BATCH = 1000
+DEFAULT_LOSS_TIMEOUT_S = 40.0  # the server's default node loss timeout, until it tells its own
+RETRY_FIRST_S = 0.5  # a failed heartbeat is retried soon, then less often, up to the interval
 
 
 class Agent:
@@ -71,6 +73,8 @@ class Agent:
         self.sample_outbox = DiskQueue(self.state.root / "outbox" / "telemetry.jsonl",
                                        max_items=config.telemetry_buffer)
         self.heartbeat_interval = config.heartbeat_interval_s
+        self.loss_timeout_s = DEFAULT_LOSS_TIMEOUT_S  # the server says its own in every answer
+        self.fenced = False
         self.connected = False
         self.samples_delivered = 0
         self.stopping = threading.Event()
@@ -102,6 +106,7 @@ class Agent:
             return
         self.node_id, self.client.token = res.node_id, res.node_token
         self.heartbeat_interval = min(self.heartbeat_interval, res.heartbeat_interval_s)
+        self.loss_timeout_s = res.node_loss_timeout_s
         self.state.save_identity({"server_url": self.config.server_url, "node_id": res.node_id,
                                   "node_token": res.node_token, "node_name": self.config.node_name})
         log.info("registered node %s as %s with %d accelerators", self.config.node_name, res.node_id,
@@ -197,17 +202,23 @@ class Agent:
         if not self._wait_registered():
             return
         buffered_ts = None
+        retry = RETRY_FIRST_S
         while not self.stopping.is_set():
             snap = self.sampler.latest
             if snap is not None and snap.ts != buffered_ts:  # each snapshot buffered once
                 buffered_ts = snap.ts
                 self.sample_outbox.extend([s.model_dump(mode="json") for s in snap.samples])
-            drained = self._send_heartbeat(snap)
-            if not drained:
+            sent, more = self._send_heartbeat(snap)
+            if not sent:  # retry soon (a restarted server must hear us within its loss timeout)
+                self.stopping.wait(min(retry, self.heartbeat_interval))
+                retry *= 2
+                continue
+            retry = RETRY_FIRST_S
+            if not more:
                 self.stopping.wait(self.heartbeat_interval)
 
-    def _send_heartbeat(self, snap: Any) -> bool:
-        """One heartbeat with up to SAMPLE_BATCH buffered samples; True if more are waiting."""
+    def _send_heartbeat(self, snap: Any) -> tuple[bool, bool]:
+        """One heartbeat with up to SAMPLE_BATCH buffered samples: (delivered, more waiting)."""
         samples = self.sample_outbox.peek(SAMPLE_BATCH)
         batch = [wire.AcceleratorSample.model_validate(s) for s in samples]
         if len(self.sample_outbox) > len(samples) and snap is not None:
@@ -222,19 +233,43 @@ class Agent:
             res = self.client.heartbeat(hb)
         except ServerUnreachable as exc:
             self._set_connected(False, exc)
-            return False
+            return False, False
         except NotAuthorized as exc:
             log.error("heartbeat refused: %s", exc)
-            return False
+            return False, False
         except Rejected as exc:
             log.error("heartbeat rejected, dropping %d samples: %s", len(samples), exc)
             self.sample_outbox.pop(len(samples))
-            return False
+            return False, False
         self._set_connected(True)
         self.sample_outbox.pop(len(samples))
         self.samples_delivered += len(samples)
         self.heartbeat_interval = min(self.config.heartbeat_interval_s, res.heartbeat_interval_s)
-        return len(self.sample_outbox) > 0
+        self.loss_timeout_s = res.node_loss_timeout_s
+        return True, len(self.sample_outbox) > 0
+
+    def _fence(self) -> None:
+        """Cut off from the control plane for longer than its node loss timeout: the server has
+        declared this node lost and requeued its jobs elsewhere, so stop them here (SIGTERM, grace,
+        checkpoint) before their copies run. Answers again (even 503s) end the fence."""
+        silent = time.monotonic() - self.client.last_answer
+        if silent <= self.loss_timeout_s:
+            if self.fenced:
+                log.info("control plane answers again; fence lifted")
+            self.fenced = False
+            return
+        if self.fenced or not self.config.fencing or not self._registered.is_set():
+            return
+        self.fenced = True
+        running = [a for a in self.runtime.running_attempts()
+                   if (job := self.runtime.job(a)) is not None and job.state == "running"]
+        log.error("no answer from the control plane for %.0f s (node loss timeout %.0f s): "
+                  "stopping %d job(s); the server requeues them elsewhere", silent, self.loss_timeout_s,
+                  len(running))
+        for attempt in running:
+            job = self.runtime.job(attempt)
+            self.runtime.stop(attempt, f"fenced: node {self.config.node_name} lost contact with the "
+                                       f"control plane for {silent:.0f} s", job.order.grace_s)
 
     def _sender_loop(self) -> None:
         running = lambda: not self.stopping.is_set()  # noqa: E731
@@ -256,6 +291,7 @@ class Agent:
 
     def _supervise_once(self) -> None:
         self.runtime.tick()
+        self._fence()
         if time.monotonic() >= self.next_housekeeping:
             self.next_housekeeping = time.monotonic() + self.config.housekeeping_interval_s
             removed = self.runtime.housekeeping()
@@ -284,6 +320,7 @@ class Agent:
     # ------------------------------------------------------------------ run
     def health(self) -> dict[str, Any]:
         return {"ok": True, "registered": self._registered.is_set(), "connected": self.connected,
+                "fenced": self.fenced,
                 "node_id": self.node_id, "jobs": len(self.runtime.root_pids()),
                 "sandbox": self.sandbox.reason or f"on ({self.sandbox.support.detail})",
                 "buffered_status_reports": len(self.reports.outbox),

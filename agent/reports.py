@@ -23,7 +23,7 @@ from controlplane.core import wire
 
 log = logging.getLogger("gpupool.agent.reports")
 STATUS_BATCH = 200
-LOG_BATCH_BYTES = 512 * 1024
+LOG_BATCH_BYTES = 768 * 1024  # of JSON per batch: under the server's 1 MiB body limit
 
 
 class ReportSender:
@@ -39,6 +39,7 @@ class ReportSender:
         self.wake = threading.Event()
         self._lock = threading.Lock()  # peek, send and pop as one step
         self._unknown_stops: set[str] = set()
+        self._next_job = 0  # ship_logs starts each batch at the next job (round robin)
 
     def report(self, kind: wire.StatusKind, job: Job, **fields: Any) -> None:
         """Queue a report about ``job`` (the runtime's reporter callback)."""
@@ -80,33 +81,62 @@ class ReportSender:
                 self._on_delivered()
 
     def ship_logs(self) -> None:
-        """Send the next chunks of every job's stdout/stderr (raises ServerUnreachable)."""
+        """Send the next chunk of every job's stdout/stderr (raises ServerUnreachable).
+
+        Fair: chunks are taken in rounds, one per job stream each round, starting each batch at
+        the next job, so one job's flood never holds back another's output. Bounded: a batch stays under
+        LOG_BATCH_BYTES of JSON (NUL bytes and invalid UTF-8 grow up to six-fold when encoded),
+        below the server's body limit. A batch the server refuses is retried chunk by chunk, so
+        only a chunk refused on its own is skipped.
+        """
         if self.runtime is None:
             return
         with self._lock:
+            jobs = self.runtime.log_jobs()
+            if not jobs:
+                return
+            self._next_job %= len(jobs)
+            order = jobs[self._next_job:] + jobs[:self._next_job]
+            self._next_job += 1
             chunks: list[tuple[str, str, int, wire.LogChunk]] = []
-            budget = LOG_BATCH_BYTES
-            for job in self.runtime.log_jobs():
-                for stream in STREAMS:
-                    offset = job.record["offsets"][stream]
-                    data, end = logs.read_chunk(job.job_dir / f"{stream}.log", offset,
-                                                min(budget, logs.MAX_CHUNK))
-                    if end > offset:
-                        budget -= end - offset
-                        chunks.append((job.attempt_id, stream, end, wire.LogChunk(
-                            job_id=job.order.job_id, attempt_id=job.attempt_id, rank=job.order.rank,
-                            stream=stream, offset=offset, data=data)))
-                if budget <= 0:
-                    break
+            next_offset = {(j.attempt_id, st): j.record["offsets"][st] for j in order for st in STREAMS}
+            size, full, progress = 0, False, True
+            while progress and not full:  # rounds: each stream with output adds one chunk per round
+                progress = False
+                for job in order:
+                    for stream in STREAMS:
+                        offset = next_offset[(job.attempt_id, stream)]
+                        data, end = logs.read_chunk(job.job_dir / f"{stream}.log", offset, logs.MAX_CHUNK)
+                        if end <= offset:
+                            continue
+                        chunk = wire.LogChunk(job_id=job.order.job_id, attempt_id=job.attempt_id,
+                                              rank=job.order.rank, stream=stream, offset=offset, data=data)
+                        encoded = len(chunk.model_dump_json())
+                        if chunks and size + encoded > LOG_BATCH_BYTES:
+                            full = True
+                            break
+                        size += encoded
+                        chunks.append((job.attempt_id, stream, end, chunk))
+                        next_offset[(job.attempt_id, stream)] = end
+                        progress = True
+                    if full:
+                        break
             if not chunks:
                 return
-            try:
-                self.client.logs(wire.LogBatch(node_id=self._node_id() or "",
-                                               chunks=[c[3] for c in chunks]))
-            except Rejected as exc:
-                log.error("log chunks rejected, skipping them: %s", exc)
-            for attempt, stream, end, _ in chunks:
-                self.runtime.advance_offset(attempt, stream, end)
+            self._send_chunks(chunks)
             self._on_delivered()
-            if budget <= 0:
+            if full:
                 self.wake.set()  # more waiting: come back at once
+
+    def _send_chunks(self, chunks: list[tuple[str, str, int, wire.LogChunk]]) -> None:
+        try:
+            self.client.logs(wire.LogBatch(node_id=self._node_id() or "", chunks=[c[3] for c in chunks]))
+        except Rejected as exc:
+            if len(chunks) > 1:  # find the one the server cannot take; deliver the others
+                for one in chunks:
+                    self._send_chunks([one])
+                return
+            log.error("log chunk of attempt %s (%s at %d) rejected, skipping it: %s", chunks[0][0],
+                      chunks[0][1], chunks[0][3].offset, exc)
+        for attempt, stream, end, _ in chunks:
+            self.runtime.advance_offset(attempt, stream, end)

@@ -7,6 +7,7 @@ import math
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -42,6 +43,16 @@ def install(app: FastAPI) -> None:
         if isinstance(exc, TooManyRequests):
             headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))}
         return problem(exc.status, exc.title, exc.detail, exc.errors, headers)
+
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(InterfaceError)
+    async def _database(request: Request, exc: DBAPIError) -> JSONResponse:
+        # the database is down or failing over: a retryable 503, not a crash (agents keep their
+        # reports buffered and retry; clients see Retry-After)
+        log.warning("database error on %s %s: %s", request.method, request.url.path,
+                    str(exc.orig or exc).splitlines()[0][:200])
+        return problem(503, "Service unavailable", "the database is unavailable; retry shortly",
+                       headers={"Retry-After": "5"})
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:

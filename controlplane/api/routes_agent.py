@@ -30,14 +30,18 @@ async def register(request: Request, req: wire.RegisterRequest, who: Principal =
                    settings: Settings = Depends(get_settings)) -> wire.RegisterResponse:
     if who.role not in (Role.BOOTSTRAP, Role.ADMIN):
         raise Forbidden("registering a node needs a bootstrap token (or an admin token)")
-    return await run_agent_work(request, nodes.register, db, who, req, settings.heartbeat_interval_s)
+    answer = await run_agent_work(request, nodes.register, db, who, req, settings.heartbeat_interval_s)
+    answer.node_loss_timeout_s = settings.heartbeat_timeout_s
+    return answer
 
 
 @router.post("/heartbeat", response_model=wire.HeartbeatResponse, responses=REPORT)
 async def heartbeat(request: Request, hb: wire.Heartbeat, who: Principal = Depends(agent),
                     db: Database = Depends(get_db),
                     settings: Settings = Depends(get_settings)) -> wire.HeartbeatResponse:
-    return await run_agent_work(request, nodes.heartbeat, db, who, hb, settings.heartbeat_interval_s)
+    answer = await run_agent_work(request, nodes.heartbeat, db, who, hb, settings.heartbeat_interval_s)
+    answer.node_loss_timeout_s = settings.heartbeat_timeout_s
+    return answer
 
 
 @router.get("/assignments", response_model=wire.Assignments,

@@ -73,6 +73,7 @@ class PendingCode(StrEnum):
     RESERVATION = "reservation"
     CORDONED = "cordoned"
     INVALID = "invalid"
+    REQUEUE_HOLD = "requeue_hold"  # requeued from a lost node: waits for the old copy to stop
 
 
 class OutcomeCode(StrEnum):

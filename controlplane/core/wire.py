@@ -59,6 +59,9 @@ class RegisterResponse(BaseModel):
     node_id: str
     node_token: str
     heartbeat_interval_s: float = 10.0
+    # after this long without heartbeats the server declares the node lost and requeues its jobs;
+    # an agent that hears nothing from the control plane for this long stops its jobs (fencing)
+    node_loss_timeout_s: float = 40.0
 
 
 class AcceleratorSample(BaseModel):
@@ -107,6 +110,7 @@ class Heartbeat(BaseModel):
 class HeartbeatResponse(BaseModel):
     ok: bool = True
     heartbeat_interval_s: float = 10.0
+    node_loss_timeout_s: float = 40.0
 
 
 class SliceSpec(BaseModel):

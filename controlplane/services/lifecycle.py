@@ -14,14 +14,17 @@ from collections.abc import Iterable
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from controlplane.core.states import (LIVE_MEMBER_STATES, JobState, MemberState, RetryPolicy,
-                                      StopKind, can_transition, outcome)
+from controlplane.core.states import (LIVE_MEMBER_STATES, JobState, MemberState, OutcomeCode,
+                                      PendingCode, RetryPolicy, StopKind, can_transition, outcome)
 from controlplane.db.base import now
 from controlplane.db.models import AttemptRow, JobRow, MemberRow, NodeRow, SliceRow
 from controlplane.services import events
 from controlplane.services.errors import Conflict
 
 LIVE = tuple(s.value for s in LIVE_MEMBER_STATES)
+# beyond the job's grace: the lost agent may have heard the server up to one heartbeat interval
+# later than the server heard it, so its fence (and the old copy's SIGTERM) may start that late
+LOST_REQUEUE_MARGIN_S = 15.0
 
 
 class StaleState(Conflict):
@@ -128,8 +131,15 @@ def maybe_finish(s: Session, job: JobRow, attempt: AttemptRow) -> None:
                       team_id=job.team_id)
     common = dict(reason_code=result.code.value, endpoint=None)
     if result.state == JobState.PENDING:
+        hold, reason = None, None
+        if result.code == OutcomeCode.LOST:  # its agent fences the old copy, with a grace period
+            wait = float(job.spec.get("grace_s", 30.0)) + LOST_REQUEUE_MARGIN_S
+            hold = ts + wait
+            reason = {"code": PendingCode.REQUEUE_HOLD.value, "unschedulable": False, "details": {},
+                      "message": f"requeued from a lost node; held {wait:.0f} s so the old copy "
+                                 "(stopped by its own agent) is gone before a new one starts"}
         transition(s, job, JobState.PENDING, actor="system", reason=result.reason, event="requeued",
-                   pending_reason=None, exit_code=None, **common)
+                   pending_reason=reason, not_before=hold, exit_code=None, **common)
     else:  # success and exit failures carry their code; other endings keep what was recorded
         exit_code = result.exit_code if result.exit_code is not None else job.exit_code
         transition(s, job, result.state, actor="system", reason=result.reason, finished_at=ts,

@@ -102,7 +102,9 @@ class SchedulingService:
             pending = []
             rows = s.execute(select(JobRow.id, JobRow.queue_id, JobRow.priority, JobRow.pending_reason,
                                     JobRow.preemptible)
-                             .where(JobRow.status == JobState.PENDING.value).order_by(JobRow.id)).all()
+                             .where(JobRow.status == JobState.PENDING.value,
+                                    (JobRow.not_before.is_(None)) | (JobRow.not_before <= ts))
+                             .order_by(JobRow.id)).all()
             missing = [r[0] for r in rows if r[0] not in self._requests]
             for start in range(0, len(missing), 500):  # stored requests only for jobs not read before
                 chunk = missing[start:start + 500]
@@ -204,7 +206,7 @@ class SchedulingService:
         try:
             lifecycle.transition(
                 s, job, JobState.SCHEDULED, actor=actor, attempt=number, pending_reason=None,
-                endpoint=None, exit_code=None, reason_code=None,
+                endpoint=None, exit_code=None, reason_code=None, not_before=None,
                 reason=f"attempt {number} on {', '.join(sorted({m.node for m in p.members}))}",
                 data={"attempt": number, "placement": placement})
         except lifecycle.StaleState as err:

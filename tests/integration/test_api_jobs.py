@@ -174,17 +174,19 @@ def test_failure_is_final_without_retry_on_failure(server) -> None:  # noqa: ANN
 def test_lost_node_requeues_then_runs_elsewhere(server) -> None:  # noqa: ANN001
     doomed, model = agent_for(server, "lost")
     with server.client() as c:
-        job_id = c.post("/api/v1/jobs", json=spec("lost", model)).json()["id"]
+        job_id = c.post("/api/v1/jobs", json=spec("lost", model, grace_s=0)).json()["id"]
         wait_for(lambda: job(c, job_id)["status"] == "running", agents=(doomed,))
-        # the node stops heartbeating: past the timeout it is not_ready and the job requeued
+        # the node stops heartbeating: past the timeout it is not_ready and the job requeued, held
+        # until the old copy (stopped by its own agent's fence) is surely gone
         requeued = wait_for(lambda: (j := job(c, job_id))["status"] == "pending" and j, timeout=90)
         assert requeued["attempt"] == 1 and "lost" in requeued["status_reason"]
+        assert requeued["pending_reason"]["code"] == "requeue_hold"
         node = c.get(f"/api/v1/nodes/{doomed.hostname}").json()
         assert node["state"] == "not_ready" and node["accelerators"][0]["allocated_milli"] == 0
         rescue = FakeAgent(server.url, server.bootstrap_token, f"rescue-{uuid.uuid4().hex[:6]}",
                            gpus=1, model=model)
         rescue.register()
-        wait_for(lambda: job(c, job_id)["status"] == "succeeded", agents=(rescue,), finish=True)
+        wait_for(lambda: job(c, job_id)["status"] == "succeeded", agents=(rescue,), finish=True, timeout=90)
         final = job(c, job_id)
         assert final["attempt"] == 2 and final["placement"][0]["node"] == rescue.hostname
         kinds = [e["kind"] for e in c.get(f"/api/v1/jobs/{job_id}/events").json()["items"]]
