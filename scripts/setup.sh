@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Creates .venv and installs everything gpupool needs: torch (CPU) first, then the rest.
 # Safe to re-run (make re-runs it when pyproject.toml, the Makefile or this file change).
-# Others append their own clearly marked blocks below the core block; edit only your block.
+# One block per concern below the core block: browser and Prometheus, workloads, containers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -46,7 +46,7 @@ echo "setup: installing gpupool (editable) with its test dependencies"
 $PIP install -q -c .venv/torch-pin.txt -e ".[test]"
 # ---- end of core block --------------------------------------------------------------------------
 
-# --- dashboard & monitoring test tools (engineer F) -----------------------------------------
+# --- dashboard & monitoring test tools --------------------------------------------------------
 # Browser tests drive Debian's Chromium via Playwright (never `playwright install`), and the
 # monitoring test runs a real Prometheus + promtool. Installed only when missing; needs root.
 if ! command -v chromium >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then

@@ -182,7 +182,7 @@ def wait_file_code(path: Path) -> str:
 
 
 class ServerProc:
-    """The control plane as its own process (A's ``tests.support.server.start_server``) on a fixed
+    """The control plane as its own process (``tests.support.server.start_server``) on a fixed
     loopback port and SQLite file, so a test can stop it and start it again where agents expect it.
     """
 
