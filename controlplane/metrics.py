@@ -115,10 +115,31 @@ class PoolCollector(Collector):
         return list(_families(pool, self._transitions))
 
 
+# what serving jobs report in their progress (workloads/inference) -> exported gauge
+SERVING = [("ttft_ms", "gpupool_serving_ttft_ms", "Time to first token (ms), recent mean."),
+           ("e2e_latency_ms", "gpupool_serving_e2e_latency_ms", "End-to-end request latency (ms), recent mean."),
+           ("tokens_per_s", "gpupool_serving_output_tokens_per_second", "Output tokens per second."),
+           ("ms_per_output_token", "gpupool_serving_ms_per_output_token", "Milliseconds per output token."),
+           ("kv_cache_usage", "gpupool_serving_kv_cache_usage_ratio", "KV-cache blocks in use (0..1)."),
+           ("requests_running", "gpupool_serving_requests_running", "Requests being served."),
+           ("requests_waiting", "gpupool_serving_requests_waiting", "Requests queued at the server.")]
+
+
+def _serving_families(jobs: list[tuple[str, str, str, str, dict]]) -> Iterator:
+    for key, name, help_text in SERVING:
+        fam = GaugeMetricFamily(name, help_text, labels=["job", "job_name", "team", "queue"])
+        for job_id, job_name, team, queue, progress in jobs:
+            value = progress.get(key)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                fam.add_metric([job_id, job_name, team, queue], float(value))
+        yield fam
+
+
 def _families(pool: dict, transitions: dict[str, float]) -> Iterator:
     up = GaugeMetricFamily("gpupool_database_up", "1 if the last scrape read the database.")
     up.add_metric([], 1.0)
     yield up
+    yield from _serving_families(pool["serving"])
     by_model = [("gpupool_accelerators", "Accelerators registered, by vendor and model.", "count"),
                 ("gpupool_capacity_milli", "Compute capacity in milli (1000 = one GPU).", "milli"),
                 ("gpupool_allocated_milli", "Compute allocated to slices in milli.", "allocated_milli"),

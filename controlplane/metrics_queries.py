@@ -120,6 +120,15 @@ def node_summary(s, now: float) -> dict:  # noqa: ANN001
     return {"node_states": states, "cordoned": int(cordoned), "heartbeats": beats}
 
 
+def serving_jobs(s) -> list[tuple[str, str, str, str, dict]]:  # noqa: ANN001
+    """(job id, name, team, queue, progress) of running inference jobs that report progress."""
+    q = (select(JobRow.id, JobRow.name, TeamRow.name, QueueRow.name, JobRow.progress)
+         .join(QueueRow, QueueRow.id == JobRow.queue_id).join(TeamRow, TeamRow.id == JobRow.team_id)
+         .where(JobRow.status == JobState.RUNNING.value, JobRow.kind == "inference",
+                JobRow.progress.is_not(None)))
+    return [(str(i), n, t, qn, p) for i, n, t, qn, p in s.execute(q) if isinstance(p, dict)]
+
+
 def read_pool(db, now: float, after_event_id: int) -> dict:  # noqa: ANN001
     """Everything /metrics reports from the database, in one read transaction."""
     with db.read() as s:
@@ -137,7 +146,7 @@ def read_pool(db, now: float, after_event_id: int) -> dict:  # noqa: ANN001
         queues = queue_usage(s, now, groups)
         pool = {"models": capacity_by_model(s), "queues": queues,
                 "pending": pending_by_reason(queues), "job_states": job_states,
-                "leader": bool(leader), **node_summary(s, now)}
+                "leader": bool(leader), "serving": serving_jobs(s), **node_summary(s, now)}
     transitions: dict[str, int] = {}
     for kind, n, _ in trans_rows:
         if kind in TRANSITION_KINDS:

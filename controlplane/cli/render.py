@@ -212,6 +212,14 @@ def job_detail(job: Job) -> Group:
 def progress_rows(progress: dict) -> list[tuple[str, Any]]:
     """A progress bar with step/total, and the other reported figures (loss, tokens/s...)."""
     rows: list[tuple[str, Any]] = []
+    if progress.get("world_size"):
+        rows.append(("topology", f"{progress['world_size']} ranks: {progress.get('nodes', 1)} node(s) x "
+                                 f"{progress.get('ranks_per_node', 1)} per node"))
+    if "ttft_ms" in progress or "tokens_per_s" in progress:
+        rows.append(("serving", f"TTFT {_short(progress.get('ttft_ms', 0))} ms, "
+                                f"{_short(progress.get('tokens_per_s', 0))} tokens/s, "
+                                f"{_short(progress.get('ms_per_output_token', 0))} ms/token, KV cache "
+                                f"{_short(100 * float(progress.get('kv_cache_usage') or 0))}%"))
     frac = progress_fraction(progress)
     if frac is not None:
         line = Table.grid(padding=(0, 1))
