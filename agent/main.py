@@ -29,6 +29,7 @@ from agent.sandbox.policy import Sandbox
 from agent.state import StateDir
 from agent.telemetry import TelemetrySampler
 from controlplane.core import wire
+from controlplane.core.states import ProcessState
 
 log = logging.getLogger("gpupool.agent")
 SAMPLE_BATCH = 1000
@@ -194,7 +195,7 @@ class Agent:
         desired = set(a.desired_attempts) | {o.attempt_id for o in a.start}
         for attempt in self.runtime.running_attempts():
             job = self.runtime.job(attempt)
-            if attempt not in desired and job is not None and job.state == "running":
+            if attempt not in desired and job is not None and job.state == ProcessState.RUNNING:
                 self.runtime.stop(attempt, f"stale: attempt no longer assigned to node "
                                            f"{self.config.node_name}", job.order.grace_s)
 
@@ -262,7 +263,7 @@ class Agent:
             return
         self.fenced = True
         running = [a for a in self.runtime.running_attempts()
-                   if (job := self.runtime.job(a)) is not None and job.state == "running"]
+                   if (job := self.runtime.job(a)) is not None and job.state == ProcessState.RUNNING]
         log.error("no answer from the control plane for %.0f s (node loss timeout %.0f s): "
                   "stopping %d job(s); the server requeues them elsewhere", silent, self.loss_timeout_s,
                   len(running))

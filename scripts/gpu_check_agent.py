@@ -209,7 +209,7 @@ def dry_run(reason: str, pydantic_from: str) -> dict:
 
     out = {"ok": None, "mode": "dry", "gpu": False, "reason": f"no NVIDIA GPU: {reason}", "pydantic": pydantic_from}
     try:
-        from agent.devices.nvml_replay import FIXTURES, replay_module
+        from tests.support.nvml_replay import FIXTURES, replay_module
 
         if FIXTURES.exists():
             backend = open_backend("nvml", nvml=replay_module())

@@ -30,6 +30,7 @@ from agent.runtime.progress import ProgressReader
 from agent.sandbox.policy import Sandbox
 from agent.state import StateDir
 from agent.telemetry import ManagedJob
+from controlplane.core.states import ProcessState
 from controlplane.core.wire import StartOrder, StatusKind
 
 log = logging.getLogger("gpupool.agent.runtime")
@@ -51,8 +52,8 @@ class Job:
         return self.order.attempt_id
 
     @property
-    def state(self) -> str:
-        return self.record["state"]  # running | exited | done
+    def state(self) -> ProcessState:
+        return ProcessState(self.record["state"])
 
 
 class Runtime:
@@ -85,7 +86,7 @@ class Runtime:
             if order.attempt_id in self.jobs or order.attempt_id in self.finished:
                 return
             job_dir = self.state.job_dir(order.attempt_id)
-            record: dict[str, Any] = {"order": order.model_dump(mode="json"), "state": "running",
+            record: dict[str, Any] = {"order": order.model_dump(mode="json"), "state": ProcessState.RUNNING.value,
                                       "offsets": {s: 0 for s in STREAMS}, "stop": None,
                                       "ready": False, "enforcement": {}}
             job = Job(order, record, job_dir)
@@ -100,7 +101,7 @@ class Runtime:
                 if not isinstance(exc, StartError):
                     log.exception("cannot start attempt %s", order.attempt_id)
                     exc = StartError(f"agent error while starting: {exc}")
-                record.update(state="done", exit={"exit_code": None, "reason": str(exc)})
+                record.update(state=ProcessState.DONE.value, exit={"exit_code": None, "reason": str(exc)})
                 self.state.save_record(order.attempt_id, record)
                 log.warning("job %s attempt %s failed to start: %s", order.job_id, order.attempt_id, exc)
                 self.report(StatusKind.FAILED_TO_START, job, reason=str(exc))
@@ -111,7 +112,7 @@ class Runtime:
                    if self._models() and s.accelerator_uuid not in self._models()]
         if missing:
             raise StartError(f"accelerator(s) {', '.join(missing)} not on node {self.node_name}")
-        taken = {p for j in self.jobs.values() if j.state == "running" for p in j.record.get("ports", [])}
+        taken = {p for j in self.jobs.values() if j.state == ProcessState.RUNNING for p in j.record.get("ports", [])}
         ports = free_ports(order.port_count + 1, taken)
         prep = prepare(order, sandbox=self.sandbox, mps=self.mps, node=self.node_name,
                        ports=ports[:order.port_count], master_port=ports[-1],
@@ -159,11 +160,11 @@ class Runtime:
             for record in self.state.load_records():
                 order = StartOrder.model_validate(record["order"])
                 job = Job(order, record, self.state.job_dir(order.attempt_id))
-                if record["state"] == "done" and self._expired(job):
+                if record["state"] == ProcessState.DONE and self._expired(job):
                     self._remove_dirs(order.attempt_id)  # retention of old job dirs
                     continue
                 self.jobs[order.attempt_id] = job
-                if record["state"] != "running":
+                if record["state"] != ProcessState.RUNNING:
                     continue
                 box = record.get("sandbox") or {}
                 cont = box.get("container")
@@ -200,8 +201,8 @@ class Runtime:
             attempt = record["order"]["attempt_id"]
             job = Job(StartOrder.model_validate(record["order"]), record, self.state.job_dir(attempt))
             with self.lock:
-                if record["state"] != "done" or not self._expired(job) or (
-                        attempt in self.jobs and self.jobs[attempt].state != "done"):
+                if record["state"] != ProcessState.DONE or not self._expired(job) or (
+                        attempt in self.jobs and self.jobs[attempt].state != ProcessState.DONE):
                     continue
                 self.jobs.pop(attempt, None)
                 self._remove_dirs(attempt)
@@ -222,15 +223,15 @@ class Runtime:
 
     def stop_all(self, reason: str) -> None:
         """Stop every running job and wait for them (agent started with stop_jobs_on_exit)."""
-        for attempt in [a for a, j in list(self.jobs.items()) if j.state == "running"]:
+        for attempt in [a for a, j in list(self.jobs.items()) if j.state == ProcessState.RUNNING]:
             job = self.jobs[attempt]
             self.stop(attempt, reason, job.order.grace_s)
         deadline = time.monotonic() + max([j.order.grace_s for j in self.jobs.values()] + [0]) + 5
-        while time.monotonic() < deadline and any(j.state == "running" for j in list(self.jobs.values())):
+        while time.monotonic() < deadline and any(j.state == ProcessState.RUNNING for j in list(self.jobs.values())):
             self.tick()
             time.sleep(0.1)
         for job in list(self.jobs.values()):
-            if job.state == "exited":
+            if job.state == ProcessState.EXITED:
                 job.record["exit"]["ts"] = 0  # report now, the logs follow from the files
                 self._maybe_finish(job, self.clock())
 
@@ -281,7 +282,7 @@ class Runtime:
             job = self.jobs.get(attempt_id)
             if job is None:
                 return False
-            if job.state != "running" or job.record.get("stop"):
+            if job.state != ProcessState.RUNNING or job.record.get("stop"):
                 return True
             if epoch is not None and epoch < job.order.epoch:
                 log.info("ignoring stop of %s from epoch %s < start epoch %s", attempt_id, epoch,
@@ -311,11 +312,11 @@ class Runtime:
             jobs = list(self.jobs.values())
         for job in jobs:
             with self.lock:
-                if job.state == "running":
+                if job.state == ProcessState.RUNNING:
                     if job.progress is not None:
                         job.progress.poll()
                     self._supervise(job, now)
-                if job.state == "exited":
+                if job.state == ProcessState.EXITED:
                     self._maybe_finish(job, now)
 
     def _supervise(self, job: Job, now: float) -> None:
@@ -342,7 +343,7 @@ class Runtime:
         oom = self._oom_reason(job)
         if oom and (code not in (0, None) or error is None):
             error = oom
-        job.record.update(state="exited", exit={"exit_code": code, "error": error, "ts": now})
+        job.record.update(state=ProcessState.EXITED.value, exit={"exit_code": code, "error": error, "ts": now})
         self.state.save_record(job.attempt_id, job.record)
         self._detach(job)
         self._release(job)
@@ -373,7 +374,7 @@ class Runtime:
             return
         uuid = job.order.slices[0].accelerator_uuid
         with self.lock:
-            still = any(j is not job and j.state == "running" and (j.record.get("sandbox") or {}).get("uid")
+            still = any(j is not job and j.state == ProcessState.RUNNING and (j.record.get("sandbox") or {}).get("uid")
                         == box.get("uid") and any(s.accelerator_uuid == uuid for s in j.order.slices)
                         for j in self.jobs.values())
         if not still:
@@ -401,7 +402,7 @@ class Runtime:
             return
         code, error = job.record["exit"]["exit_code"], job.record["exit"]["error"]
         stop = job.record.get("stop")
-        job.record["state"] = "done"
+        job.record["state"] = ProcessState.DONE.value
         self.state.save_record(job.attempt_id, job.record)
         if stop:
             self.report(StatusKind.KILLED, job, exit_code=code, reason=stop["reason"])
@@ -422,9 +423,9 @@ class Runtime:
         if self.watchdog is None:
             return
         with self.lock:
-            running = {j.attempt_id for j in self.jobs.values() if j.state == "running"}
+            running = {j.attempt_id for j in self.jobs.values() if j.state == ProcessState.RUNNING}
             limits = {(j.attempt_id, s.accelerator_uuid): float(s.memory_mib)
-                      for j in self.jobs.values() if j.state == "running" for s in j.order.slices}
+                      for j in self.jobs.values() if j.state == ProcessState.RUNNING for s in j.order.slices}
         usage = {k: v for k, v in usage.items() if k in limits}
         for key, mib in (outside or {}).items():
             if key[0] in running and key not in limits:
@@ -442,12 +443,12 @@ class Runtime:
                                pids=frozenset(j.proc.pids()), slices=tuple(j.order.slices),
                                queue=j.order.env.get("GPUPOOL_QUEUE", ""),
                                team=j.order.env.get("GPUPOOL_TEAM", ""))
-                    for j in self.jobs.values() if j.state == "running" and j.proc is not None]
+                    for j in self.jobs.values() if j.state == ProcessState.RUNNING and j.proc is not None]
 
     def root_pids(self) -> list[int]:
         """One pid (the shim) per running member."""
         with self.lock:
-            return [j.proc.pid for j in self.jobs.values() if j.state == "running" and j.proc is not None]
+            return [j.proc.pid for j in self.jobs.values() if j.state == ProcessState.RUNNING and j.proc is not None]
 
     def job_pids(self) -> list[int]:
         """Every pid known to belong to a running member (its cgroup's, with the sandbox on)."""
@@ -458,12 +459,12 @@ class Runtime:
         ``gpu_memory_mib``): the per-job figure under MPS, where NVML lists only the server."""
         with self.lock:
             return {(j.attempt_id, uuid): mib for j in self.jobs.values()
-                    if j.state == "running" and j.progress is not None
+                    if j.state == ProcessState.RUNNING and j.progress is not None
                     for uuid, mib in j.progress.gpu_memory.items()}
 
     def running_attempts(self) -> list[str]:
         with self.lock:
-            return [a for a, j in self.jobs.items() if j.state in ("running", "exited")]
+            return [a for a, j in self.jobs.items() if j.state in (ProcessState.RUNNING, ProcessState.EXITED)]
 
     def job(self, attempt_id: str) -> Job | None:
         return self.jobs.get(attempt_id)
@@ -473,7 +474,7 @@ class Runtime:
         with self.lock:
             out = []
             for attempt, j in list(self.jobs.items()):
-                if j.state == "done" and _shipped(j.record, j.job_dir):
+                if j.state == ProcessState.DONE and _shipped(j.record, j.job_dir):
                     del self.jobs[attempt]
                     self.finished.add(attempt)
                 else:

@@ -53,6 +53,14 @@ class MemberState(StrEnum):
 LIVE_MEMBER_STATES = (MemberState.ASSIGNED, MemberState.RUNNING)
 
 
+class ProcessState(StrEnum):
+    """A job member's process as its node agent records it (agent state survives restarts)."""
+
+    RUNNING = "running"
+    EXITED = "exited"  # the process is gone; its final report waits for its logs to ship
+    DONE = "done"  # the final report is queued; only retention is left
+
+
 class StopKind(StrEnum):
     """Why an attempt is being stopped (the first reason wins, except that a cancel always wins)."""
 

@@ -61,7 +61,9 @@ def test_a_60_s_database_outage_costs_nothing(private_pg, tmp_path) -> None:  # 
         assert down.status_code == 503  # the server says so, and stays up
         time.sleep(60)  # the outage under test: 60 s without a database
         private_pg.start()
+        back = time.monotonic()
         wait_until(lambda: httpx.get(f"{server.url}/readyz", timeout=10).status_code == 200, 60, "ready")
+        print(f"database outage: ready {time.monotonic() - back:.1f} s after PostgreSQL came back")
         done = [wait_until(lambda j=j: (x := api.job(j["id"]))["status"] in ("succeeded", "failed", "cancelled")
                            and x, 300, "the job to end") for j in jobs]
         load.set()

@@ -59,6 +59,9 @@ def test_a_partitioned_agent_fences_its_job_before_the_copy_starts(tmp_path) -> 
             stopped_far = [t for w, n, t in seen if (w, n) == ("stopped", "far")]
             started_near = [t for w, n, t in seen if (w, n) == ("started", "near")]
             assert stopped_far and stopped_far[0] <= started_near[0], seen  # fenced before the copy ran
+            cut_at = [t for w, n, t in seen if (w, n) == ("started", "far")][0]
+            print(f"partition: old copy stopped {stopped_far[0] - cut_at:.1f} s after it started, the new one "
+                  f"started {started_near[0] - stopped_far[0]:.1f} s after that")
             assert cut_off.health().get("fenced") is True
             running = api.job(job["id"])
             assert running["attempt"] == 2 and running["placement"][0]["node"] == "near"

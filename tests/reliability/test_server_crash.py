@@ -70,6 +70,8 @@ def test_kill_9_during_a_submit_burst_loses_and_duplicates_nothing(tmp_path) -> 
             engine.dispose()
             assert per_key == {f"burst-{i}": 1 for i in range(JOBS)}
             assert orphans == 0  # no job without its submit event: nothing half-written
+            print(f"kill -9 during submits: {len(before)} acknowledged before the kill, {JOBS} jobs after "
+                  f"retries, 0 duplicates, 0 half-written")
             agent = FakeAgent(server.url, server.bootstrap_token, "after-crash", gpus=1)
             agent.register()  # the pool resumes: the restarted server places the backlog
             with server.client() as c:
@@ -112,7 +114,9 @@ def test_the_surviving_replica_takes_over_scheduling_within_the_lease(tmp_path) 
                                                    "resources": {"gpu": 1}}).json()
                 wait_until(lambda: (agent.heartbeat(), c.get(f"/api/v1/jobs/{job['id']}").json())[1]["status"]
                            == "scheduled", 60, "the survivor to place the job")
-            assert time.monotonic() - killed_at <= lease_s + 10  # within the lease (plus a few cycles)
+            took = time.monotonic() - killed_at
+            print(f"leader killed: the survivor placed a job {took:.1f} s later (lease {lease_s:g} s)")
+            assert took <= lease_s + 10  # within the lease (plus a few cycles)
             assert _leader(url) == other
             engine = make_engine(url, pool_size=1)
             with engine.connect() as c:  # nothing double-booked: counters equal the live slices

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.devices.nvml_replay import FIXTURES
+from tests.support.nvml_replay import FIXTURES
 from agent.enforce.contract import OVERHEADS, derive_overhead, memory_contract
 
 H100 = 81559  # NVML's total for the recorded H100 80GB HBM3, MiB

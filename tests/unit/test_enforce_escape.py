@@ -12,7 +12,7 @@ import json
 import pytest
 
 from agent.devices import open_backend
-from agent.devices.nvml_replay import FIXTURES, replay_module
+from tests.support.nvml_replay import FIXTURES, replay_module
 from agent.enforce.watchdog import MemoryWatchdog
 from agent.runtime.progress import ProgressReader, parse_gpu_memory
 from agent.telemetry import ManagedJob, TelemetrySampler

@@ -10,7 +10,7 @@ from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
 from agent.devices.nvml import NvmlBackend
-from agent.devices.nvml_replay import FIXTURES, replay_module
+from tests.support.nvml_replay import FIXTURES, replay_module
 from agent.devices.simulated import SimulatedBackend
 from agent.exporter import AgentExporter
 from agent.telemetry import ManagedJob, TelemetrySampler

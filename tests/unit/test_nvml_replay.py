@@ -11,7 +11,7 @@ import pytest
 
 from agent.devices import BackendUnavailable, open_backend
 from agent.devices.nvml import NvmlBackend
-from agent.devices.nvml_replay import FIXTURES, replay_module
+from tests.support.nvml_replay import FIXTURES, replay_module
 
 pytestmark = pytest.mark.skipif(not FIXTURES.exists(), reason=f"recordings not found at {FIXTURES}")
 

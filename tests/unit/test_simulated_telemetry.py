@@ -9,7 +9,7 @@ import time
 import pytest
 
 from agent.devices.nvml import NvmlBackend
-from agent.devices.nvml_replay import FIXTURES, replay_module
+from tests.support.nvml_replay import FIXTURES, replay_module
 from agent.devices.simulated import SimulatedBackend
 from agent.telemetry import ManagedJob, TelemetrySampler, parent_pids
 from controlplane.core.wire import SliceSpec

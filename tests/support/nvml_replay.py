@@ -1,6 +1,6 @@
 """A ``pynvml``-shaped module that replays recordings of a real GPU (tests, dry runs, demos).
 
-Built from /work/shared/fixtures/nvml-h100: ``nvml_snapshot.json`` answers every identity and
+Built from ../shared/fixtures/nvml-h100 (beside the repository): ``nvml_snapshot.json`` answers every identity and
 idle query exactly as the H100 did (values and NVML errors such as Not Supported / Not Found,
 raised as pynvml's own exception classes), and ``nvml_samples_2tenants.json`` is a time series
 (utilisation, memory, power, per-process memory and SM use) that ``advance()`` steps through.
@@ -24,7 +24,9 @@ from typing import Any
 
 import pynvml as _real  # for constants and exception classes only; needs no driver
 
-FIXTURES = Path(os.environ.get("GPUPOOL_NVML_FIXTURES", "/work/shared/fixtures/nvml-h100"))
+# the recordings live beside the repository (../shared), not in it; GPUPOOL_NVML_FIXTURES overrides
+FIXTURES = Path(os.environ.get("GPUPOOL_NVML_FIXTURES",
+                               Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "nvml-h100"))
 SUPPORTED_EVENT_TYPES = 65439  # nvmlDeviceGetSupportedEventTypes on the recorded H100
 MIB = 1024 * 1024
 
