@@ -1,0 +1,164 @@
+"""Run the what-if: every mode on the same workload and cluster mix, as one JSON-ready dict."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+
+from controlplane.core.snapshot import PendingJob, Snapshot
+from controlplane.scheduler import SchedulerConfig, schedule
+from controlplane.whatif import modes
+from controlplane.whatif.cluster import ClusterTemplate
+from controlplane.whatif.partitions import LAYOUTS, layout_shares
+from controlplane.whatif.replay import QUEUE, SimJob
+from controlplane.whatif.rightsize import DEFAULT_MARGIN
+from controlplane.whatif.search import Progress, Sizing, smallest
+from controlplane.whatif.workload import NodeRow, Workload
+
+DEFAULT_BOUND_S = 600.0
+
+
+@dataclass(slots=True)
+class ModeRun:
+    """One mode: the jobs as it asks for them, what never fits, the sizing found."""
+
+    mode: str
+    jobs: list[SimJob]
+    never_fit: int
+    sizing: Sizing
+    layouts: dict[str, float] | None = None
+    template: ClusterTemplate | None = field(default=None, repr=False)
+
+
+def sim_jobs(workload: Workload, mode: str, cards: dict[str, int]) -> tuple[list[SimJob], int]:
+    """The jobs as ``mode`` asks for them, and how many no instance of the mode can hold."""
+    out, never = [], 0
+    for job in workload.jobs:
+        asked = modes.request_in(mode, job, cards)
+        if asked is None:
+            never += 1
+            continue
+        per_member = max(job.request.gpus, 1) * job.request.gang
+        used = job.usage
+        out.append(SimJob(job.job_id, job.submit_s, job.run_s, asked.request, asked.gpu_share,
+                          used.compute_mean_pct / 100 * per_member if used else 0.0,
+                          used.memory_mean_mib * per_member if used else 0.0))
+    return out, never
+
+
+def never_fitting(jobs: Sequence[SimJob], rows: Sequence[NodeRow], config: SchedulerConfig,
+                  layouts: dict[str, float] | None) -> set[str]:
+    """Jobs the scheduler calls unschedulable on one empty node of every kind (every layout)."""
+    kinds = {(r.cpu_milli, r.memory_mib, r.gpus, r.model, r.gpu_memory_mib): r for r in rows}
+    probe_rows = []
+    for variant in ([None] if not layouts else [{name: 1.0} for name in LAYOUTS]):
+        for i, r in enumerate(kinds.values()):
+            name = f"kind{i}-{next(iter(variant)) if variant else 'plain'}"
+            probe_rows.append((NodeRow(name, r.cpu_milli, r.memory_mib, r.gpus, r.model,
+                                       r.gpu_memory_mib), variant))
+    nodes = []
+    for row, variant in probe_rows:
+        nodes += ClusterTemplate([row]).build(1, variant).nodes
+    shapes: dict[tuple, str] = {}
+    for j in jobs:
+        r = j.request
+        shapes.setdefault((r.cpu_milli, r.memory_mib, r.gpus, r.gpu_milli, r.gpu_memory_mib,
+                           r.constraints, r.gang), j.job_id)
+    by_id = {j.job_id: j for j in jobs}
+    pending = [PendingJob(jid, QUEUE, by_id[jid].request, submitted_seq=i)
+               for i, jid in enumerate(shapes.values())]
+    decision = schedule(Snapshot(nodes, [], pending), config)
+    bad = {jid for jid, reason in decision.pending.items() if reason.unschedulable}
+    bad_shapes = {key for key, jid in shapes.items() if jid in bad}
+    return {j.job_id for j in jobs
+            if (j.request.cpu_milli, j.request.memory_mib, j.request.gpus, j.request.gpu_milli,
+                j.request.gpu_memory_mib, j.request.constraints, j.request.gang) in bad_shapes}
+
+
+def static_layouts(jobs: Sequence[SimJob]) -> dict[str, float]:
+    """Layout shares from the jobs' instance-seconds per profile (``partitions``)."""
+    seconds: Counter[int] = Counter()
+    for j in jobs:
+        r = j.request
+        names = r.constraints.models
+        profile = min(int(n.rsplit("/", 1)[1][:-1]) for n in names) if names else 7
+        seconds[profile] += r.gpus * r.gang * j.run_s
+    return layout_shares(dict(seconds))
+
+
+def run_mode(workload: Workload, mode: str, template: ClusterTemplate, config: SchedulerConfig,
+             bound_s: float, progress: Progress | None = None) -> ModeRun:
+    jobs, never = sim_jobs(workload, mode, template.cards)
+    layouts = static_layouts(jobs) if mode == "static-partitions" else None
+    bad = never_fitting(jobs, workload.nodes, config, layouts)
+    jobs = [j for j in jobs if j.job_id not in bad]
+    sizing = smallest(jobs, template, config, bound_s, layouts, progress)
+    return ModeRun(mode, jobs, never + len(bad), sizing, layouts, template)
+
+
+def summary(run: ModeRun, template: ClusterTemplate) -> dict:
+    """The figures of one mode (see docs/utilisation.md for each field)."""
+    s = run.sizing
+    out: dict = {"jobs": len(run.jobs), "never_fit": run.never_fit,
+                 "replays": [asdict(p) for p in s.probes]}
+    if run.layouts:
+        out["layouts"] = {k: round(v, 4) for k, v in run.layouts.items()}
+    if s.result is None:
+        out["gpus"] = None
+        return out
+    r, line = s.result, s.result.timeline
+    out |= {
+        "gpus": r.gpus, "nodes": s.nodes,
+        "models": _models(template.rows(s.nodes)),
+        "p95_wait_s": round(r.wait_percentile(95), 1),
+        "mean_wait_s": round(sum(r.waits) / len(r.waits), 1) if r.waits else 0.0,
+        "unplaced": r.unplaced,
+        "allocated_gpu_fraction": round(line.mean("allocated_gpu") / r.gpus, 4),
+        "allocated_memory_fraction": round(line.mean("allocated_memory_mib") / r.gpu_memory_mib, 4),
+        "used_gpu_fraction": round(line.mean("used_gpu") / r.gpus, 4),
+        "used_memory_fraction": round(line.mean("used_memory_mib") / r.gpu_memory_mib, 4),
+        "peak_allocated_gpu": round(max(line.allocated_gpu, default=0.0), 2),
+        "seconds": round(sum(p.seconds for p in s.probes), 2),
+        "cpu_seconds": round(sum(p.cpu_seconds for p in s.probes), 2),
+    }
+    return out
+
+
+def _models(rows: Sequence[NodeRow]) -> dict[str, int]:
+    counts: Counter[str] = Counter()
+    for r in rows:
+        counts[r.model] += r.gpus
+    return dict(counts.most_common())
+
+
+def whatif(workload: Workload, mode_names: Sequence[str] = modes.MODES, policy: str = "gpupool",
+           bound_s: float = DEFAULT_BOUND_S,
+           progress: Callable[[str], Progress] | None = None) -> tuple[dict, list[ModeRun]]:
+    """Size every mode for ``workload``; the JSON-ready report and the runs (for plots)."""
+    config = SchedulerConfig(policy=policy, preemption=False)
+    template = ClusterTemplate(workload.nodes)
+    runs = [run_mode(workload, m, template, config, bound_s, progress(m) if progress else None)
+            for m in mode_names]
+    report = {
+        "workload": {"name": workload.name, "jobs": len(workload.jobs), "excluded": workload.excluded,
+                     "span_days": round(workload.span_s / 86400, 2), "notes": workload.notes},
+        "cluster": {"template_gpus": sum(r.gpus for r in workload.nodes),
+                    "template_nodes": len(workload.nodes), "models": _models(workload.nodes)},
+        "policy": policy, "p95_wait_bound_s": bound_s,
+        "right_sizing_margin": {"compute": DEFAULT_MARGIN.compute, "memory": DEFAULT_MARGIN.memory},
+        "modes": {run.mode: summary(run, template) for run in runs},
+    }
+    report["ratios"] = ratios(report["modes"])
+    return report, runs
+
+
+def ratios(by_mode: dict[str, dict]) -> dict[str, float | None]:
+    """GPUs needed exclusive / each other mode (above 1: the other mode needs fewer)."""
+    base = by_mode.get("exclusive", {}).get("gpus")
+    out = {}
+    for mode, figures in by_mode.items():
+        if mode != "exclusive" and base:
+            out[f"exclusive/{mode}"] = (round(base / figures["gpus"], 3)
+                                        if figures.get("gpus") else None)
+    return out
