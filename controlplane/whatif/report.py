@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -13,7 +14,7 @@ from controlplane.whatif.cluster import ClusterTemplate
 from controlplane.whatif.partitions import LAYOUTS, layout_shares
 from controlplane.whatif.replay import QUEUE, SimJob
 from controlplane.whatif.rightsize import DEFAULT_MARGIN
-from controlplane.whatif.search import Progress, Sizing, smallest
+from controlplane.whatif.search import Progress, Sizing, demand_at_arrivals, smallest
 from controlplane.whatif.workload import NodeRow, Workload
 
 DEFAULT_BOUND_S = 600.0
@@ -48,11 +49,11 @@ def sim_jobs(workload: Workload, mode: str, cards: dict[str, int]) -> tuple[list
 
 
 def never_fitting(jobs: Sequence[SimJob], rows: Sequence[NodeRow], config: SchedulerConfig,
-                  layouts: dict[str, float] | None) -> set[str]:
+                  partitioned: bool) -> set[str]:
     """Jobs the scheduler calls unschedulable on one empty node of every kind (every layout)."""
     kinds = {(r.cpu_milli, r.memory_mib, r.gpus, r.model, r.gpu_memory_mib): r for r in rows}
     probe_rows = []
-    for variant in ([None] if not layouts else [{name: 1.0} for name in LAYOUTS]):
+    for variant in ([{name: 1.0} for name in LAYOUTS] if partitioned else [None]):
         for i, r in enumerate(kinds.values()):
             name = f"kind{i}-{next(iter(variant)) if variant else 'plain'}"
             probe_rows.append((NodeRow(name, r.cpu_milli, r.memory_mib, r.gpus, r.model,
@@ -90,9 +91,10 @@ def static_layouts(jobs: Sequence[SimJob]) -> dict[str, float]:
 def run_mode(workload: Workload, mode: str, template: ClusterTemplate, config: SchedulerConfig,
              bound_s: float, progress: Progress | None = None) -> ModeRun:
     jobs, never = sim_jobs(workload, mode, template.cards)
-    layouts = static_layouts(jobs) if mode == "static-partitions" else None
-    bad = never_fitting(jobs, workload.nodes, config, layouts)
+    partitioned = mode == "static-partitions"
+    bad = never_fitting(jobs, workload.nodes, config, partitioned)
     jobs = [j for j in jobs if j.job_id not in bad]
+    layouts = static_layouts(jobs) if partitioned else None
     sizing = smallest(jobs, template, config, bound_s, layouts, progress)
     return ModeRun(mode, jobs, never + len(bad), sizing, layouts, template)
 
@@ -100,8 +102,10 @@ def run_mode(workload: Workload, mode: str, template: ClusterTemplate, config: S
 def summary(run: ModeRun, template: ClusterTemplate) -> dict:
     """The figures of one mode (see docs/utilisation.md for each field)."""
     s = run.sizing
+    seen = demand_at_arrivals(run.jobs)
     out: dict = {"jobs": len(run.jobs), "never_fit": run.never_fit,
-                 "replays": [asdict(p) for p in s.probes]}
+                 "peak_demand_gpu": round(max(seen, default=0.0), 2),
+                 "replays": [asdict(p) | {"p95_wait_s": _finite(p.p95_wait_s)} for p in s.probes]}
     if run.layouts:
         out["layouts"] = {k: round(v, 4) for k, v in run.layouts.items()}
     if s.result is None:
@@ -111,7 +115,9 @@ def summary(run: ModeRun, template: ClusterTemplate) -> dict:
     out |= {
         "gpus": r.gpus, "nodes": s.nodes,
         "models": _models(template.rows(s.nodes)),
-        "p95_wait_s": round(r.wait_percentile(95), 1),
+        "p50_wait_s": _finite(r.wait_percentile(50)),
+        "p95_wait_s": _finite(r.wait_percentile(95)),
+        "p99_wait_s": _finite(r.wait_percentile(99)),
         "mean_wait_s": round(sum(r.waits) / len(r.waits), 1) if r.waits else 0.0,
         "unplaced": r.unplaced,
         "allocated_gpu_fraction": round(line.mean("allocated_gpu") / r.gpus, 4),
@@ -123,6 +129,11 @@ def summary(run: ModeRun, template: ClusterTemplate) -> dict:
         "cpu_seconds": round(sum(p.cpu_seconds for p in s.probes), 2),
     }
     return out
+
+
+def _finite(seconds: float) -> float | None:
+    """Seconds rounded for JSON; None for waiting forever (a job that never started)."""
+    return None if math.isinf(seconds) else round(seconds, 1)
 
 
 def _models(rows: Sequence[NodeRow]) -> dict[str, int]:

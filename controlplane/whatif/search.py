@@ -1,9 +1,11 @@
 """The smallest cluster (first k nodes of the mix) whose 95th-percentile queue wait is in bound.
 
-Replays of too-small clusters stop early (``replay``) while one that serves must run to the
-end, so the search climbs from below: from the cluster that holds the mean demand (nothing
-smaller can keep up), in steps of an eighth (at least one node) until one serves, then bisects
-the last step. A larger cluster usually serves if a smaller one does; the search assumes it.
+Replays of too-small clusters stop early (``replay``) but one that serves runs to the end, and
+proving k the smallest takes replays of k and k-1 at least: so the search starts close. Its
+guess is the cluster holding the 90th percentile of the demand each job would find running
+at its arrival if nobody waited; from there it walks down 1, 2, 4... nodes while the cluster
+serves, or climbs an eighth at a time until it does, then bisects the last step. A larger
+cluster usually serves if a smaller one does; the search assumes it.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from dataclasses import dataclass, field
 from controlplane.scheduler import SchedulerConfig
 from controlplane.whatif.cluster import ClusterTemplate
 from controlplane.whatif.replay import Replay, SimJob, replay
+from controlplane.whatif.rightsize import percentile
 
 Progress = Callable[[str, int, int], None]
 
@@ -39,20 +42,16 @@ class Sizing:
     probes: list[Probe] = field(default_factory=list)
 
 
-def demand_profile(jobs: Sequence[SimJob]) -> tuple[float, float]:
-    """(peak, time-mean) GPU demand if every job started the moment it arrived."""
-    if not jobs:
-        return 0.0, 0.0
-    events = sorted([(j.submit_s, j.demand_gpu) for j in jobs] +
-                    [(j.submit_s + j.run_s, -j.demand_gpu) for j in jobs])
-    level = peak = area = 0.0
-    last = events[0][0]
-    for t, delta in events:
-        area += level * (t - last)
-        level, last = level + delta, t
-        peak = max(peak, level)
-    span = events[-1][0] - events[0][0]
-    return peak, (area / span if span > 0 else peak)
+def demand_at_arrivals(jobs: Sequence[SimJob]) -> list[float]:
+    """The GPU demand running at each job's arrival (itself included) if no job ever waited."""
+    events = sorted([(j.submit_s, 1, j.demand_gpu) for j in jobs] +
+                    [(j.submit_s + j.run_s, 0, -j.demand_gpu) for j in jobs])
+    level, seen = 0.0, []
+    for _, arrival, delta in events:
+        level += delta
+        if arrival:
+            seen.append(level)
+    return seen
 
 
 def smallest(jobs: Sequence[SimJob], template: ClusterTemplate, config: SchedulerConfig,
@@ -75,12 +74,21 @@ def smallest(jobs: Sequence[SimJob], template: ClusterTemplate, config: Schedule
                                        round(run.cpu_seconds, 3), run.schedule_calls))
         return tried[k].serves(bound_s)
 
-    _, mean = demand_profile(jobs)
-    low, high = 0, min(template.nodes_for_gpus(mean), max_nodes)
-    while not serves(high):  # too small replays stop early: climb from below
-        if high >= max_nodes:
-            return sizing
-        low, high = high, min(max_nodes, high + max(1, high // 8))
+    seen = demand_at_arrivals(jobs)
+    guess = min(template.nodes_for_gpus(percentile(seen, 90) if seen else 0), max_nodes)
+    if serves(guess):  # walk down 1, 2, 4... nodes until one does not serve
+        low, high, step = 0, guess, 1
+        while high - step > 0:
+            if not serves(high - step):
+                low = high - step
+                break
+            high, step = high - step, 2 * step
+    else:  # climb an eighth (at least a node) at a time until one serves
+        low, high = guess, guess
+        while not serves(high):
+            if high >= max_nodes:
+                return sizing
+            low, high = high, min(max_nodes, high + max(1, high // 8))
     while high - low > 1:
         mid = (low + high) // 2
         if serves(mid):

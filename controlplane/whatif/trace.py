@@ -38,8 +38,9 @@ def default_paths(pods: Path) -> tuple[Path, Path]:
 
 
 def load_trace(pods: str | Path, nodes: str | Path | None = None,
-               usage: Sequence[UsageBasis] | None = None, seed: int = 42) -> Workload:
-    """The pod list ``pods`` on the node list ``nodes`` (default: the one beside it)."""
+               usage: str | Path | None = None, seed: int = 42) -> Workload:
+    """The pod list ``pods`` on the node list ``nodes`` (default: the one beside it), with use
+    drawn from the GenAI folder ``usage`` (None: no observed use)."""
     pods = Path(pods)
     node_path = Path(nodes) if nodes else default_paths(pods)[0]
     p, rows = read_csv(pods, POD_COLUMNS)
@@ -74,16 +75,17 @@ def load_trace(pods: str | Path, nodes: str | Path | None = None,
         jobs.append(Job(row["name"], created, ended - started, req))
     if not jobs:
         raise WorkloadError(f"{p}: no GPU pod that ran")
-    if usage:
-        jobs = with_drawn_usage(jobs, usage, seed)
+    nodes_rows = load_nodes(node_path, gpu_memory_mib=genai.CARD_MIB)
+    bases = genai.pod_bases(usage) if usage else []
+    if bases:
+        jobs = with_drawn_usage(jobs, bases, seed)
     jobs.sort(key=lambda j: (j.submit_s, j.job_id))
     notes = ["every card has 48 GiB: GPU memory is a share of the card (the trace's cards are "
              "undisclosed; the GenAI use is a share of a 48 GiB card)"]
-    if usage:
-        notes.append(f"observed use drawn per pod (seed {seed}) from {len(usage)} GenAI 2026 pods "
+    if bases:
+        notes.append(f"observed use drawn per pod (seed {seed}) from {len(bases)} GenAI 2026 pods "
                      "with an hour or more of samples, scaled to the pod's request")
-    return Workload(p.stem, jobs, load_nodes(node_path, gpu_memory_mib=genai.CARD_MIB),
-                    excluded, notes)
+    return Workload(p.stem, jobs, nodes_rows, excluded, notes)
 
 
 def with_drawn_usage(jobs: list[Job], usage: Sequence[UsageBasis], seed: int) -> list[Job]:
