@@ -16,8 +16,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from controlplane.cli.errors import CliError, console, err_console, handle_errors
+from controlplane.whatif.modes import EXTRA_MODES, MODES
 
-MODES = ("exclusive", "static-partitions", "pooled", "right-sized")
 
 
 def register(app: typer.Typer) -> None:
@@ -85,7 +85,8 @@ def whatif(
                                "node list beside it"),
     usage: Path = typer.Option(None, "--usage", help="GenAI 2026 usage folder (trace "
                                "right-sizing); default: alibaba-genai-2026 beside the trace's"),
-    modes: str = typer.Option(",".join(MODES), "--modes", help="comma-separated modes"),
+    modes: str = typer.Option(",".join(MODES), "--modes", help="comma-separated modes (also: "
+                              "oversubscribed, memory sized to mean use)"),
     p95_wait: float = typer.Option(600.0, "--p95-wait", help="bound on the 95th-percentile "
                                    "queue wait, seconds"),
     compress: float = typer.Option(1.0, "--compress", help="divide arrival times by this "
@@ -104,10 +105,10 @@ def whatif(
     if fmt not in ("table", "json"):
         raise CliError(f"--format must be table or json (got {fmt!r})")
     chosen = [m.strip() for m in modes.split(",") if m.strip()]
-    unknown = [m for m in chosen if m not in MODES]
+    unknown = [m for m in chosen if m not in MODES + EXTRA_MODES]
     if unknown or not chosen:
         raise CliError(f"unknown mode(s) {', '.join(unknown) or '(none given)'}; "
-                       f"known: {', '.join(MODES)}")
+                       f"known: {', '.join(MODES + EXTRA_MODES)}")
     if p95_wait < 0 or compress <= 0:
         raise CliError("--p95-wait must be >= 0 and --compress above 0")
     try:

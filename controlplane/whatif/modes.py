@@ -7,11 +7,14 @@
 - ``right-sized``: a request of at most one GPU per member becomes the ``rightsize``
   recommendation from the job's observed use (never more than it asked for); multi-GPU
   members and jobs without observed use keep their request.
+- ``oversubscribed`` (not in the default set; a what-if beyond what gpupool enforces today):
+  right-sized compute, but memory sized to the mean use plus the margin instead of the peak,
+  as if GPU memory could be oversubscribed (peaks spilling to host memory).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from controlplane.core.resources import WHOLE, Constraints, Request
 from controlplane.whatif import rightsize
@@ -19,6 +22,7 @@ from controlplane.whatif.partitions import PROFILES, profile_for
 from controlplane.whatif.workload import Job
 
 MODES = ("exclusive", "static-partitions", "pooled", "right-sized")
+EXTRA_MODES = ("oversubscribed",)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,14 +80,15 @@ def static_partitions(job: Job, cards: dict[str, int]) -> ModeRequest | None:
                        min(shares) * req.gang)
 
 
-def right_sized(job: Job, cards: dict[str, int],
-                margin: rightsize.Margin = rightsize.DEFAULT_MARGIN) -> ModeRequest:
-    req = job.request
-    if job.usage is None or req.gpus > 1:
+def right_sized(job: Job, cards: dict[str, int], by_mean_memory: bool = False) -> ModeRequest:
+    req, usage = job.request, job.usage
+    if usage is None or req.gpus > 1:
         return pooled(job, cards)
+    if by_mean_memory:
+        usage = replace(usage, memory_peak_mib=usage.memory_mean_mib)
     card = min(cards.get(m, min(cards.values())) for m in _models(req, cards))
     try:
-        rec = rightsize.recommend_basis(job.usage, margin, card)
+        rec = rightsize.recommend_basis(usage, rightsize.DEFAULT_MARGIN, card)
     except rightsize.NotEnoughUsage:
         return pooled(job, cards)
     asked_milli = WHOLE if req.gpus else req.gpu_milli
@@ -93,9 +98,13 @@ def right_sized(job: Job, cards: dict[str, int],
     return ModeRequest(sized, max(milli / WHOLE, memory / card) * req.gang)
 
 
+def oversubscribed(job: Job, cards: dict[str, int]) -> ModeRequest:
+    return right_sized(job, cards, by_mean_memory=True)
+
+
 def request_in(mode: str, job: Job, cards: dict[str, int]) -> ModeRequest | None:
     """``job``'s request in ``mode`` (None: no instance of static partitions can hold it)."""
-    if mode not in MODES:
-        raise ValueError(f"unknown mode {mode!r}; known: {', '.join(MODES)}")
+    if mode not in MODES + EXTRA_MODES:
+        raise ValueError(f"unknown mode {mode!r}; known: {', '.join(MODES + EXTRA_MODES)}")
     return {"exclusive": exclusive, "static-partitions": static_partitions, "pooled": pooled,
-            "right-sized": right_sized}[mode](job, cards)
+            "right-sized": right_sized, "oversubscribed": oversubscribed}[mode](job, cards)

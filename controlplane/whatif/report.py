@@ -125,6 +125,8 @@ def summary(run: ModeRun, template: ClusterTemplate) -> dict:
         "used_gpu_fraction": round(line.mean("used_gpu") / r.gpus, 4),
         "used_memory_fraction": round(line.mean("used_memory_mib") / r.gpu_memory_mib, 4),
         "peak_allocated_gpu": round(max(line.allocated_gpu, default=0.0), 2),
+        "binds": ("memory" if line.mean("allocated_memory_mib") / r.gpu_memory_mib >
+                  line.mean("allocated_gpu") / r.gpus + 1e-9 else "compute"),
         "seconds": round(sum(p.seconds for p in s.probes), 2),
         "cpu_seconds": round(sum(p.cpu_seconds for p in s.probes), 2),
     }

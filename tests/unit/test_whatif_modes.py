@@ -33,6 +33,7 @@ from controlplane.core.resources import Request
 from controlplane.scheduler import SchedulerConfig
 from controlplane.whatif import report
 from controlplane.whatif.cluster import ClusterTemplate
+from controlplane.whatif.modes import request_in
 from controlplane.whatif.replay import SimJob, replay
 from controlplane.whatif.rightsize import UsageBasis
 from controlplane.whatif.workload import Job, NodeRow, Workload
@@ -105,3 +106,28 @@ def test_waits_percentile_and_early_stop():
     too_big = [SimJob("big", 0.0, 1.0, Request(100, 100, gpus=3), 3.0)]
     never = replay(too_big, template.build(1), config)
     assert never.unplaced == 1 and math.isinf(never.wait_percentile(95))
+
+
+@pytest.mark.parametrize("milli, profile", [(100, "1g"), (250, "2g"), (320, "3g"), (470, "4g"),
+                                            (650, "7g"), (810, "7g")])
+def test_static_partitions_take_the_smallest_profile_that_holds_the_request(milli, profile):
+    job = Job("j", 0, 1, Request(1000, 1000, gpu_milli=milli))
+    asked = request_in("static-partitions", job, {"X": 49152})
+    assert asked.request.gpus == 1 and asked.request.constraints.models == (f"X/{profile}",)
+
+
+def test_right_sizing_and_oversubscription_of_one_whole_gpu_job():
+    """p95 26.7 % -> 32.04 % -> 350 milli; peak 37,000 MiB -> 40,700 -> 40 GiB; mean memory
+    20,000 MiB -> 22,000 -> 22 GiB when memory may be oversubscribed."""
+    job = Job("j", 0, 1, Request(1000, 1000, gpus=1), UsageBasis(5.0, 26.7, 20000.0, 37000.0, 60))
+    cards = {"X": 49152}
+    assert request_in("exclusive", job, cards).request.gpus == 1
+    sized = request_in("right-sized", job, cards)
+    assert (sized.request.gpu_milli, sized.request.gpu_memory_mib) == (350, 40 * 1024)
+    assert sized.gpu_share == pytest.approx(40 / 48)  # memory binds
+    over = request_in("oversubscribed", job, cards).request
+    assert (over.gpu_milli, over.gpu_memory_mib) == (350, 22 * 1024)
+    small = Job("s", 0, 1, Request(1000, 1000, gpu_milli=200), job.usage.scaled(0.2))
+    assert request_in("right-sized", small, cards).request.gpu_milli == 100  # 5.34 % * 1.2 -> 64 -> 100
+    with pytest.raises(ValueError, match="unknown mode 'mig'"):
+        request_in("mig", job, cards)
