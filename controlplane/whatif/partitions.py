@@ -10,8 +10,9 @@ itself (its instance-seconds per profile, so the best static mix in hindsight): 
 4g+3g GPUs (their 3g halves serve 3g jobs), the remaining 3g demand 3g+3g, 2g demand
 2g+2g+2g+1g (whose 1g serve 1g jobs), the rest of 1g 7x1g. Whole nodes are either unsplit
 (7g on every GPU, so multi-GPU jobs find whole GPUs together) or split, walking the nodes in
-order and giving each to whichever kind is furthest below its share of GPUs; a split node's
-GPUs take the layout furthest below its share.
+order and giving each to whichever kind is furthest below its share of GPUs; the split GPUs
+first take one of every layout the workload needs (most needed first, so no profile is
+missing from a small cluster), then the layout furthest below its share.
 """
 
 from __future__ import annotations
@@ -64,7 +65,9 @@ def assign_layouts(gpus_per_node: Sequence[int], shares: dict[str, float]) -> li
             continue
         layouts = []
         for _ in range(n):
-            name = _furthest_below(split, layout_counts, sum(layout_counts.values()) + 1)
+            unused = [k for k in sorted(split, key=lambda k: -split[k]) if k not in layout_counts]
+            name = unused[0] if unused else _furthest_below(split, layout_counts,
+                                                           sum(layout_counts.values()) + 1)
             layout_counts[name] = layout_counts.get(name, 0) + 1
             layouts.append(name)
         out.append(layouts)
