@@ -6,13 +6,14 @@ smallest profile whose compute and memory both hold its request.
 
 How GPUs are partitioned: each GPU gets one valid layout for the whole replay — 7g (not
 split), 4g+3g, 3g+3g, 2g+2g+2g+1g or 7x1g. The mix of layouts comes from the workload
-itself (its instance-seconds per profile, so the best static mix in hindsight): 4g jobs take
-4g+3g GPUs (their 3g halves serve 3g jobs), the remaining 3g demand 3g+3g, 2g demand
-2g+2g+2g+1g (whose 1g serve 1g jobs), the rest of 1g 7x1g. Whole nodes are either unsplit
-(7g on every GPU, so multi-GPU jobs find whole GPUs together) or split, walking the nodes in
-order and giving each to whichever kind is furthest below its share of GPUs; the split GPUs
-first take one of every layout the workload needs (most needed first, so no profile is
-missing from a small cluster), then the layout furthest below its share.
+itself (its instance-seconds per profile, so the best static mix in hindsight): one-GPU 7g
+jobs take 7g GPUs, 4g jobs 4g+3g GPUs (their 3g halves serve 3g jobs), the remaining 3g
+demand 3g+3g, 2g demand 2g+2g+2g+1g (whose 1g serve 1g jobs), the rest of 1g 7x1g. Jobs of
+several GPUs need them together, so their share of GPUs is whole nodes left unsplit. Walking
+the nodes in order, each becomes a whole node or a split one, whichever is further below its
+share of GPUs; the GPUs of split nodes first take one of every layout the workload needs
+(most needed first, so no profile is missing from a small cluster), then the layout furthest
+below its share.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ PROFILES = {1: (1, 1), 2: (2, 2), 3: (3, 4), 4: (4, 4), 7: (7, 8)}  # g -> (seve
 LAYOUTS = {"7g": (7,), "4g+3g": (4, 3), "3g+3g": (3, 3), "2g+2g+2g+1g": (2, 2, 2, 1),
            "7x1g": (1,) * 7}
 WHOLE_LAYOUT = "7g"
+WHOLE_NODES = "whole nodes"  # the share of GPUs for jobs of several GPUs
 
 
 def profile_for(milli: int, memory_mib: int, card_mib: int) -> int | None:
@@ -33,15 +35,17 @@ def profile_for(milli: int, memory_mib: int, card_mib: int) -> int | None:
     return None
 
 
-def layout_shares(instance_seconds: dict[int, float]) -> dict[str, float]:
-    """Share of GPUs per layout for the demand ``{profile: instance-seconds}`` (see module doc)."""
+def layout_shares(instance_seconds: dict[int, float],
+                  multi_gpu_seconds: float = 0.0) -> dict[str, float]:
+    """Share of GPUs per layout (and of whole nodes) for one-GPU jobs' ``{profile:
+    instance-seconds}`` and the GPU-seconds of jobs of several GPUs (see module doc)."""
     d = {g: instance_seconds.get(g, 0.0) for g in PROFILES}
     spare_1g = d[2] / 3
-    gpus = {"7g": d[7], "4g+3g": d[4], "3g+3g": max(0.0, d[3] - d[4]) / 2,
+    gpus = {WHOLE_NODES: multi_gpu_seconds, "7g": d[7], "4g+3g": d[4], "3g+3g": max(0.0, d[3] - d[4]) / 2,
             "2g+2g+2g+1g": d[2] / 3, "7x1g": max(0.0, d[1] - spare_1g) / 7}
     total = sum(gpus.values())
     if total <= 0:
-        return {"7g": 1.0}
+        return {WHOLE_NODES: 1.0}
     return {name: v / total for name, v in gpus.items() if v > 0}
 
 
@@ -51,8 +55,8 @@ def _furthest_below(shares: dict[str, float], counts: dict[str, int], total: int
 
 def assign_layouts(gpus_per_node: Sequence[int], shares: dict[str, float]) -> list[list[str]]:
     """A layout for every GPU of every node, in node order (see module doc)."""
-    whole = shares.get(WHOLE_LAYOUT, 0.0)
-    split = {k: v / (1 - whole) for k, v in shares.items() if k != WHOLE_LAYOUT and whole < 1}
+    whole = shares.get(WHOLE_NODES, 0.0)
+    split = {k: v / (1 - whole) for k, v in shares.items() if k != WHOLE_NODES and whole < 1}
     kind_counts = {"whole": 0, "split": 0}
     layout_counts: dict[str, int] = {}
     out = []

@@ -80,12 +80,15 @@ def never_fitting(jobs: Sequence[SimJob], rows: Sequence[NodeRow], config: Sched
 def static_layouts(jobs: Sequence[SimJob]) -> dict[str, float]:
     """Layout shares from the jobs' instance-seconds per profile (``partitions``)."""
     seconds: Counter[int] = Counter()
+    multi_gpu = 0.0
     for j in jobs:
         r = j.request
-        names = r.constraints.models
-        profile = min(int(n.rsplit("/", 1)[1][:-1]) for n in names) if names else 7
-        seconds[profile] += r.gpus * r.gang * j.run_s
-    return layout_shares(dict(seconds))
+        if r.gpus > 1:
+            multi_gpu += r.gpus * r.gang * j.run_s
+            continue
+        profile = min(int(n.rsplit("/", 1)[1][:-1]) for n in r.constraints.models)
+        seconds[profile] += r.gang * j.run_s
+    return layout_shares(dict(seconds), multi_gpu)
 
 
 def run_mode(workload: Workload, mode: str, template: ClusterTemplate, config: SchedulerConfig,

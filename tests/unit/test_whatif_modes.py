@@ -13,10 +13,11 @@ Observed use: A 50% mean compute on each GPU; every other job 5% mean, 10% p95 a
 By hand (GPUs needed = 2 x nodes):
 - exclusive: A 2 + B 1 + C 4 + D 2 = 9 whole GPUs -> 5 nodes, 10 GPUs.
 - pooled: 2 + 1 + 1 + 1 = 5 GPUs -> 3 nodes, 6 GPUs (2 nodes hold only 4).
-- static-partitions: C -> 2g (2/7 >= 0.25, 2/8 >= 0.25), D -> 4g (3g's 3/7 < 0.5), A, B -> 7g.
-  Instance-hours 2g 4, 4g 2, 7g 3 -> GPUs 7g 3, 4g+3g 2, 2g+2g+2g+1g 4/3: nodes go split,
-  whole, split, whole (see ``partitions``). A takes node 2's two 7g, so B needs node 4:
-  4 nodes, 8 GPUs.
+- static-partitions: C -> 2g (2/7 >= 0.25, 2/8 >= 0.25), D -> 4g (3g's 3/7 < 0.5), B -> 7g,
+  A -> two 7g on a whole node. GPU-hours: whole nodes 2, 7g 1, 4g+3g 2, 2g+2g+2g+1g 4/3 (of
+  19/3). Nodes (``partitions``): 1 split [4g+3g, 2g x3+1g], 2 whole, 3 split [7g, 4g+3g],
+  4 split [2g x3+1g, ...]: A on node 2, B on node 3, D on 1 and 3, but only node 4 brings
+  the fourth 2g: 4 nodes, 8 GPUs.
 - right-sized: A keeps 2 GPUs (one node); B, C, D become 150 milli + 10,240 MiB: 7 slices fit
   on two GPUs (6 x 150 <= 1000, 7 x 10,240 <= 80,000) -> 2 nodes, 4 GPUs.
 Allocated GPU over the hour: exclusive 9/10, pooled 5/6, static (8/7 + 8/7 + 3)/8,
@@ -86,8 +87,9 @@ def test_ratios_and_layouts(result):
                                 "exclusive/pooled": round(10 / 6, 3),
                                 "exclusive/right-sized": 2.5}
     layouts = result["modes"]["static-partitions"]["layouts"]
-    assert layouts == pytest.approx({"7g": 3 / (19 / 3), "4g+3g": 2 / (19 / 3),
-                                     "2g+2g+2g+1g": (4 / 3) / (19 / 3)}, abs=1e-4)
+    assert layouts == pytest.approx({"whole nodes": 2 / (19 / 3), "7g": 1 / (19 / 3),
+                                     "4g+3g": 2 / (19 / 3), "2g+2g+2g+1g": (4 / 3) / (19 / 3)},
+                                    abs=1e-4)
 
 
 def test_waits_percentile_and_early_stop():
