@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from itertools import accumulate
 
 from controlplane.core.resources import Accelerator, Node
 from controlplane.whatif.partitions import LAYOUTS, PROFILES, assign_layouts
@@ -36,7 +35,6 @@ class Cluster:
     gpus: int  # physical GPUs
     gpu_memory_mib: int  # physical GPU memory, all cards
     share: dict[str, float] = field(default_factory=dict)  # uuid -> share of its GPU (MIG)
-    models: dict[str, int] = field(default_factory=dict)  # model -> physical GPUs
 
     def by_uuid(self) -> dict[str, Accelerator]:
         return {a.uuid: a for n in self.nodes for a in n.accelerators}
@@ -47,8 +45,7 @@ class ClusterTemplate:
 
     def __init__(self, rows: Sequence[NodeRow]):
         self.order = interleave(rows)
-        self.models = sorted({r.model for r in rows})
-        self.cards = {}
+        self.cards: dict[str, int] = {}
         for r in rows:
             self.cards[r.model] = min(self.cards.get(r.model, r.gpu_memory_mib), r.gpu_memory_mib)
 
@@ -60,9 +57,6 @@ class ClusterTemplate:
             name = r.name if i < n else f"{r.name}~{i // n + 1}"
             out.append(NodeRow(name, r.cpu_milli, r.memory_mib, r.gpus, r.model, r.gpu_memory_mib))
         return out
-
-    def gpus(self, k: int) -> int:
-        return sum(r.gpus for r in self.rows(k))
 
     def nodes_for_gpus(self, gpus: float) -> int:
         """The smallest k whose first k nodes hold at least ``gpus`` GPUs (at least 1)."""
@@ -79,7 +73,7 @@ class ClusterTemplate:
         rows = self.rows(k)
         layouts = (assign_layouts([r.gpus for r in rows], layout_shares) if layout_shares
                    else [[None] * r.gpus for r in rows])
-        nodes, share, models = [], {}, {}
+        nodes, share = [], {}
         for r, node_layouts in zip(rows, layouts):
             accs = []
             for j, layout in enumerate(node_layouts):
@@ -94,9 +88,5 @@ class ClusterTemplate:
                                             memory_mib=r.gpu_memory_mib * eighths // 8))
                     share[uuid] = sevenths / 7
             nodes.append(Node(r.name, r.cpu_milli, r.memory_mib, accs))
-            models[r.model] = models.get(r.model, 0) + r.gpus
         return Cluster(nodes, sum(r.gpus for r in rows), sum(r.gpus * r.gpu_memory_mib for r in rows),
-                       share, models)
-
-    def cumulative_gpus(self, k: int) -> list[int]:
-        return list(accumulate(r.gpus for r in self.rows(k)))
+                       share)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 from controlplane.core.snapshot import PendingJob, Snapshot
 from controlplane.scheduler import SchedulerConfig, schedule
@@ -29,7 +29,6 @@ class ModeRun:
     never_fit: int
     sizing: Sizing
     layouts: dict[str, float] | None = None
-    template: ClusterTemplate | None = field(default=None, repr=False)
 
 
 def sim_jobs(workload: Workload, mode: str, cards: dict[str, int]) -> tuple[list[SimJob], int]:
@@ -99,7 +98,7 @@ def run_mode(workload: Workload, mode: str, template: ClusterTemplate, config: S
     jobs = [j for j in jobs if j.job_id not in bad]
     layouts = static_layouts(jobs) if partitioned else None
     sizing = smallest(jobs, template, config, bound_s, layouts, progress)
-    return ModeRun(mode, jobs, never + len(bad), sizing, layouts, template)
+    return ModeRun(mode, jobs, never + len(bad), sizing, layouts)
 
 
 def summary(run: ModeRun, template: ClusterTemplate) -> dict:
