@@ -34,7 +34,7 @@ class SimJob:
     submit_s: float
     run_s: float
     request: Request
-    demand_gpu: float
+    demand_gpu: float  # GPUs' worth it asks for (the search's first guess sums these)
     used_gpu: float = 0.0
     used_memory_mib: float = 0.0
 
@@ -49,7 +49,6 @@ class Timeline:
     used_gpu: list[float] = field(default_factory=list)
     used_memory_mib: list[float] = field(default_factory=list)
     queued_jobs: list[int] = field(default_factory=list)
-    queued_gpu: list[float] = field(default_factory=list)
 
     def mean(self, series: str) -> float:
         """Time-weighted mean of ``series`` from the first to the last event."""
@@ -121,7 +120,7 @@ def replay(jobs: Sequence[SimJob], cluster: Cluster, config: SchedulerConfig,
     running: dict[str, RunningJob] = {}
     ends: list[tuple[float, str]] = []
     line = result.timeline
-    alloc_gpu = alloc_mem = used_gpu = used_mem = queued_gpu = 0.0
+    alloc_gpu = alloc_mem = used_gpu = used_mem = 0.0
     late = 0  # placed jobs that waited longer than the bound
     limit = allowance(len(jobs))
     i, events, tick = 0, 0, 0
@@ -154,7 +153,6 @@ def replay(jobs: Sequence[SimJob], cluster: Cluster, config: SchedulerConfig,
         while i < len(jobs) and jobs[i].submit_s <= now:
             job = jobs[i]
             pending[job.job_id] = PendingJob(job.job_id, QUEUE, job.request, submitted_seq=i)
-            queued_gpu += job.demand_gpu
             i += 1
             events += 1
             changed = True
@@ -166,7 +164,6 @@ def replay(jobs: Sequence[SimJob], cluster: Cluster, config: SchedulerConfig,
             for placement in decision.placements:
                 job = by_id[placement.job_id]
                 del pending[job.job_id]
-                queued_gpu -= job.demand_gpu
                 running[job.job_id] = RunningJob(job.job_id, QUEUE, job.request,
                                                  placement.members, started_at=now)
                 g, m = hold(placement.members, +1)
@@ -178,7 +175,6 @@ def replay(jobs: Sequence[SimJob], cluster: Cluster, config: SchedulerConfig,
                 late += bound_s is not None and wait > bound_s
             for job_id, reason in decision.pending.items():
                 if reason.unschedulable and job_id in pending:  # never fits this cluster
-                    queued_gpu -= by_id[job_id].demand_gpu
                     del pending[job_id]
                     result.unplaced += 1
         line.t.append(now)
@@ -187,7 +183,6 @@ def replay(jobs: Sequence[SimJob], cluster: Cluster, config: SchedulerConfig,
         line.used_gpu.append(used_gpu)
         line.used_memory_mib.append(used_mem)
         line.queued_jobs.append(len(pending))
-        line.queued_gpu.append(max(0.0, queued_gpu))
         if bound_s is not None:
             over = late + result.unplaced
             for job_id in pending:  # oldest first
