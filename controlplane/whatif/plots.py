@@ -59,7 +59,8 @@ def gpus_plot(report: dict, title: str, path: Path) -> Path:
     gpus = [report["modes"][m]["gpus"] for m in modes]
     base = report["modes"].get("exclusive", {}).get("gpus")
     fig, ax = plt.subplots(figsize=(6, 3.2))
-    bars = ax.bar(modes, gpus, color=["tab:gray", "tab:purple", "tab:blue", "tab:green"][:len(modes)])
+    colours = ["tab:gray", "tab:purple", "tab:blue", "tab:green", "tab:olive"]
+    bars = ax.bar(modes, gpus, color=colours[:len(modes)])
     for bar, value in zip(bars, gpus):
         label = f"{value}" + (f"\n{base / value:.2f}x" if base else "")
         ax.annotate(label, (bar.get_x() + bar.get_width() / 2, value), ha="center", va="bottom",
