@@ -67,12 +67,14 @@ class ClusterTemplate:
             k += 1
         return k
 
-    def build(self, k: int, layout_shares: dict[str, float] | None = None) -> Cluster:
+    def build(self, k: int, layout_shares: dict[str, float] | None = None,
+              whole_node_gpus: int = 1) -> Cluster:
         """A fresh cluster of the first k nodes; with ``layout_shares`` its GPUs are split into
-        MIG-like instances (accelerators named ``MODEL/Ng``)."""
+        MIG-like instances (accelerators named ``MODEL/Ng``), whole nodes only where at least
+        ``whole_node_gpus`` GPUs."""
         rows = self.rows(k)
-        layouts = (assign_layouts([r.gpus for r in rows], layout_shares) if layout_shares
-                   else [[None] * r.gpus for r in rows])
+        layouts = (assign_layouts([r.gpus for r in rows], layout_shares, whole_node_gpus)
+                   if layout_shares else [[None] * r.gpus for r in rows])
         nodes, share = [], {}
         for r, node_layouts in zip(rows, layouts):
             accs = []

@@ -9,9 +9,9 @@ split), 4g+3g, 3g+3g, 2g+2g+2g+1g or 7x1g. The mix of layouts comes from the wor
 itself (its instance-seconds per profile, so the best static mix in hindsight): one-GPU 7g
 jobs take 7g GPUs, 4g jobs 4g+3g GPUs (their 3g halves serve 3g jobs), the remaining 3g
 demand 3g+3g, 2g demand 2g+2g+2g+1g (whose 1g serve 1g jobs), the rest of 1g 7x1g. Jobs of
-several GPUs need them together, so their share of GPUs is whole nodes left unsplit. Walking
-the nodes in order, each becomes a whole node or a split one, whichever is further below its
-share of GPUs; the GPUs of split nodes first take one of every layout the workload needs
+several GPUs need them together, so their share of GPUs is whole nodes left unsplit (only
+nodes with as many GPUs as the largest such job). Walking the nodes in order, each becomes a
+whole node or a split one, whichever is further below its share of GPUs; the GPUs of split nodes first take one of every layout the workload needs
 (most needed first, so no profile is missing from a small cluster), then the layout furthest
 below its share.
 """
@@ -53,8 +53,10 @@ def _furthest_below(shares: dict[str, float], counts: dict[str, int], total: int
     return max(shares, key=lambda name: (shares[name] * total - counts.get(name, 0), shares[name]))
 
 
-def assign_layouts(gpus_per_node: Sequence[int], shares: dict[str, float]) -> list[list[str]]:
-    """A layout for every GPU of every node, in node order (see module doc)."""
+def assign_layouts(gpus_per_node: Sequence[int], shares: dict[str, float],
+                   whole_node_gpus: int = 1) -> list[list[str]]:
+    """A layout for every GPU of every node, in node order (see module doc); only nodes with
+    at least ``whole_node_gpus`` GPUs (the largest multi-GPU job) may be left whole."""
     whole = shares.get(WHOLE_NODES, 0.0)
     split = {k: v / (1 - whole) for k, v in shares.items() if k != WHOLE_NODES and whole < 1}
     kind_counts = {"whole": 0, "split": 0}
@@ -63,6 +65,8 @@ def assign_layouts(gpus_per_node: Sequence[int], shares: dict[str, float]) -> li
     for n in gpus_per_node:
         total = kind_counts["whole"] + kind_counts["split"] + n
         kind = _furthest_below({"whole": whole, "split": 1 - whole}, kind_counts, total)
+        if n < whole_node_gpus and split:
+            kind = "split"
         kind_counts[kind] += n
         if kind == "whole" or not split:
             out.append([WHOLE_LAYOUT] * n)

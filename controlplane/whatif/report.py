@@ -97,7 +97,9 @@ def run_mode(workload: Workload, mode: str, template: ClusterTemplate, config: S
     bad = never_fitting(jobs, workload.nodes, config, partitioned)
     jobs = [j for j in jobs if j.job_id not in bad]
     layouts = static_layouts(jobs) if partitioned else None
-    sizing = smallest(jobs, template, config, bound_s, layouts, progress)
+    widest = max((j.request.gpus for j in jobs if j.request.gpus > 1), default=1)
+    sizing = smallest(jobs, template, config, bound_s,
+                      lambda k: template.build(k, layouts, widest), progress)
     return ModeRun(mode, jobs, never + len(bad), sizing, layouts)
 
 

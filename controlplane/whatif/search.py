@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from controlplane.scheduler import SchedulerConfig
-from controlplane.whatif.cluster import ClusterTemplate
+from controlplane.whatif.cluster import Cluster, ClusterTemplate
 from controlplane.whatif.replay import Replay, SimJob, replay
 from controlplane.whatif.rightsize import percentile
 
@@ -55,16 +55,18 @@ def demand_at_arrivals(jobs: Sequence[SimJob]) -> list[float]:
 
 
 def smallest(jobs: Sequence[SimJob], template: ClusterTemplate, config: SchedulerConfig,
-             bound_s: float, layouts: dict[str, float] | None = None,
+             bound_s: float, build: Callable[[int], Cluster] | None = None,
              progress: Progress | None = None, max_nodes: int | None = None) -> Sizing:
-    """Search the smallest k (see module doc); ``layouts``: static partitions of the GPUs."""
+    """Search the smallest k (see module doc); ``build(k)``: the cluster of k nodes (default:
+    ``template.build``, unpartitioned)."""
+    build = build or template.build
     max_nodes = max_nodes or 4 * len(template.order)
     sizing = Sizing(None, None)
     tried: dict[int, Replay] = {}
 
     def serves(k: int) -> bool:
         if k not in tried:
-            cluster = template.build(k, layouts)
+            cluster = build(k)
             label = f"{k} nodes, {cluster.gpus} GPUs"
             tick = (lambda done, total: progress(label, done, total)) if progress else None
             run = replay(jobs, cluster, config, bound_s, tick)
