@@ -7,6 +7,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
+from controlplane.core.resources import Request
 from controlplane.core.snapshot import PendingJob, Snapshot
 from controlplane.scheduler import SchedulerConfig, schedule
 from controlplane.whatif import modes
@@ -60,20 +61,19 @@ def never_fitting(jobs: Sequence[SimJob], rows: Sequence[NodeRow], config: Sched
     nodes = []
     for row, variant in probe_rows:
         nodes += ClusterTemplate([row]).build(1, variant).nodes
-    shapes: dict[tuple, str] = {}
+    def shape(r: Request) -> tuple:
+        return (r.cpu_milli, r.memory_mib, r.gpus, r.gpu_milli, r.gpu_memory_mib, r.constraints,
+                r.gang)
+
+    first: dict[tuple, SimJob] = {}
     for j in jobs:
-        r = j.request
-        shapes.setdefault((r.cpu_milli, r.memory_mib, r.gpus, r.gpu_milli, r.gpu_memory_mib,
-                           r.constraints, r.gang), j.job_id)
-    by_id = {j.job_id: j for j in jobs}
-    pending = [PendingJob(jid, QUEUE, by_id[jid].request, submitted_seq=i)
-               for i, jid in enumerate(shapes.values())]
+        first.setdefault(shape(j.request), j)
+    pending = [PendingJob(j.job_id, QUEUE, j.request, submitted_seq=i)
+               for i, j in enumerate(first.values())]
     decision = schedule(Snapshot(nodes, [], pending), config)
-    bad = {jid for jid, reason in decision.pending.items() if reason.unschedulable}
-    bad_shapes = {key for key, jid in shapes.items() if jid in bad}
-    return {j.job_id for j in jobs
-            if (j.request.cpu_milli, j.request.memory_mib, j.request.gpus, j.request.gpu_milli,
-                j.request.gpu_memory_mib, j.request.constraints, j.request.gang) in bad_shapes}
+    bad = {key for key, j in first.items()
+           if (reason := decision.pending.get(j.job_id)) and reason.unschedulable}
+    return {j.job_id for j in jobs if shape(j.request) in bad}
 
 
 def static_layouts(jobs: Sequence[SimJob]) -> dict[str, float]:
