@@ -108,6 +108,7 @@ class Agent:
         self.node_id, self.client.token = res.node_id, res.node_token
         self.heartbeat_interval = min(self.heartbeat_interval, res.heartbeat_interval_s)
         self.loss_timeout_s = res.node_loss_timeout_s
+        self.reports.server_log_cap = res.log_cap
         self.state.save_identity({"server_url": self.config.server_url, "node_id": res.node_id,
                                   "node_token": res.node_token, "node_name": self.config.node_name})
         log.info("registered node %s as %s with %d accelerators", self.config.node_name, res.node_id,
@@ -247,6 +248,7 @@ class Agent:
         self.samples_delivered += len(samples)
         self.heartbeat_interval = min(self.config.heartbeat_interval_s, res.heartbeat_interval_s)
         self.loss_timeout_s = res.node_loss_timeout_s
+        self.reports.server_log_cap = res.log_cap
         return True, len(self.sample_outbox) > 0
 
     def _fence(self) -> None:

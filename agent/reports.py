@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from agent.buffer import DiskQueue
@@ -40,6 +41,7 @@ class ReportSender:
         self._lock = threading.Lock()  # peek, send and pop as one step
         self._unknown_stops: set[str] = set()
         self._next_job = 0  # ship_logs starts each batch at the next job (round robin)
+        self.server_log_cap = wire.LogCap()  # what the server keeps of a stream (it says so)
 
     def report(self, kind: wire.StatusKind, job: Job, **fields: Any) -> None:
         """Queue a report about ``job`` (the runtime's reporter callback)."""
@@ -105,8 +107,9 @@ class ReportSender:
                 progress = False
                 for job in order:
                     for stream in STREAMS:
-                        offset = next_offset[(job.attempt_id, stream)]
-                        data, end = logs.read_chunk(job.job_dir / f"{stream}.log", offset, logs.MAX_CHUNK)
+                        path = job.job_dir / f"{stream}.log"
+                        offset = self._skip_dropped(path, next_offset[(job.attempt_id, stream)])
+                        data, end = logs.read_chunk(path, offset, logs.MAX_CHUNK)
                         if end <= offset:
                             continue
                         chunk = wire.LogChunk(job_id=job.order.job_id, attempt_id=job.attempt_id,
@@ -127,6 +130,16 @@ class ReportSender:
             self._on_delivered()
             if full:
                 self.wake.set()  # more waiting: come back at once
+
+    def _skip_dropped(self, path: Path, offset: int) -> int:
+        """Past the head, a backlog longer than what the server keeps starts at the part it keeps
+        (the server shows the gap with a marker): a flood costs no bandwidth it would discard."""
+        cap = self.server_log_cap
+        tail = cap.max_bytes - cap.head_bytes
+        if offset < cap.head_bytes:
+            return offset
+        end = logs.size(path)
+        return max(offset, end - tail)
 
     def _send_chunks(self, chunks: list[tuple[str, str, int, wire.LogChunk]]) -> None:
         try:

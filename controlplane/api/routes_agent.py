@@ -31,7 +31,7 @@ async def register(request: Request, req: wire.RegisterRequest, who: Principal =
     if who.role not in (Role.BOOTSTRAP, Role.ADMIN):
         raise Forbidden("registering a node needs a bootstrap token (or an admin token)")
     answer = await run_agent_work(request, nodes.register, db, who, req, settings.heartbeat_interval_s)
-    answer.node_loss_timeout_s = settings.heartbeat_timeout_s
+    answer.node_loss_timeout_s, answer.log_cap = settings.heartbeat_timeout_s, _log_cap(settings)
     return answer
 
 
@@ -40,7 +40,7 @@ async def heartbeat(request: Request, hb: wire.Heartbeat, who: Principal = Depen
                     db: Database = Depends(get_db),
                     settings: Settings = Depends(get_settings)) -> wire.HeartbeatResponse:
     answer = await run_agent_work(request, nodes.heartbeat, db, who, hb, settings.heartbeat_interval_s)
-    answer.node_loss_timeout_s = settings.heartbeat_timeout_s
+    answer.node_loss_timeout_s, answer.log_cap = settings.heartbeat_timeout_s, _log_cap(settings)
     return answer
 
 
@@ -70,5 +70,11 @@ async def status(request: Request, batch: wire.StatusBatch, who: Principal = Dep
 @router.post("/logs", response_model=wire.Ack, responses=REPORT)
 async def logs(request: Request, batch: wire.LogBatch, who: Principal = Depends(agent),
                db: Database = Depends(get_db), settings: Settings = Depends(get_settings)) -> wire.Ack:
-    cap = LogCap(settings.log_max_bytes, min(settings.log_head_bytes, settings.log_max_bytes))
-    return await run_agent_work(request, svc.ingest_logs, db, who, batch, cap)
+    cap = _log_cap(settings)
+    return await run_agent_work(request, svc.ingest_logs, db, who, batch,
+                                LogCap(cap.max_bytes, cap.head_bytes))
+
+
+def _log_cap(settings: Settings) -> wire.LogCap:
+    return wire.LogCap(max_bytes=settings.log_max_bytes,
+                       head_bytes=min(settings.log_head_bytes, settings.log_max_bytes))

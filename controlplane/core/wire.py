@@ -55,6 +55,14 @@ class RegisterRequest(BaseModel):
     accelerators: list[AcceleratorInfo]
 
 
+class LogCap(BaseModel):
+    """How much of each job member's stream the server keeps: the first ``head_bytes`` and the
+    newest rest of ``max_bytes``. Agents never ship the middle it would drop."""
+
+    max_bytes: int = 16 * 1024 * 1024
+    head_bytes: int = 1024 * 1024
+
+
 class RegisterResponse(BaseModel):
     node_id: str
     node_token: str
@@ -62,6 +70,7 @@ class RegisterResponse(BaseModel):
     # after this long without heartbeats the server declares the node lost and requeues its jobs;
     # an agent that hears nothing from the control plane for this long stops its jobs (fencing)
     node_loss_timeout_s: float = 40.0
+    log_cap: LogCap = Field(default_factory=lambda: LogCap())
 
 
 class AcceleratorSample(BaseModel):
@@ -111,6 +120,7 @@ class HeartbeatResponse(BaseModel):
     ok: bool = True
     heartbeat_interval_s: float = 10.0
     node_loss_timeout_s: float = 40.0
+    log_cap: LogCap = Field(default_factory=lambda: LogCap())
 
 
 class SliceSpec(BaseModel):

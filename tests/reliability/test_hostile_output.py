@@ -19,7 +19,7 @@ STEADY_LINES = 150
 STEADY = "import time\nfor i in range({n}):\n    print('line', i, flush=True)\n    time.sleep(0.2)\n"
 HOSTILE = ("import sys, time\nfor i in range(100):\n    sys.stdout.buffer.write(b'nul\\x00here bad\\xff\\xfe end\\n')\n"
            "    sys.stdout.flush()\n    time.sleep(0.02)\n")
-FLOOD = "head -c 1073741824 /dev/zero | tr '\\0' 'x' | fold -w 99"  # 1 GiB in 100-byte lines
+FLOOD = "head -c 1073741824 /dev/zero | tr '\\0' 'x' | fold -w 99; echo; echo the-end"  # 1 GiB, 100-byte lines
 LOG_CAP = 16 * 1024 * 1024
 
 
@@ -57,7 +57,7 @@ def test_nul_invalid_text_and_a_1_gb_flood_do_not_hurt_other_jobs(tmp_path) -> N
             assert "nul\ufffdhere bad\ufffd\ufffd end" in api.logs(hostile["id"])
             # the flood: its stored log keeps the head and the newest output within the cap
             full = wait_until(lambda: (t := api.http.get(f"/api/v1/jobs/{flood['id']}/logs", timeout=60).text)
-                              .endswith("x" * 20) and "not kept (log cap)" in t and t, 180, "the flood's tail")
+                              .endswith("\nthe-end\n") and "not kept (log cap)" in t and t, 180, "the flood's tail")
             assert len(full.encode()) <= LOG_CAP + 4096
             assert max(rss) < 800, f"server RSS peaked at {max(rss):.0f} MiB"
             timings = []
