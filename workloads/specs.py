@@ -63,6 +63,8 @@ class SpecBase(BaseModel):
     output: str | None = Field(None, description="output path on the node or shared storage")
     workdir: str | None = None
     min_runtime_s: float = Field(0, ge=0, description="never preempted before this")
+    max_runtime_s: float | None = Field(None, gt=0, le=366 * 86400, description="stopped when it runs longer "
+                                        "(lets it backfill into room reserved for a later start)")
     preemptible: bool = True
     grace_s: float = Field(30, ge=0, le=3600, description="SIGTERM to SIGKILL")
 

@@ -68,6 +68,7 @@ class StopKind(StrEnum):
     PREEMPT = "preempt"
     LOST = "lost"  # a member's node stopped heartbeating
     FAILURE = "failure"  # a member failed: the rest of the gang is stopped
+    TIMEOUT = "timeout"  # it ran longer than its max_runtime_s
 
 
 class PendingCode(StrEnum):
@@ -93,6 +94,7 @@ class OutcomeCode(StrEnum):
     PREEMPTED = "preempted"  # requeued, or failed when retry.on_preemption is false
     LOST = "lost"  # requeued, or failed when out of attempts or retry.on_lost is false
     FAILURE_RETRIED = "failure_retried"
+    TIMED_OUT = "timed_out"  # stopped past its max_runtime_s
 
 
 class NodeState(StrEnum):
@@ -148,6 +150,8 @@ def outcome(stop_kind: StopKind | None, stop_reason: str | None, exit_codes: lis
             return Outcome(JobState.PENDING, OutcomeCode.PREEMPTED, f"preempted: {reason}")
         return Outcome(JobState.FAILED, OutcomeCode.PREEMPTED,
                        f"preempted and retry.on_preemption is false: {reason}")
+    if stop_kind == StopKind.TIMEOUT:
+        return Outcome(JobState.FAILED, OutcomeCode.TIMED_OUT, reason or "ran longer than its max_runtime_s")
     if stop_kind == StopKind.LOST:
         if retry.on_lost and retries_left:
             return Outcome(JobState.PENDING, OutcomeCode.LOST, f"lost: {reason}")

@@ -168,6 +168,7 @@ class JobRow(Base):
     status_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     reason_code: Mapped[str | None] = mapped_column(String(32), nullable=True)  # OutcomeCode
     not_before: Mapped[float | None] = mapped_column(Float, nullable=True)  # held pending until then
+    max_runtime_s: Mapped[float | None] = mapped_column(Float, nullable=True)  # stopped past it
     attempt: Mapped[int] = mapped_column(Integer, default=0)
     max_attempts: Mapped[int] = mapped_column(Integer, default=1)
     exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)

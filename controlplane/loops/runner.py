@@ -16,7 +16,7 @@ from controlplane.core.snapshot import Decision, PendingReason
 from controlplane.core.states import PendingCode
 from controlplane.db.database import Database
 from controlplane.history import sample as sample_history
-from controlplane.loops import lease, liveness, retention
+from controlplane.loops import lease, liveness, retention, runtime_limits
 from controlplane.scheduler import SchedulerConfig, schedule
 from controlplane.scheduler.policies import profile
 from controlplane.services.scheduling import SchedulingService
@@ -77,7 +77,7 @@ class Loops:
         self._wake.set()
 
     def _run(self) -> None:
-        next_sweep = next_trim = next_history = 0.0
+        next_sweep = next_trim = next_history = next_limits = 0.0
         database_failed = False
         while not self._stop.is_set():
             started = time.monotonic()
@@ -102,6 +102,9 @@ class Loops:
                         liveness.sweep(self.db, self.settings.heartbeat_timeout_s)
                         liveness.lost_node_leftovers(self.db)
                         next_sweep = started + self.settings.liveness_interval_s
+                    if started >= next_limits:  # not held back by the sweep's grace
+                        runtime_limits.stop_overdue(self.db)
+                        next_limits = started + self.settings.liveness_interval_s
                     if started >= next_trim:
                         retention.trim_status_seen(self.db)
                         retention.trim_logs(self.db, self.settings.log_retention_s)

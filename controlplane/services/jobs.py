@@ -99,6 +99,7 @@ def submit(db: Database, who: Principal, body: object, idempotency_key: str | No
                           priority=spec.priority_value, spec=normalised,
                           request=request_to_json(request_from_resources(normalised["resources"])),
                           min_runtime_s=float(spec.min_runtime_s), preemptible=bool(spec.preemptible),
+                          max_runtime_s=spec.max_runtime_s,
                           max_attempts=spec.retry.max_attempts, idempotency_key=idempotency_key,
                           idempotency_hash=body_hash if idempotency_key else None,
                           created_at=now(), attempt=0, pending_reason=None, status_reason=None,

@@ -1,10 +1,11 @@
-"""requeue hold: a job requeued because its node was lost waits until the old copy has stopped
+"""requeue hold and run-time limits
 
 Revision ID: 0008
 Revises: 0005
 
 jobs.not_before: the scheduler leaves a pending job alone until then (the lost node's agent
 fences its copy with a grace period; the new copy must not start before that copy is gone).
+jobs.max_runtime_s: the job is stopped past it; the scheduler knows when it ends (backfill).
 """
 from __future__ import annotations
 
@@ -19,7 +20,9 @@ depends_on = None
 
 def upgrade() -> None:
     op.add_column('jobs', sa.Column('not_before', sa.Float(), nullable=True))
+    op.add_column('jobs', sa.Column('max_runtime_s', sa.Float(), nullable=True))
 
 
 def downgrade() -> None:
     op.execute("ALTER TABLE jobs DROP COLUMN not_before")
+    op.execute("ALTER TABLE jobs DROP COLUMN max_runtime_s")

@@ -259,3 +259,14 @@ def test_assignments_long_poll_wakes_on_change_and_times_out_otherwise(server) -
         woke = waiting.result(timeout=1)
         assert woke["start"] and time.monotonic() - t0 < 10
     agent.close()
+
+
+def test_a_job_past_its_max_runtime_is_stopped_with_the_reason(server) -> None:  # noqa: ANN001
+    agent, model = agent_for(server, "limit")
+    with server.client() as c:
+        job_id = c.post("/api/v1/jobs", json=spec("limit", model, max_runtime_s=1)).json()["id"]
+        assert job(c, job_id)["spec"]["max_runtime_s"] == 1
+        wait_for(lambda: job(c, job_id)["status"] == "running", agents=(agent,))
+        done = wait_for(lambda: (j := job(c, job_id))["status"] == "failed" and j, agents=(agent,), timeout=60)
+        assert done["reason_code"] == "timed_out" and "max_runtime_s of 1 s" in done["status_reason"]
+    agent.close()

@@ -57,6 +57,8 @@ OUTCOMES = [
     (StopKind.LOST, "node n1 stopped heartbeating", [None], None, DEFAULT, 3,
      (FAIL, OutcomeCode.LOST, "lost after 3 attempt(s)", None)),
     (StopKind.LOST, "gone", [None], None, NO_RETRY, 1, (FAIL, OutcomeCode.LOST, "lost after 1", None)),
+    (StopKind.TIMEOUT, "ran longer than its max_runtime_s of 60 s", [-15], None, RETRY_FAILURES, 1,
+     (FAIL, OutcomeCode.TIMED_OUT, "max_runtime_s of 60 s", None)),
 ]
 
 
