@@ -71,7 +71,10 @@ class SchedulingService:
             queue_rows = list(s.scalars(select(QueueRow)))
             qname = {q.id: f"{teams[q.team_id]}/{q.name}" for q in queue_rows}
             queues = [Queue(name=qname[q.id], team=teams[q.team_id], guarantee_milli=q.guarantee_milli,
-                            limit_milli=q.limit_milli, weight=q.weight) for q in queue_rows]
+                            limit_milli=q.limit_milli, weight=q.weight,
+                            model_guarantees_milli=tuple(sorted((q.model_guarantees or {}).items())),
+                            memory_guarantee_mib=q.memory_guarantee_mib, memory_limit_mib=q.memory_limit_mib)
+                      for q in queue_rows]
             nodes: dict[int, Node] = {}
             for n in s.scalars(select(NodeRow).order_by(NodeRow.id)):
                 nodes[n.id] = Node(name=n.name, cpu_milli=n.cpu_milli, memory_mib=n.memory_mib,
