@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from controlplane.cli import admin, cluster, jobs, local
+from controlplane.cli import admin, admin_controls, cluster, jobs, local
 
 app = typer.Typer(
     name="gpupool",
@@ -31,6 +31,7 @@ def _root(
 jobs.register(app)
 cluster.register(app)
 admin.register(app)
+app.add_typer(admin_controls.admin_app, name="admin")
 local.register(app)
 
 try:  # the scheduler's trace-replay benchmark, when that package provides it
