@@ -10,7 +10,7 @@ from controlplane.cli.admin import parse_duration
 from controlplane.cli.admin_queues import queue_app
 from controlplane.cli.context import target
 from controlplane.cli.errors import CliError, console, handle_errors
-from controlplane.cli.render_admin import (BadValue, bootstrap_tokens_table, parse_pairs, scheduler_table,
+from controlplane.cli.render_admin import (BadValue, bootstrap_tokens_table, parse_pairs, scheduler_view,
                                            users_table)
 
 admin_app = typer.Typer(help="Administration: queues, bootstrap tokens, users, scheduler, GPU health.",
@@ -106,7 +106,7 @@ def user_enable(ctx: typer.Context, name: str) -> None:
 def scheduler_show(ctx: typer.Context) -> None:
     """The policy the scheduling loop uses and each plugin's weight."""
     with target(ctx).client() as client:
-        console.print(scheduler_table(client.get_scheduler()))
+        console.print(scheduler_view(client.get_scheduler()))
 
 
 @scheduler_app.command("set")
@@ -123,7 +123,7 @@ def scheduler_set(
     except BadValue as err:
         raise CliError(str(err)) from None
     with target(ctx).client() as client:
-        console.print(scheduler_table(client.set_scheduler(policy, weights)))
+        console.print(scheduler_view(client.set_scheduler(policy, weights)))
 
 
 def _weight(text: str, option: str) -> float:
@@ -138,7 +138,7 @@ def _weight(text: str, option: str) -> float:
 def scheduler_reset(ctx: typer.Context) -> None:
     """Forget the run-time policy: the server's GPUPOOL_SCHEDULER_POLICY applies again."""
     with target(ctx).client() as client:
-        console.print(scheduler_table(client.reset_scheduler()))
+        console.print(scheduler_view(client.reset_scheduler()))
 
 
 @accelerator_app.command("mark-healthy")

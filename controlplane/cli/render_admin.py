@@ -3,6 +3,7 @@ tables, and parsing of the admin commands' values (GPUs, sizes, priorities); no 
 
 from __future__ import annotations
 
+from rich.console import Group
 from rich.markup import escape
 from rich.table import Table
 
@@ -120,16 +121,16 @@ def users_table(items: list[User]) -> Table:
     return table
 
 
-def scheduler_table(cfg: SchedulerSettings) -> Table:
+def scheduler_view(cfg: SchedulerSettings) -> Group:
     """The policy in use, where it comes from, and each plugin's weight."""
-    table = Table(header_style="bold", caption=f"policy {cfg.policy} ({_source(cfg)}); "
-                  f"known policies: {', '.join(sorted(cfg.policies))}", caption_justify="left")
+    table = Table(header_style="bold")
     table.add_column("PLUGIN")
     table.add_column("WEIGHT", justify="right")
     for plugin in cfg.plugins:
         weight = cfg.effective_weights.get(plugin)
         table.add_row(plugin, "-" if weight is None else f"{weight:g}")
-    return table
+    return Group(f"policy [bold]{escape(cfg.policy)}[/] ({_source(cfg)})", table,
+                 f"known policies: {', '.join(sorted(cfg.policies))}")
 
 
 def _source(cfg: SchedulerSettings) -> str:
