@@ -7,10 +7,9 @@ token, after a restart) is cordoned too. On SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import pytest
-from typer.testing import CliRunner
 
-from controlplane.cli.main import app
 from tests.integration.e2e_agent_support import AgentProc, wait_until
+from tests.support.cli import admin_cli
 from tests.support.fake_agent import FakeAgent
 from tests.support.fixtures import server_fixture
 
@@ -58,7 +57,8 @@ def test_unhealthy_gpus_are_cordoned_their_jobs_requeued_and_the_node_after_two(
             _, gpu2 = wait_until(lambda: _running_on(c, second), 60, "second job running")
 
             inject(f"xid {index[gpu1]} 79")  # the first job's GPU falls over
-            bad = wait_until(lambda: (a := _accs(c, name)[gpu1]) and not a["healthy"] and a, 60, "GPU cordoned")
+            bad = wait_until(lambda: (a := _accs(c, name)[gpu1])["unhealthy_reason"] and a, 60, "GPU cordoned")
+            assert not bad["healthy"]
             assert bad["unhealthy_reason"] == "XID 79" and bad["unhealthy_since"]
             _, moved = wait_until(lambda: _running_on(c, first, attempt1), 90, "first job requeued and running")
             assert moved not in (gpu1, gpu2)
@@ -77,11 +77,8 @@ def test_unhealthy_gpus_are_cordoned_their_jobs_requeued_and_the_node_after_two(
             assert kinds.count("accelerator_unhealthy") == 2 and "node_cordoned" in kinds
 
         inject(f"healthy {index[gpu1]}")  # the GPU was reset; an admin returns it to service (CLI)
-        monkeypatch.setenv("GPUPOOL_SERVER", server.url)
-        monkeypatch.setenv("GPUPOOL_TOKEN", server.admin_token)
-        monkeypatch.setenv("GPUPOOL_HOME", str(tmp_path))
-        result = CliRunner().invoke(app, ["admin", "accelerator", "mark-healthy", gpu1], catch_exceptions=False)
-        assert result.exit_code == 0 and "healthy again" in result.stdout, result.stderr
+        code, out, err = admin_cli(server, monkeypatch, tmp_path)("admin", "accelerator", "mark-healthy", gpu1)
+        assert code == 0 and "healthy again" in out, err
         with server.client() as c:
             node = c.get(f"/api/v1/nodes/{name}").json()
             assert not node["cordoned"] and not node["health_cordoned"]  # 1 unhealthy < 2
@@ -91,7 +88,7 @@ def test_unhealthy_gpus_are_cordoned_their_jobs_requeued_and_the_node_after_two(
             agent.stop()  # restart the agent; its lost GPU is no longer discovered
             c.post(f"/api/v1/accelerators/{gpu2}/mark-healthy")  # wrongly returned to service
             agent.start().wait_connected(60)
-            missing = wait_until(lambda: (a := _accs(c, name)[gpu2]) and not a["healthy"] and a, 60,
+            missing = wait_until(lambda: (a := _accs(c, name)[gpu2])["unhealthy_reason"] and a, 60,
                                  "missing GPU cordoned at re-registration")
             assert missing["unhealthy_reason"] == "missing from its node's registration"
             rereg = [e for e in c.get("/api/v1/events", params={"node": name}).json()["items"]

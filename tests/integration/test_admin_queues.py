@@ -8,12 +8,11 @@ import time
 import uuid
 
 import pytest
-from typer.testing import CliRunner
 
-from controlplane.cli.main import app
 from controlplane.core.snapshot import Queue
 from controlplane.db.database import Database
 from controlplane.services.scheduling import SchedulingService
+from tests.support.cli import admin_cli
 from tests.support.fixtures import server_fixture
 
 pytestmark = pytest.mark.timeout(120)
@@ -107,15 +106,7 @@ def test_bad_policy_values_are_422_naming_the_field(server, change: dict, field:
 
 def test_the_cli_manages_queues(server, monkeypatch, tmp_path) -> None:  # noqa: ANN001
     team, _ = _team_with_member(server)
-    monkeypatch.setenv("GPUPOOL_SERVER", server.url)
-    monkeypatch.setenv("GPUPOOL_TOKEN", server.admin_token)
-    monkeypatch.setenv("GPUPOOL_HOME", str(tmp_path))
-    monkeypatch.setenv("COLUMNS", "250")
-    runner = CliRunner()
-
-    def cli(*args: str):  # noqa: ANN202
-        result = runner.invoke(app, list(args), catch_exceptions=False)
-        return result.exit_code, result.stdout, result.stderr
+    cli = admin_cli(server, monkeypatch, tmp_path)
 
     code, out, err = cli("admin", "queue", "create", "serve", "--team", team, "--guarantee", "2", "--limit", "3",
                          "--max-priority", "high", "--no-allow-non-preemptible", "--max-min-runtime", "2h",

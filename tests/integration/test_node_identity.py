@@ -10,12 +10,11 @@ import uuid
 import httpx
 import pytest
 from sqlalchemy import select, update
-from typer.testing import CliRunner
 
-from controlplane.cli.main import app
 from controlplane.db.base import now
 from controlplane.db.database import Database
 from controlplane.db.models import DashboardSessionRow, NodeRow, TokenRow, UserRow
+from tests.support.cli import admin_cli
 from tests.support.dashboard import sign_in
 from tests.support.fixtures import server_fixture
 from tests.support.openapi_check import conformance_hooks
@@ -174,15 +173,7 @@ def test_disabled_users_lose_their_tokens_and_sessions_until_enabled(server) -> 
 
 
 def test_the_cli_manages_bootstrap_tokens_tokens_and_users(server, monkeypatch, tmp_path) -> None:  # noqa: ANN001
-    monkeypatch.setenv("GPUPOOL_SERVER", server.url)
-    monkeypatch.setenv("GPUPOOL_TOKEN", server.admin_token)
-    monkeypatch.setenv("GPUPOOL_HOME", str(tmp_path))
-    monkeypatch.setenv("COLUMNS", "250")
-    runner = CliRunner()
-
-    def cli(*args: str):  # noqa: ANN202
-        result = runner.invoke(app, list(args), catch_exceptions=False)
-        return result.exit_code, result.stdout, result.stderr
+    cli = admin_cli(server, monkeypatch, tmp_path)
 
     code, out, err = cli("admin", "bootstrap-token", "create", "--expires-in", "1d", "--single-use",
                          "--name-pattern", "gpu-[0-9]+", "--quiet")

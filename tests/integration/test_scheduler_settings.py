@@ -7,9 +7,8 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from typer.testing import CliRunner
 
-from controlplane.cli.main import app
+from tests.support.cli import admin_cli
 from tests.support.fake_agent import FakeAgent
 from tests.support.fixtures import server_fixture
 from tests.support.waiting import wait_until
@@ -103,15 +102,7 @@ def test_only_admins_see_or_change_the_scheduler(server) -> None:  # noqa: ANN00
 
 
 def test_the_cli_shows_and_sets_the_policy(server, monkeypatch, tmp_path) -> None:  # noqa: ANN001
-    monkeypatch.setenv("GPUPOOL_SERVER", server.url)
-    monkeypatch.setenv("GPUPOOL_TOKEN", server.admin_token)
-    monkeypatch.setenv("GPUPOOL_HOME", str(tmp_path))
-    monkeypatch.setenv("COLUMNS", "200")
-    runner = CliRunner()
-
-    def cli(*args: str):  # noqa: ANN202
-        result = runner.invoke(app, list(args), catch_exceptions=False)
-        return result.exit_code, result.stdout, result.stderr
+    cli = admin_cli(server, monkeypatch, tmp_path)
 
     code, out, _ = cli("admin", "scheduler", "set", "fgd", "--weight", "fgd=900", "-w", "topology=2")
     assert code == 0 and "900" in out and "set by user:admin" in out
