@@ -227,6 +227,12 @@ class SchedulingService:
                 s.add(SliceRow(member_id=member.id, accelerator_uuid=g.accelerator_uuid,
                                compute_milli=g.compute_milli, memory_mib=g.memory_mib, allocated_at=ts))
             s.flush()  # the capacity trigger + CHECK run here; IntegrityError -> skipped
+        # read after the trigger locked the accelerators: a GPU cordoned since the snapshot is refused
+        uuids = [g.accelerator_uuid for m in p.members for g in m.slices]
+        sick = s.scalars(select(AcceleratorRow.uuid).where(AcceleratorRow.uuid.in_(uuids),
+                                                           AcceleratorRow.healthy.is_(False))).first() if uuids else None
+        if sick is not None:
+            raise _Skip(f"accelerator {sick} became unhealthy")
         return {n.id for n in nodes}
 
     def _free_port(self, s, node_id: int) -> int:  # noqa: ANN001

@@ -2,14 +2,26 @@
 into it through its faults file (GPUPOOL_SIM_FAULTS_FILE). A critical XID or a lost GPU cordons
 that GPU, stops and requeues its job (never onto an unhealthy GPU), cordons the node at the second
 one; an admin returns them to service; a GPU missing when the agent re-registers (with its own node
-token, after a restart) is cordoned too. On SQLite and PostgreSQL."""
+token, after a restart) is cordoned too; a GPU cordoned between a cycle's snapshot and its apply is
+not used. On SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
 import pytest
+from sqlalchemy import select
 
+from controlplane.core.states import Role
+from controlplane.db import migrate
+from controlplane.db.database import Database
+from controlplane.db.models import JobRow
+from controlplane.loops.runner import Loops
+from controlplane.scheduler import schedule
+from controlplane.services import health
+from controlplane.services.principal import Principal
+from controlplane.settings import Settings
 from tests.integration.e2e_agent_support import AgentProc, wait_until
 from tests.support.cli import admin_cli
+from tests.support.factories import make_job, make_node
 from tests.support.fake_agent import FakeAgent
 from tests.support.fixtures import server_fixture
 
@@ -118,3 +130,20 @@ def test_admins_cordon_and_clear_accelerators(server) -> None:  # noqa: ANN001
             c.post(f"/api/v1/jobs/{job}/cancel")
     finally:
         agent.close()
+
+
+def test_a_gpu_cordoned_between_snapshot_and_apply_is_not_used(db_url, tmp_path) -> None:  # noqa: ANN001
+    migrate.upgrade(db_url)
+    db = Database(db_url)
+    try:
+        (gpu,) = make_node(db, "race-1", gpus=1, memory_mib=1000)
+        job = make_job(db, "race", 0.5)
+        loops = Loops(db, Settings(home=tmp_path, run_loops=False))
+        decision = schedule(loops.service.snapshot(0.0), loops.config)
+        assert [p.job_id for p in decision.placements] == [str(job)]
+        health.mark_unhealthy(db, Principal(Role.ADMIN, 0, user="ops"), gpu, "XID 79", cordon_node_after=2)
+        assert loops.service.apply(decision)["skipped"] == 1
+        with db.read() as s:
+            assert s.scalar(select(JobRow.status).where(JobRow.id == job)) == "pending"
+    finally:
+        db.dispose()
