@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections import Counter
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
@@ -58,8 +59,7 @@ def _may_register(s: Session, who: Principal, node: NodeRow | None, hostname: st
 def _claim_accelerators(s: Session, node: NodeRow, accs: list[wire.AcceleratorInfo]) -> set[int]:
     """Add or refresh the node's accelerators; an accelerator of another node that is alive or
     still holds slices is a 409 (never moved with its live slices). Returns nodes it moved from."""
-    uuids = [a.uuid for a in accs]
-    dup = sorted({u for u in uuids if uuids.count(u) > 1})
+    dup = sorted(u for u, n in Counter(a.uuid for a in accs).items() if n > 1)
     if dup:
         raise Invalid("accelerators", f"accelerator uuid(s) listed twice: {dup}")
     moved_from: set[int] = set()
