@@ -88,7 +88,10 @@ def test_unhealthy_gpus_are_cordoned_their_jobs_requeued_and_the_node_after_two(
             kinds = [e["kind"] for e in events]
             assert kinds.count("accelerator_unhealthy") == 2 and "node_cordoned" in kinds
 
-        inject(f"healthy {index[gpu1]}")  # the GPU was reset; an admin returns it to service (CLI)
+        inject(f"healthy {index[gpu1]}")  # the GPU was reset: its agent says so ...
+        with server.client() as c:
+            wait_until(lambda: (_accs(c, name)[gpu1]["telemetry"] or {}).get("healthy"), 60, "GPU reports healthy")
+        # ... and an admin returns it to service (CLI)
         code, out, err = admin_cli(server, monkeypatch, tmp_path)("admin", "accelerator", "mark-healthy", gpu1)
         assert code == 0 and "healthy again" in out, err
         with server.client() as c:
@@ -107,6 +110,10 @@ def test_unhealthy_gpus_are_cordoned_their_jobs_requeued_and_the_node_after_two(
                      if e["kind"] == "node_reregistered"]
             assert rereg and rereg[0]["actor"] == f"node:{name}"  # with its own node token
     finally:
+        with server.client() as c:  # cancelled jobs never requeue onto the other tests' nodes
+            for status in ("pending", "scheduled", "running"):
+                for j in c.get("/api/v1/jobs", params={"status": status}).json()["items"]:
+                    c.post(f"/api/v1/jobs/{j['id']}/cancel")
         agent.stop()
         agent.reap_jobs()
 
