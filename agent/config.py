@@ -41,7 +41,7 @@ class AgentConfig(BaseModel):
     server_url: str = "http://127.0.0.1:8000"
     ca_bundle: Path | None = Field(None, description="PEM certificates to trust for an https server")
     token: str | None = Field(None, description="bootstrap token, used to register once")
-    node_name: str = Field(default_factory=socket.gethostname)
+    node_name: str = Field(default_factory=lambda: socket.gethostname().lower())  # a DNS-1123 name
     address: str | None = Field(None, description="where this node's job endpoints are reached")
     backend: str = Field("nvml", description='"nvml" or "simulate:<nodes>x<gpus>x<model>"')
     state_dir: Path = Field(default_factory=_default_state_dir)

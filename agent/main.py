@@ -84,22 +84,32 @@ class Agent:
 
     # ------------------------------------------------------------------ registration
     def _register(self) -> None:
-        """Reuse the node token from the state dir, else register with the bootstrap token."""
+        """Re-register with the node token from the state dir (the server refreshes this node's
+        accelerators; a bootstrap token may not re-register a known node), else register with the
+        bootstrap token. Server unreachable with a stored token: carry on with that token."""
         ident = self.state.load_identity()
+        node_token = None
         if ident and ident.get("server_url") == self.config.server_url and ident.get("node_token"):
             self.node_id, self.client.token = ident["node_id"], ident["node_token"]
-            log.info("using node token from %s (node id %s)", self.state.root, self.node_id)
-            self._registered.set()
-            return
+            node_token = ident["node_token"]
         request = wire.RegisterRequest(node=self._node_info(), accelerators=self.sampler.accelerators)
         delay = 0.5
         while not self.stopping.is_set():
             try:
-                res = self.client.register(request, self.config.token)
+                res = self.client.register(request, node_token or self.config.token)
                 break
-            except ServerUnreachable as exc:
-                log.warning("control plane unreachable, retrying registration: %s", exc)
-            except (NotAuthorized, Rejected) as exc:
+            except (ServerUnreachable, Rejected) as exc:
+                if node_token:
+                    log.warning("re-registration failed (%s); using node token from %s (node id %s)",
+                                exc, self.state.root, self.node_id)
+                    self._registered.set()
+                    return
+                log.warning("registration failed, retrying: %s", exc)
+            except NotAuthorized as exc:
+                if node_token and self.config.token:  # revoked, or a server that forgot the node
+                    log.warning("node token refused (%s); registering with the bootstrap token", exc)
+                    node_token = None
+                    continue
                 log.error("registration refused: %s", exc)
             self.stopping.wait(delay)
             delay = min(delay * 2, 10.0)

@@ -23,11 +23,13 @@ from pydantic import BaseModel, ValidationError
 
 from controlplane.core.states import FINAL_STATES
 from controlplane.core.tls import CABundleError, is_untrusted_certificate, verify_with
-from controlplane.schemas import (AcceleratorList, BootstrapToken, Capacity, EventList, EventPage,
-                                  Health, Job, JobPage, Node, NodeList, Queue, QueueCreate,
-                                  QueueList, QueueUpdate, Team, TeamCreate, TeamList,
-                                  TokenCreate, TokenCreated, TokenList, TokenRevoked, User,
-                                  UserCreate, UserList, Whoami)
+from controlplane.schemas import (AcceleratorHealthChange, AcceleratorList, AcceleratorOnNode,
+                                  BootstrapToken, BootstrapTokenCreate, BootstrapTokenList, Capacity,
+                                  EventList, EventPage, Health, Job, JobPage, Node, NodeList, Queue,
+                                  QueueCreate, QueueList, QueueUpdate, SchedulerSettings,
+                                  SchedulerSettingsUpdate, Team, TeamCreate, TeamList, TokenCreate,
+                                  TokenCreated, TokenList, TokenRevoked, User, UserCreate, UserList,
+                                  Whoami)
 
 DEFAULT_SERVER = "http://127.0.0.1:8080"
 Json = dict[str, Any]
@@ -273,12 +275,15 @@ class GpupoolClient:
         return self._call(QueueList, "GET", "/api/v1/queues")
 
     def create_queue(self, name: str, team: str, **fields: Any) -> Queue:
-        """``fields``: guarantee_milli, limit_milli (None: no limit), weight."""
+        """``fields``: guarantee_milli, limit_milli (None: no limit), weight; members' policy
+        (max_priority, allow_non_preemptible, max_min_runtime_s, max_pending_jobs); and
+        model_guarantees_milli ({model: milli}), memory_guarantee_mib, memory_limit_mib."""
         return self._call(Queue, "POST", "/api/v1/queues",
                           json=self._body(QueueCreate, name=name, team=team, **fields))
 
     def update_queue(self, name: str, *, team: str | None = None, **fields: Any) -> Queue:
-        """Change the given quota fields; ``team`` picks the queue when the name is in several."""
+        """Change the given fields (those of ``create_queue``; None removes a limit); ``team``
+        picks the queue when the name is in several."""
         return self._call(Queue, "PATCH", f"/api/v1/queues/{_seg(name)}",
                           params=self._params(team=team), json=self._body(QueueUpdate, **fields))
 
@@ -304,8 +309,48 @@ class GpupoolClient:
     def delete_token(self, token_id: str) -> TokenRevoked:
         return self._call(TokenRevoked, "DELETE", f"/api/v1/tokens/{_seg(token_id)}")
 
-    def create_bootstrap_token(self) -> BootstrapToken:
-        return self._call(BootstrapToken, "POST", "/api/v1/bootstrap-tokens")
+    def disable_user(self, name: str) -> User:
+        """Refuse the user's tokens and end their dashboard sessions (their jobs keep running)."""
+        return self._call(User, "POST", f"/api/v1/users/{_seg(name)}/disable")
+
+    def enable_user(self, name: str) -> User:
+        return self._call(User, "POST", f"/api/v1/users/{_seg(name)}/enable")
+
+    def create_bootstrap_token(self, **rules: Any) -> BootstrapToken:
+        """``rules``: name, expires_in_s, single_use, name_pattern (a regex node names must match)."""
+        return self._call(BootstrapToken, "POST", "/api/v1/bootstrap-tokens",
+                          json=self._body(BootstrapTokenCreate, **rules))
+
+    def list_bootstrap_tokens(self) -> BootstrapTokenList:
+        return self._call(BootstrapTokenList, "GET", "/api/v1/bootstrap-tokens")
+
+    def revoke_bootstrap_token(self, token_id: str) -> TokenRevoked:
+        return self._call(TokenRevoked, "DELETE", f"/api/v1/bootstrap-tokens/{_seg(token_id)}")
+
+    # -- admin controls -------------------------------------------------------------------
+    def get_scheduler(self) -> SchedulerSettings:
+        return self._call(SchedulerSettings, "GET", "/api/v1/scheduler")
+
+    def set_scheduler(self, policy: str, weights: Mapping[str, float] | None = None) -> SchedulerSettings:
+        """The placement policy, and optionally plugin weights replacing its own (next cycle on)."""
+        fields: dict[str, Any] = {"policy": policy}
+        if weights is not None:
+            fields["weights"] = dict(weights)
+        return self._call(SchedulerSettings, "PUT", "/api/v1/scheduler",
+                          json=self._body(SchedulerSettingsUpdate, **fields))
+
+    def reset_scheduler(self) -> SchedulerSettings:
+        """Back to the server's own settings (GPUPOOL_SCHEDULER_POLICY)."""
+        return self._call(SchedulerSettings, "DELETE", "/api/v1/scheduler")
+
+    def mark_accelerator_healthy(self, uuid: str) -> AcceleratorOnNode:
+        return self._call(AcceleratorOnNode, "POST", f"/api/v1/accelerators/{_seg(uuid)}/mark-healthy")
+
+    def mark_accelerator_unhealthy(self, uuid: str, reason: str | None = None) -> AcceleratorOnNode:
+        """Cordon an accelerator: its jobs are stopped and requeued, nothing new lands on it."""
+        body = self._body(AcceleratorHealthChange, reason=reason) if reason else None
+        return self._call(AcceleratorOnNode, "POST", f"/api/v1/accelerators/{_seg(uuid)}/mark-unhealthy",
+                          json=body)
 
     def list_events(self, *, job: str | None = None, node: str | None = None,
                     limit: int | None = None, cursor: str | None = None) -> EventPage:

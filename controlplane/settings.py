@@ -50,6 +50,8 @@ class Settings(BaseSettings):
     forwarded_allow_ips: str = "127.0.0.1"  # proxies whose X-Forwarded-Proto/For are trusted
     session_ttl_s: float = Field(12 * 3600.0, gt=0)  # a dashboard sign-in ends after this ...
     session_idle_s: float = Field(3600.0, gt=0)  # ... or after this long without a request
+    # a node is cordoned once this many of its accelerators are unhealthy (0: never)
+    unhealthy_gpus_to_cordon_node: int = Field(2, ge=0, le=1024)
 
     @field_validator("tls_cert", "tls_key", mode="before")
     @classmethod

@@ -18,12 +18,18 @@ How the agent runtime (B2) drives it:
     it through ``processes()`` exactly as it would see NVML's per-process figures.
     ``set_usage(pid, used_mib=..., busy=...)`` does the same from inside the agent.
   * Faults for tests: ``inject_xid(uuid, code)`` (a critical XID marks it unhealthy) and
-    ``set_healthy(uuid, False)``.
+    ``set_healthy(uuid, False)``; ``lose(uuid)``: it falls off the bus (unhealthy, and gone
+    from ``discover()``, so a re-registration no longer lists it).
+  * Faults into a running agent: with ``GPUPOOL_SIM_FAULTS_FILE`` set (or ``faults_file=``), the
+    backend applies each new line appended to that file at its next sample: ``xid GPU CODE``,
+    ``lost GPU`` or ``healthy GPU``, GPU being an index or a UUID (``echo "xid 0 79" >> $FILE``).
+    A restarted agent replays the whole file, so a lost GPU stays lost.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import random
 import threading
@@ -35,7 +41,9 @@ from agent.devices.base import BackendUnavailable, ProcessUsage
 from agent.devices.profiles import Profile, profile_for
 from controlplane.core.wire import AcceleratorInfo, AcceleratorSample
 
+log = logging.getLogger("gpupool.agent.simulated")
 MEMORY_FILE_ENV = "GPUPOOL_SIM_MEMORY_FILE"
+FAULTS_FILE_ENV = "GPUPOOL_SIM_FAULTS_FILE"
 DEFAULT_USED_FRACTION = 0.6
 # XIDs that mean the GPU needs attention (DCGM's list of "fatal" ones, abridged).
 CRITICAL_XIDS = frozenset({48, 61, 62, 63, 64, 74, 79, 92, 94, 95, 119, 120, 140})
@@ -59,6 +67,7 @@ class _Device:
     healthy: bool = True
     xid_count: int = 0
     last_xid: int = 0
+    lost: bool = False
 
 
 def _hex(seed: int, node: str, key: str) -> str:
@@ -99,6 +108,7 @@ class SimulatedBackend:
         node: str = "sim",
         clock: Callable[[], float] = time.time,
         track_liveness: bool = True,
+        faults_file: str | None = None,
     ) -> None:
         if not 1 <= gpus <= 64:
             raise BackendUnavailable(f"simulated backend: gpu count must be 1..64, got {gpus}")
@@ -132,6 +142,7 @@ class SimulatedBackend:
             )
             start_energy = 1000.0 + int(_hex(seed, node, f"energy{index}")[:6], 16) % 5000
             self._devices[uuid] = _Device(info=info, energy_j=start_energy)
+        self._faults = FaultsFile(faults_file or os.environ.get(FAULTS_FILE_ENV) or None, self)
 
     # ---- runtime API -------------------------------------------------------------------
     def attach(
@@ -179,11 +190,29 @@ class SimulatedBackend:
             device.healthy = False
 
     def set_healthy(self, uuid: str, healthy: bool) -> None:
-        self._devices[uuid].healthy = healthy
+        device = self._devices[uuid]
+        device.healthy = healthy
+        if healthy:
+            device.lost, device.last_xid = False, 0
+
+    def lose(self, uuid: str) -> None:
+        """The GPU falls off the bus: unhealthy, and no longer discovered."""
+        device = self._devices[uuid]
+        device.healthy, device.lost = False, True
+
+    def device(self, ref: str) -> str:
+        """The UUID of the GPU ``ref`` names (an index or a UUID); KeyError if none."""
+        if ref in self._devices:
+            return ref
+        for uuid, d in self._devices.items():
+            if ref.isdigit() and d.info.index == int(ref):
+                return uuid
+        raise KeyError(f"no simulated GPU {ref!r} on this node")
 
     # ---- DeviceBackend -----------------------------------------------------------------
     def discover(self) -> list[AcceleratorInfo]:
-        return [d.info.model_copy(deep=True) for d in self._devices.values()]
+        self._faults.poll()
+        return [d.info.model_copy(deep=True) for d in self._devices.values() if not d.lost]
 
     def device_minors(self) -> dict[str, int]:
         """uuid -> N of the /dev/nvidiaN a simulated GPU stands for (its index)."""
@@ -198,6 +227,7 @@ class SimulatedBackend:
         ]
 
     def sample(self) -> list[AcceleratorSample]:
+        self._faults.poll()
         now = self._clock()
         with self._lock:
             tenants = self._live_tenants()
@@ -210,6 +240,7 @@ class SimulatedBackend:
         return out
 
     def health(self) -> dict[str, bool]:
+        self._faults.poll()
         return {uuid: d.healthy for uuid, d in self._devices.items()}
 
     def close(self) -> None:
@@ -261,6 +292,50 @@ class SimulatedBackend:
         )
 
 
+class FaultsFile:
+    """Applies the fault lines appended to a file (``xid GPU CODE``, ``lost GPU``, ``healthy GPU``)."""
+
+    def __init__(self, path: str | None, backend: SimulatedBackend) -> None:
+        self.path, self.backend = path, backend
+        self.applied = 0  # lines applied so far
+        self.seen: tuple[int, int] | None = None  # (mtime_ns, size) when last read
+
+    def poll(self) -> None:
+        if not self.path:
+            return
+        try:
+            st = os.stat(self.path)
+            if (st.st_mtime_ns, st.st_size) == self.seen:
+                return
+            with open(self.path, encoding="utf-8") as f:
+                lines = f.read().splitlines()
+        except OSError:
+            return
+        self.seen = (st.st_mtime_ns, st.st_size)
+        if len(lines) < self.applied:  # rewritten: start over
+            self.applied = 0
+        for line in lines[self.applied:]:
+            self._apply(line.split("#", 1)[0].split())
+        self.applied = len(lines)
+
+    def _apply(self, words: list[str]) -> None:
+        if not words:
+            return
+        try:
+            uuid = self.backend.device(words[1])
+            if words[0] == "xid" and len(words) == 3:
+                self.backend.inject_xid(uuid, int(words[2]))
+            elif words[0] == "lost" and len(words) == 2:
+                self.backend.lose(uuid)
+            elif words[0] == "healthy" and len(words) == 2:
+                self.backend.set_healthy(uuid, True)
+            else:
+                raise ValueError("use 'xid GPU CODE', 'lost GPU' or 'healthy GPU'")
+            log.warning("simulated fault applied: %s", " ".join(words))
+        except (IndexError, KeyError, ValueError) as exc:
+            log.warning("ignored fault line %r in %s: %s", " ".join(words), self.path, exc)
+
+
 def _read_mib(path: str, fallback: float) -> float:
     """The MiB a job declared in its memory file; the last value if the file is absent or partial."""
     try:
@@ -276,7 +351,7 @@ def from_spec(args: str, options: dict) -> SimulatedBackend:
     from agent.devices import parse_simulate_spec
 
     _nodes, gpus, model = parse_simulate_spec(args)
-    allowed = {"seed", "node", "clock", "track_liveness"}
+    allowed = {"seed", "node", "clock", "track_liveness", "faults_file"}
     unknown = set(options) - allowed
     if unknown:
         raise BackendUnavailable(f"simulated backend: unknown options {sorted(unknown)}")

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Depends, Path, Query
 from controlplane.api.deps import get_db, principal, user
 from controlplane.core.bounds import ID_PATTERN, NO_NUL
 from controlplane.db.database import Database
-from controlplane.schemas import (BootstrapToken, EventPage, Queue, QueueCreate, QueueList, QueueUpdate,
+from controlplane.schemas import (EventPage, Queue, QueueCreate, QueueList, QueueUpdate,
                                   Team, TeamCreate, TeamList, TokenCreate, TokenCreated, TokenList,
                                   TokenRevoked, User, UserCreate, UserList, Whoami, problem_responses)
 from controlplane.schemas.base import NAME_PATTERN
@@ -87,12 +87,6 @@ def create_token(body: TokenCreate, who: Principal = Depends(user), db: Database
                responses=problem_responses(*AUTHENTICATED, 404))
 def delete_token(token_id: str, who: Principal = Depends(user), db: Database = Depends(get_db)) -> dict:
     return svc.delete_token(db, who, token_id)
-
-
-@router.post("/bootstrap-tokens", status_code=201, response_model=BootstrapToken,
-             responses=problem_responses(*AUTHENTICATED, 413))
-def create_bootstrap_token(who: Principal = Depends(user), db: Database = Depends(get_db)) -> dict:
-    return svc.create_bootstrap_token(db, who)
 
 
 @router.get("/events", response_model=EventPage, responses=problem_responses(*AUTHENTICATED, 404, 422))

@@ -28,9 +28,12 @@ REPORT = problem_responses(*AUTHENTICATED, 413, 422)
 async def register(request: Request, req: wire.RegisterRequest, who: Principal = Depends(principal),
                    db: Database = Depends(get_db),
                    settings: Settings = Depends(get_settings)) -> wire.RegisterResponse:
-    if who.role not in (Role.BOOTSTRAP, Role.ADMIN):
-        raise Forbidden("registering a node needs a bootstrap token (or an admin token)")
-    answer = await run_agent_work(request, nodes.register, db, who, req, settings.heartbeat_interval_s)
+    """A new node registers with a bootstrap token (or an admin's); a known node re-registers with
+    its own node token (or an admin's): a bootstrap token never takes over a registered name."""
+    if who.role not in (Role.BOOTSTRAP, Role.ADMIN, Role.AGENT):
+        raise Forbidden("registering a node needs a bootstrap token, its node token or an admin token")
+    answer = await run_agent_work(request, nodes.register, db, who, req, settings.heartbeat_interval_s,
+                                  cordon_node_after=settings.unhealthy_gpus_to_cordon_node)
     answer.node_loss_timeout_s, answer.log_cap = settings.heartbeat_timeout_s, _log_cap(settings)
     return answer
 
@@ -39,7 +42,8 @@ async def register(request: Request, req: wire.RegisterRequest, who: Principal =
 async def heartbeat(request: Request, hb: wire.Heartbeat, who: Principal = Depends(agent),
                     db: Database = Depends(get_db),
                     settings: Settings = Depends(get_settings)) -> wire.HeartbeatResponse:
-    answer = await run_agent_work(request, nodes.heartbeat, db, who, hb, settings.heartbeat_interval_s)
+    answer = await run_agent_work(request, nodes.heartbeat, db, who, hb, settings.heartbeat_interval_s,
+                                  cordon_node_after=settings.unhealthy_gpus_to_cordon_node)
     answer.node_loss_timeout_s, answer.log_cap = settings.heartbeat_timeout_s, _log_cap(settings)
     return answer
 

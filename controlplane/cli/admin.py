@@ -1,4 +1,4 @@
-"""Admin commands: `token create`, `db upgrade`."""
+"""Admin commands: `token create/list/revoke`, `db upgrade` (more under `gpupool admin`)."""
 
 from __future__ import annotations
 
@@ -42,6 +42,26 @@ def token_create(
     console.print(f"token {escape(answer.id)} for user {escape(answer.user)}{escape(until)} "
                   "(shown once, keep it safe):")
     print(answer.token)
+
+
+@token_app.command("list")
+@handle_errors
+def token_list(ctx: typer.Context) -> None:
+    """Every active token (user, node and bootstrap): id, owner, expiry."""
+    from controlplane.cli.render_admin import tokens_table
+
+    with target(ctx).client() as client:
+        items = client.list_tokens().items
+    console.print(tokens_table(items) if items else "no active tokens")
+
+
+@token_app.command("revoke")
+@handle_errors
+def token_revoke(ctx: typer.Context, token_id: str) -> None:
+    """Revoke a token at once (a user's, a node's or a bootstrap token)."""
+    with target(ctx).client() as client:
+        client.delete_token(token_id)
+    console.print(f"revoked token {escape(token_id)}")
 
 
 def parse_duration(text: str, option: str) -> float:

@@ -170,7 +170,7 @@ def _tls(cert: Path | None, key: Path | None, ca_bundle: Path | None) -> tuple[l
 
 def _plan_nodes(simulate: str | None) -> list[tuple[str, str]]:
     """(node name, backend spec) for every agent `up` starts."""
-    host = socket.gethostname().split(".")[0] or "node"
+    host = socket.gethostname().split(".")[0].lower() or "node"  # node names are DNS-1123: lowercase
     if not simulate and runtime.has_nvidia_gpu():
         return [(host, "nvml")]
     nodes, gpus, model = runtime.parse_shape(simulate or DEFAULT_SIM_SHAPE)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from controlplane.cli import admin, cluster, jobs, local, whatif
+from controlplane.cli import admin, admin_controls, bench, cluster, jobs, local, whatif
 
 app = typer.Typer(
     name="gpupool",
@@ -31,15 +31,11 @@ def _root(
 jobs.register(app)
 cluster.register(app)
 admin.register(app)
+app.add_typer(admin_controls.admin_app, name="admin")
 local.register(app)
 whatif.register(app)
 
-try:  # the scheduler's trace-replay benchmark, when that package provides it
-    from controlplane.cli.bench import app as _bench_app
-except Exception:  # noqa: BLE001 - a broken optional sub-app must not break the whole CLI
-    _bench_app = None
-if _bench_app is not None:
-    app.add_typer(_bench_app, name="bench")
+app.add_typer(bench.app, name="bench")
 
 if __name__ == "__main__":
     app()

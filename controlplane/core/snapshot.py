@@ -14,7 +14,8 @@ from controlplane.core.resources import Node, Request, SliceGrant
 
 @dataclass(frozen=True, slots=True)
 class Queue:
-    """A team's queue: guaranteed quota, hard limit and fair-share weight (compute milli)."""
+    """A team's queue: guaranteed quota, hard limit and fair-share weight (compute milli), per
+    model guarantees, and GPU-memory guarantee and limit (MiB; None: none)."""
 
     name: str
     team: str
@@ -22,6 +23,8 @@ class Queue:
     limit_milli: int | None = None  # None: no limit beyond the pool
     weight: float = 1.0
     model_guarantees_milli: tuple[tuple[str, int], ...] = ()  # (model, milli)
+    memory_guarantee_mib: int | None = None  # GPU memory guaranteed (MiB); None: none
+    memory_limit_mib: int | None = None  # GPU memory the queue may hold (MiB); None: no limit
 
 
 @dataclass(frozen=True, slots=True)

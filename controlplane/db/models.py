@@ -78,6 +78,8 @@ class NodeRow(Base):
     address: Mapped[str] = mapped_column(String(253))
     state: Mapped[str] = mapped_column(String(16), index=True)  # ready | not_ready | draining
     cordoned: Mapped[bool] = mapped_column(Boolean, default=False)
+    # cordoned because too many of its accelerators are unhealthy (undone when they are healthy again)
+    health_cordoned: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     cpu_milli: Mapped[int] = mapped_column(BigInt)
     memory_mib: Mapped[int] = mapped_column(BigInt)
     labels: Mapped[dict] = mapped_column(default=dict)
@@ -109,6 +111,10 @@ class AcceleratorRow(Base):
     healthy: Mapped[bool] = mapped_column(Boolean, default=True)
     allocated_milli: Mapped[int] = mapped_column(Integer, default=0)
     allocated_memory_mib: Mapped[int] = mapped_column(BigInt, default=0)
+    # why it was cordoned (an XID, lost, missing at registration, an admin) and since when;
+    # it stays unhealthy until an admin marks it healthy again (migration 0006)
+    unhealthy_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    unhealthy_since: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class SampleRow(Base):
@@ -142,6 +148,10 @@ class QueueRow(Base):
     allow_non_preemptible: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     max_min_runtime_s: Mapped[float | None] = mapped_column(Float, nullable=True)
     max_pending_jobs: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # per GPU model guarantees {model: milli} and GPU-memory quotas in MiB; None: none (migration 0006)
+    model_guarantees: Mapped[dict | None] = mapped_column(nullable=True)
+    memory_guarantee_mib: Mapped[int | None] = mapped_column(BigInt, nullable=True)
+    memory_limit_mib: Mapped[int | None] = mapped_column(BigInt, nullable=True)
 
 
 class JobRow(Base):
@@ -252,6 +262,17 @@ class EventRow(Base):
     actor: Mapped[str] = mapped_column(String(128))
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     data: Mapped[dict | None] = mapped_column(nullable=True)
+
+
+class SchedulerSettingsRow(Base):
+    """The one row (id 1) of run-time scheduler settings an admin stored; none: server settings."""
+
+    __tablename__ = "scheduler_settings"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    policy: Mapped[str] = mapped_column(String(64))
+    weights: Mapped[dict | None] = mapped_column(nullable=True)  # plugin -> weight; None: the policy's
+    updated_at: Mapped[float] = mapped_column(Float)
+    updated_by: Mapped[str] = mapped_column(String(128))
 
 
 class LeaseRow(Base):

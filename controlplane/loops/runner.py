@@ -9,6 +9,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 from sqlalchemy.exc import DBAPIError
 
@@ -19,6 +20,7 @@ from controlplane.history import sample as sample_history
 from controlplane.loops import lease, liveness, retention, runtime_limits
 from controlplane.scheduler import SchedulerConfig, schedule
 from controlplane.scheduler.policies import profile
+from controlplane.services import scheduler_settings
 from controlplane.services.scheduling import SchedulingService
 from controlplane.settings import Settings
 
@@ -49,7 +51,8 @@ class Loops:
         self.holder = settings.replica_id or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self.service = SchedulingService(db, port_range=(settings.master_port_min,
                                                          settings.master_port_max))
-        self.config = scheduler_config(settings)  # fails fast on a bad policy
+        self.base_config = self.config = scheduler_config(settings)  # fails fast on a bad policy
+        self._stored_at: float | None = None  # updated_at of the admin's settings in use
         self.observer = observer
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -132,10 +135,31 @@ class Loops:
                           result["pending"])
         return result
 
+    def refresh_config(self) -> None:
+        """Use the policy and weights an admin stored (one primary-key read per cycle); without
+        them, the server's settings. A stored policy this version does not know is logged and ignored."""
+        found = scheduler_settings.stored(self.db)
+        if found is None:
+            self.config, self._stored_at = self.base_config, None
+            return
+        if found.updated_at == self._stored_at:
+            return
+        try:
+            profile(found.policy, found.weights)
+        except ValueError as err:
+            log.error("stored scheduler settings ignored (%s); using %s", err, self.base_config.policy)
+            self.config = self.base_config
+        else:
+            self.config = replace(self.base_config, policy=found.policy, weights=found.weights)
+            log.info("scheduler policy %s%s (set at run time)", found.policy,
+                     f" with weights {found.weights}" if found.weights is not None else "")
+        self._stored_at = found.updated_at
+
     def _cycle(self) -> dict:
         self.cycles += 1
         if not self.service.has_work():
             return {"placed": 0, "skipped": 0, "preempted": 0, "pending": 0}
+        self.refresh_config()
         snap = self.service.snapshot(time.time())
         if snap.nodes:
             decision = schedule(snap, self.config)

@@ -4,10 +4,13 @@ The API declares them as request bodies and ``response_model``; the SDK (control
 returns them; the CLI renders their attributes. Agent messages live in controlplane.core.wire.
 """
 
-from controlplane.schemas.admin import (BootstrapToken, Health, Queue, QueueCreate, QueueList,
+from controlplane.schemas.admin import (Health, Queue, QueueCreate, QueueList,
                                         QueueUpdate, Team, TeamCreate, TeamList, Token,
                                         TokenCreate, TokenCreated, TokenList, TokenRevoked, User,
                                         UserCreate, UserList, Whoami)
+from controlplane.schemas.controls import (AcceleratorHealthChange, BootstrapToken,
+                                           BootstrapTokenCreate, BootstrapTokenInfo, BootstrapTokenList,
+                                           SchedulerSettings, SchedulerSettingsUpdate)
 from controlplane.schemas.base import ApiModel, Name, WriteModel
 from controlplane.schemas.jobs import (Event, EventList, EventPage, Job, JobPage, JobRequest,
                                        PendingReason, PlacedSlice, PlacementMember)
@@ -16,11 +19,12 @@ from controlplane.schemas.nodes import (Accelerator, AcceleratorList, Accelerato
 from controlplane.schemas.problems import FieldError, Problem, problem_responses
 
 __all__ = [
-    "Accelerator", "AcceleratorList", "AcceleratorOnNode", "ApiModel", "BootstrapToken", "Capacity",
+    "Accelerator", "AcceleratorHealthChange", "AcceleratorList", "AcceleratorOnNode", "ApiModel", "BootstrapToken",
+    "BootstrapTokenCreate", "BootstrapTokenInfo", "BootstrapTokenList", "Capacity",
     "CapacityFigures", "Event", "EventList", "EventPage", "FieldError", "Health", "Job",
     "JobPage", "JobRequest", "ModelCapacity", "Name", "Node", "NodeList", "PendingReason",
     "PlacedSlice", "PlacementMember", "Problem", "Queue", "QueueCreate", "QueueList",
-    "QueueUpdate", "Team", "TeamCreate", "TeamList", "Token", "TokenCreate", "TokenCreated",
+    "QueueUpdate", "SchedulerSettings", "SchedulerSettingsUpdate", "Team", "TeamCreate", "TeamList", "Token", "TokenCreate", "TokenCreated",
     "TokenList", "TokenRevoked", "User", "UserCreate", "UserList", "Whoami", "WriteModel",
     "problem_responses",
 ]

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from controlplane.core.bounds import INT32_MAX, text
+from controlplane.core.bounds import INT32_MAX, NO_NUL, text
 from controlplane.core.states import Role
 from controlplane.schemas.base import ApiModel, Name, Timestamp, WriteModel
 
@@ -14,6 +14,37 @@ Milli = Annotated[int, Field(ge=0, le=INT32_MAX, strict=True,
                              description="compute in milli (1000 = one accelerator)")]
 Weight = Annotated[float, Field(gt=0, le=1_000_000, strict=True, description="fair-share weight")]
 UserRole = Literal["admin", "member"]
+MiB = Annotated[int, Field(ge=0, le=2**40, strict=True, description="GPU memory in MiB")]
+Priority = Annotated[int, Field(ge=-1_000_000, le=1_000_000, strict=True,
+                                description="a job priority (low -100, normal 0, high 100, critical 1000)")]
+Seconds = Annotated[float, Field(ge=0, le=10 * 365 * 86400, description="seconds")]
+PendingCap = Annotated[int, Field(ge=0, le=INT32_MAX, strict=True, description="pending jobs")]
+ModelName = Annotated[str, Field(min_length=1, max_length=64, pattern=NO_NUL)]
+ModelGuarantees = Annotated[dict[ModelName, Milli], Field(max_length=64, description=(
+    "compute milli guaranteed per GPU model, e.g. {\"H100-80GB\": 4000}: a job pinned to that model "
+    "counts as within guarantee while the queue's use of the model stays below it"))]
+
+
+class QueuePolicyFields(WriteModel):
+    """What members' jobs in the queue may ask for (admins may exceed it) and its quotas beyond
+    compute: null means no limit (no guarantee for the memory guarantee)."""
+
+    max_priority: Priority | None = Field(None, description="highest priority for members; null: any")
+    allow_non_preemptible: bool = Field(True, description="may members submit preemptible: false")
+    max_min_runtime_s: Seconds | None = Field(None, description="longest min_runtime_s for members; null: any")
+    max_pending_jobs: PendingCap | None = Field(None, description="pending jobs the queue may hold; "
+                                                                 "null: the server's default cap")
+    model_guarantees_milli: ModelGuarantees | None = None
+    memory_guarantee_mib: MiB | None = Field(None, description="GPU memory guaranteed; null: none")
+    memory_limit_mib: MiB | None = Field(None, description="GPU memory the queue may hold; null: no limit")
+
+    @field_validator("memory_limit_mib")
+    @classmethod
+    def _memory_not_below_guarantee(cls, v: int | None, info: ValidationInfo) -> int | None:
+        guarantee = info.data.get("memory_guarantee_mib")
+        if v is not None and guarantee is not None and v < guarantee:
+            raise ValueError("must not be below memory_guarantee_mib")
+        return v
 
 
 class Health(ApiModel):
@@ -41,7 +72,7 @@ class TeamList(ApiModel):
     items: list[Team]
 
 
-class QueueCreate(WriteModel):
+class QueueCreate(QueuePolicyFields):
     name: Name
     team: Name
     guarantee_milli: Milli = 0
@@ -57,8 +88,8 @@ class QueueCreate(WriteModel):
         return v
 
 
-class QueueUpdate(WriteModel):
-    """Fields left out keep their value; ``limit_milli: null`` removes the limit."""
+class QueueUpdate(QueuePolicyFields):
+    """Fields left out keep their value; null removes a limit (``limit_milli``, ``max_priority``...)."""
 
     name: Name | None = Field(None, description="the queue's name (a queue cannot be renamed)")
     team: Name | None = Field(None, description="the queue's team, when the name is in several")
@@ -66,6 +97,7 @@ class QueueUpdate(WriteModel):
     guarantee_milli: Milli = None  # type: ignore[assignment]
     limit_milli: Milli | None = None
     weight: Weight = None  # type: ignore[assignment]
+    allow_non_preemptible: bool = None  # type: ignore[assignment]
 
     def changes(self) -> dict:
         """The quota fields the caller set."""
@@ -81,6 +113,14 @@ class Queue(ApiModel):
     allocated_milli: int
     pending_jobs: int
     running_jobs: int
+    max_priority: int | None = None
+    allow_non_preemptible: bool = True
+    max_min_runtime_s: float | None = None
+    max_pending_jobs: int | None = None
+    model_guarantees_milli: dict[str, int] = {}
+    memory_guarantee_mib: int | None = None
+    memory_limit_mib: int | None = None
+    allocated_memory_mib: int = 0
 
 
 class QueueList(ApiModel):
@@ -99,6 +139,7 @@ class User(ApiModel):
     team: str
     role: UserRole
     created_at: Timestamp
+    disabled: bool = False
 
 
 class UserList(ApiModel):
@@ -134,6 +175,9 @@ class Token(ApiModel):
     node_id: str | None = None
     created_at: Timestamp
     expires_at: Timestamp | None = None
+    single_use: bool = False
+    name_pattern: str | None = None
+    used_at: Timestamp | None = None
 
 
 class TokenList(ApiModel):
@@ -143,8 +187,3 @@ class TokenList(ApiModel):
 class TokenRevoked(ApiModel):
     id: str
     revoked: bool
-
-
-class BootstrapToken(ApiModel):
-    id: str
-    token: str

@@ -18,6 +18,8 @@ class Accelerator(ApiModel):
     allocated_milli: int
     allocated_memory_mib: int
     telemetry: dict[str, Any] | None = None  # the latest sample
+    unhealthy_reason: str | None = None  # why it is cordoned (until an admin marks it healthy)
+    unhealthy_since: Timestamp | None = None
 
 
 class AcceleratorOnNode(Accelerator):
@@ -30,6 +32,7 @@ class Node(ApiModel):
     address: str
     state: NodeState
     cordoned: bool
+    health_cordoned: bool = False  # cordoned because too many of its accelerators are unhealthy
     cpu_milli: int
     memory_mib: int
     labels: dict[str, str] = {}

@@ -67,26 +67,52 @@ def create_team(db: Database, who: Principal, name: str) -> dict:
         raise Conflict(f"a team named {name!r} already exists") from None
 
 
+EMPTY_STATS = {"allocated_milli": 0, "allocated_memory_mib": 0, "pending_jobs": 0, "running_jobs": 0}
+POLICY_FIELDS = ("max_priority", "allow_non_preemptible", "max_min_runtime_s", "max_pending_jobs",
+                 "memory_guarantee_mib", "memory_limit_mib")
+
+
 def _queue_stats(s: Session, queue_ids: list[int]) -> dict[int, dict]:
-    stats = {q: {"allocated_milli": 0, "pending_jobs": 0, "running_jobs": 0} for q in queue_ids}
+    stats = {q: dict(EMPTY_STATS) for q in queue_ids}
     for qid, status, n in s.execute(select(JobRow.queue_id, JobRow.status, func.count())
                                     .where(JobRow.queue_id.in_(queue_ids),
                                            JobRow.status.in_(UNFINISHED))
                                     .group_by(JobRow.queue_id, JobRow.status)):
         key = "pending_jobs" if status == JobState.PENDING.value else "running_jobs"
         stats[qid][key] += n
-    for qid, milli in s.execute(select(JobRow.queue_id, func.sum(SliceRow.compute_milli))
-                                .join(MemberRow, MemberRow.job_id == JobRow.id)
-                                .join(SliceRow, SliceRow.member_id == MemberRow.id)
-                                .where(JobRow.queue_id.in_(queue_ids), SliceRow.released_at.is_(None))
-                                .group_by(JobRow.queue_id)):
+    for qid, milli, mib in s.execute(select(JobRow.queue_id, func.sum(SliceRow.compute_milli),
+                                            func.sum(SliceRow.memory_mib))
+                                     .join(MemberRow, MemberRow.job_id == JobRow.id)
+                                     .join(SliceRow, SliceRow.member_id == MemberRow.id)
+                                     .where(JobRow.queue_id.in_(queue_ids), SliceRow.released_at.is_(None))
+                                     .group_by(JobRow.queue_id)):
         stats[qid]["allocated_milli"] = int(milli or 0)
+        stats[qid]["allocated_memory_mib"] = int(mib or 0)
     return stats
 
 
 def _queue_dict(q: QueueRow, team: str, stats: dict) -> dict:
+    policy = {f: getattr(q, f) for f in POLICY_FIELDS}
+    policy["allow_non_preemptible"] = q.allow_non_preemptible is not False  # None before a flush
     return {"name": q.name, "team": team, "guarantee_milli": q.guarantee_milli,
-            "limit_milli": q.limit_milli, "weight": q.weight, **stats}
+            "limit_milli": q.limit_milli, "weight": q.weight, **policy,
+            "model_guarantees_milli": dict(q.model_guarantees or {}), **stats}
+
+
+def _columns(fields: dict) -> dict:
+    """API fields -> QueueRow columns (the per-model guarantees are stored as ``model_guarantees``)."""
+    out = dict(fields)
+    if "model_guarantees_milli" in out:
+        out["model_guarantees"] = out.pop("model_guarantees_milli") or None
+    return out
+
+
+def _check_quotas(q: QueueRow) -> None:
+    if q.limit_milli is not None and q.limit_milli < q.guarantee_milli:
+        raise Invalid("limit_milli", "must not be below guarantee_milli")
+    if q.memory_limit_mib is not None and q.memory_guarantee_mib is not None \
+            and q.memory_limit_mib < q.memory_guarantee_mib:
+        raise Invalid("memory_limit_mib", "must not be below memory_guarantee_mib")
 
 
 def list_queues(db: Database, who: Principal) -> dict:
@@ -104,17 +130,17 @@ def create_queue(db: Database, who: Principal, body: QueueCreate | dict) -> dict
     require_admin(who)
     req = validated(QueueCreate, body)
     name, team_name = req.name, req.team
-    fields = req.model_dump(include={"guarantee_milli", "limit_milli", "weight"} & req.model_fields_set)
+    fields = req.model_dump(include=req.model_fields_set - {"name", "team"})  # for the event
+    columns = _columns(req.model_dump(exclude={"name", "team"}))
     try:
         with db.tx() as s:
             team = _team(s, team_name)
-            q = QueueRow(name=name, team_id=team.id, created_at=now(), guarantee_milli=req.guarantee_milli,
-                         limit_milli=req.limit_milli, weight=req.weight)
+            q = QueueRow(name=name, team_id=team.id, created_at=now(), **columns)
             s.add(q)
             s.flush()
             events.record(s, "queue_created", "queue", f"{team_name}/{name}", who.actor,
                           team_id=team.id, data=fields)
-            return _queue_dict(q, team_name, {"allocated_milli": 0, "pending_jobs": 0, "running_jobs": 0})
+            return _queue_dict(q, team_name, dict(EMPTY_STATS))
     except IntegrityError:
         raise Conflict(f"team {team_name!r} already has a queue named {name!r}") from None
 
@@ -140,14 +166,15 @@ def update_queue(db: Database, who: Principal, name: str, team: str | None,
     fields = req.changes()
     with db.tx() as s:
         q, team_name = _find_queue(s, name, team or req.team)
-        for k, v in fields.items():
+        for k, v in _columns(fields).items():
             setattr(q, k, v)
-        if q.limit_milli is not None and q.limit_milli < q.guarantee_milli:
-            raise Invalid("limit_milli", "must not be below guarantee_milli")
+        _check_quotas(q)
         events.record(s, "queue_updated", "queue", f"{team_name}/{name}", who.actor,
                       team_id=q.team_id, data=fields)
         s.flush()
-        return _queue_dict(q, team_name, _queue_stats(s, [q.id])[q.id])
+        out = _queue_dict(q, team_name, _queue_stats(s, [q.id])[q.id])
+    db.cache.pop(("queue-policy", q.id), None)  # submits on this replica see the new policy at once
+    return out
 
 
 def delete_queue(db: Database, who: Principal, name: str, team: str | None) -> dict:
@@ -160,7 +187,7 @@ def delete_queue(db: Database, who: Principal, name: str, team: str | None) -> d
             raise Conflict(f"queue {team_name}/{name} holds {active} active job(s); cancel them first")
         if s.scalar(select(JobRow.id).where(JobRow.queue_id == q.id).limit(1)) is not None:
             raise Conflict(f"queue {team_name}/{name} has job history and cannot be deleted")
-        out = _queue_dict(q, team_name, {"allocated_milli": 0, "pending_jobs": 0, "running_jobs": 0})
+        out = _queue_dict(q, team_name, dict(EMPTY_STATS))
         s.delete(q)
         events.record(s, "queue_deleted", "queue", f"{team_name}/{name}", who.actor, team_id=q.team_id)
     db.cache.pop(("queue", team_name, name), None)
@@ -171,9 +198,13 @@ def list_users(db: Database, who: Principal) -> dict:
     require_admin(who)
     with db.read() as s:
         teams = dict(s.execute(select(TeamRow.id, TeamRow.name)).all())
-        return {"items": [{"id": str(u.id), "name": u.name, "team": teams[u.team_id], "role": u.role,
-                           "created_at": iso(u.created_at)}
+        return {"items": [user_dict(u, teams[u.team_id])
                           for u in s.scalars(select(UserRow).order_by(UserRow.name))]}
+
+
+def user_dict(u: UserRow, team: str) -> dict:
+    return {"id": str(u.id), "name": u.name, "team": team, "role": u.role,
+            "created_at": iso(u.created_at), "disabled": bool(u.disabled)}
 
 
 def create_user(db: Database, who: Principal, body: UserCreate | dict) -> dict:
@@ -187,8 +218,7 @@ def create_user(db: Database, who: Principal, body: UserCreate | dict) -> dict:
             s.add(u)
             s.flush()
             events.record(s, "user_created", "user", name, who.actor, team_id=team.id, data={"role": role})
-            return {"id": str(u.id), "name": name, "team": team_name, "role": role,
-                    "created_at": iso(u.created_at)}
+            return user_dict(u, team_name)
     except IntegrityError:
         raise Conflict(f"a user named {name!r} already exists") from None
 
@@ -213,18 +243,6 @@ def create_token(db: Database, who: Principal, body: TokenCreate | dict) -> dict
                 "expires_at": iso(expires_at)}
 
 
-def create_bootstrap_token(db: Database, who: Principal) -> dict:
-    require_admin(who)
-    secret = new_secret("gpb")
-    with db.tx() as s:
-        tok = TokenRow(token_hash=hash_token(secret), kind="bootstrap", name="agent bootstrap",
-                       created_at=now())
-        s.add(tok)
-        s.flush()
-        events.record(s, "bootstrap_token_created", "token", tok.id, who.actor)
-        return {"id": str(tok.id), "token": secret}
-
-
 def list_tokens(db: Database, who: Principal) -> dict:
     require_admin(who)
     with db.read() as s:
@@ -232,7 +250,9 @@ def list_tokens(db: Database, who: Principal) -> dict:
         rows = s.scalars(select(TokenRow).where(TokenRow.revoked.is_(False)).order_by(TokenRow.id))
         return {"items": [{"id": str(t.id), "kind": t.kind, "name": t.name,
                            "user": users.get(t.user_id), "node_id": str(t.node_id) if t.node_id else None,
-                           "created_at": iso(t.created_at), "expires_at": iso(t.expires_at)}
+                           "created_at": iso(t.created_at), "expires_at": iso(t.expires_at),
+                           "single_use": bool(t.single_use), "name_pattern": t.name_pattern,
+                           "used_at": iso(t.used_at)}
                           for t in rows]}
 
 

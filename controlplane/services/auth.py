@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 import time
 
@@ -13,7 +14,7 @@ from controlplane.core.states import Role
 from controlplane.db.base import now
 from controlplane.db.database import Database
 from controlplane.db.models import NodeRow, QueueRow, TeamRow, TokenRow, UserRow
-from controlplane.services.errors import Unauthorized
+from controlplane.services.errors import Forbidden, Unauthorized
 from controlplane.services.events import record
 from controlplane.services.principal import Principal
 
@@ -81,6 +82,8 @@ def _principal(s, tok: TokenRow) -> Principal:  # noqa: ANN001
         node = s.get(NodeRow, tok.node_id)
         return Principal(Role.AGENT, tok.id, node_id=node.id, node=node.name)
     if tok.kind == "bootstrap":
+        if tok.single_use and tok.used_at is not None:
+            raise Unauthorized(f"bootstrap token {tok.id} was single use and is used up")
         return Principal(Role.BOOTSTRAP, tok.id)
     user = s.get(UserRow, tok.user_id)
     if user.disabled:
@@ -88,6 +91,32 @@ def _principal(s, tok: TokenRow) -> Principal:  # noqa: ANN001
     team = s.get(TeamRow, user.team_id)
     return Principal(Role(user.role), tok.id, user_id=user.id, user=user.name,
                      team_id=team.id, team=team.name)
+
+
+def bootstrap_state(t: TokenRow, ts: float) -> str:
+    """active | used | expired | revoked."""
+    if t.revoked:
+        return "revoked"
+    if t.single_use and t.used_at is not None:
+        return "used"
+    if t.expires_at is not None and t.expires_at <= ts:
+        return "expired"
+    return "active"
+
+
+def use_bootstrap_token(s, who: Principal, hostname: str, *, consume: bool) -> None:  # noqa: ANN001
+    """Check a bootstrap token may register ``hostname`` (401 used up or expired, 403 outside its
+    name pattern); ``consume``: record the use (a single-use token is then used up)."""
+    tok = s.scalar(select(TokenRow).where(TokenRow.id == who.token_id).with_for_update())
+    state = bootstrap_state(tok, now()) if tok is not None else "revoked"
+    if state != "active":
+        raise Unauthorized(f"bootstrap token {who.token_id} is {state}; ask an admin for a new one "
+                           "(gpupool admin bootstrap-token create)")
+    if tok.name_pattern and re.fullmatch(tok.name_pattern, hostname) is None:
+        raise Forbidden(f"bootstrap token {tok.id} registers only nodes whose names match "
+                        f"{tok.name_pattern!r}; {hostname!r} does not")
+    if consume and tok.used_at is None:
+        tok.used_at = now()
 
 
 def bootstrap(db: Database, *, admin_token: str | None = None,

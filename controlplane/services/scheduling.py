@@ -71,7 +71,10 @@ class SchedulingService:
             queue_rows = list(s.scalars(select(QueueRow)))
             qname = {q.id: f"{teams[q.team_id]}/{q.name}" for q in queue_rows}
             queues = [Queue(name=qname[q.id], team=teams[q.team_id], guarantee_milli=q.guarantee_milli,
-                            limit_milli=q.limit_milli, weight=q.weight) for q in queue_rows]
+                            limit_milli=q.limit_milli, weight=q.weight,
+                            model_guarantees_milli=tuple(sorted((q.model_guarantees or {}).items())),
+                            memory_guarantee_mib=q.memory_guarantee_mib, memory_limit_mib=q.memory_limit_mib)
+                      for q in queue_rows]
             nodes: dict[int, Node] = {}
             for n in s.scalars(select(NodeRow).order_by(NodeRow.id)):
                 nodes[n.id] = Node(name=n.name, cpu_milli=n.cpu_milli, memory_mib=n.memory_mib,
@@ -226,6 +229,12 @@ class SchedulingService:
                 s.add(SliceRow(member_id=member.id, accelerator_uuid=g.accelerator_uuid,
                                compute_milli=g.compute_milli, memory_mib=g.memory_mib, allocated_at=ts))
             s.flush()  # the capacity trigger + CHECK run here; IntegrityError -> skipped
+        # read after the trigger locked the accelerators: a GPU cordoned since the snapshot is refused
+        uuids = [g.accelerator_uuid for m in p.members for g in m.slices]
+        sick = s.scalars(select(AcceleratorRow.uuid).where(AcceleratorRow.uuid.in_(uuids),
+                                                           AcceleratorRow.healthy.is_(False))).first() if uuids else None
+        if sick is not None:
+            raise _Skip(f"accelerator {sick} became unhealthy")
         return {n.id for n in nodes}
 
     def _free_port(self, s, node_id: int) -> int:  # noqa: ANN001

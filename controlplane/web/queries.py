@@ -91,6 +91,7 @@ def _with_accelerators(s, rows: list) -> list[dict]:  # noqa: ANN001
                  "util": sample.gpu_util_pct if sample is not None else None,
                  "memory_used_mib": tel.get("memory_used_mib"), "temperature_c": tel.get("temperature_c"),
                  "power_w": tel.get("power_w"), "xid": tel.get("last_xid"),
+                 "unhealthy_reason": a.unhealthy_reason,
                  "ecc": tel.get("ecc_errors"), "slices": []}
             accs[a.node_id].append(d)
             by_uuid[a.uuid] = d
@@ -107,6 +108,7 @@ def _with_accelerators(s, rows: list) -> list[dict]:  # noqa: ANN001
                                                 "job": job_name, "queue": f"{team}/{queue}",
                                                 "team": team})
     return [{"name": n.name, "address": n.address, "state": n.state, "cordoned": n.cordoned,
+             "health_cordoned": bool(n.health_cordoned),
              "cpu_milli": n.cpu_milli, "memory_mib": n.memory_mib, "labels": n.labels or {},
              "backend": n.backend, "agent_version": n.agent_version,
              "last_heartbeat_at": n.last_heartbeat_at, "accelerators": accs[n.id]} for n in rows]

@@ -26,12 +26,13 @@ class AgentProc:
 
     def __init__(self, server_url: str, bootstrap_token: str, root: Path, name: str,
                  gpus: str = "1x1xH100-80GB", heartbeat_s: float = 0.5,
-                 extra_args: list[str] | None = None) -> None:
+                 extra_args: list[str] | None = None, env: dict[str, str] | None = None) -> None:
         self.server_url, self.token, self.name, self.gpus = server_url, bootstrap_token, name, gpus
         self.state_dir = root / f"agent-{name}"
         self.log_path = root / f"agent-{name}.log"
         self.heartbeat_s = heartbeat_s
         self.extra_args = extra_args or []
+        self.env = env or {}  # added to the agent's environment (e.g. GPUPOOL_SIM_FAULTS_FILE)
         # job directories must be reachable by the jobs' own uids (pytest's tmp dirs are 0700)
         self.jobs_dir = Path(tempfile.mkdtemp(prefix="gpupool-e2e-jobs-"))
         self.jobs_dir.chmod(0o711)
@@ -42,6 +43,7 @@ class AgentProc:
     def start(self) -> "AgentProc":
         env = {k: v for k, v in os.environ.items() if not k.startswith("GPUPOOL_")}
         env["PYTHONUNBUFFERED"] = "1"
+        env.update(self.env)
         cmd = [sys.executable, "-m", "agent", "--server", self.server_url, "--token", self.token,
                "--node-name", self.name, "--simulate", self.gpus, "--state-dir", str(self.state_dir),
                "--exporter-port", str(self.port), "--heartbeat-interval", str(self.heartbeat_s),

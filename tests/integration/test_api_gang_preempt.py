@@ -24,7 +24,7 @@ server = server_fixture()
 
 def test_gang_rendezvous_and_failure_stops_the_rest(server) -> None:  # noqa: ANN001
     model = f"G-{uuid.uuid4().hex[:6]}"
-    agents = [FakeAgent(server.url, server.bootstrap_token, f"gang-{i}-{model}", gpus=1, model=model)
+    agents = [FakeAgent(server.url, server.bootstrap_token, f"gang-{i}-{model.lower()}", gpus=1, model=model)
               for i in range(2)]
     for a in agents:
         a.register()
@@ -67,7 +67,7 @@ def test_a_gang_whose_member_never_started_still_ends(server) -> None:  # noqa: 
     import time
 
     model = f"N-{uuid.uuid4().hex[:6]}"
-    agents = [FakeAgent(server.url, server.bootstrap_token, f"never-{i}-{model}", gpus=1, model=model)
+    agents = [FakeAgent(server.url, server.bootstrap_token, f"never-{i}-{model.lower()}", gpus=1, model=model)
               for i in range(2)]
     for a in agents:
         a.register()

@@ -231,7 +231,10 @@ def test_agent_that_lost_its_state_can_report_again(server) -> None:  # noqa: AN
         order = wait_for(lambda: agent.assignments()["start"])[0]
         agent.report(job_id, order["attempt_id"], "started", seq=1)
         old_token = agent.token
-        agent.register()  # same hostname, fresh state: seq starts over
+        # same hostname, fresh state (seq starts over): a known node re-registers only with its own
+        # token or an admin's, never a bootstrap token, so an admin re-registers it
+        agent.bootstrap_token = server.admin_token
+        agent.register()
         assert agent.token != old_token
         with server.client(old_token) as stale:
             assert stale.post("/api/v1/agent/heartbeat", json={"node_id": agent.node_id, "ts": 0}).status_code == 401

@@ -21,7 +21,7 @@ server = server_fixture({"GPUPOOL_LOG_MAX_BYTES": "8192", "GPUPOOL_LOG_HEAD_BYTE
 
 def _running_job(server, c) -> tuple[FakeAgent, str, str]:  # noqa: ANN001
     model = f"L-{uuid.uuid4().hex[:6]}"
-    agent = FakeAgent(server.url, server.bootstrap_token, f"logs-{model}", gpus=1, model=model)
+    agent = FakeAgent(server.url, server.bootstrap_token, f"logs-{model.lower()}", gpus=1, model=model)
     agent.register()
     job_id = c.post("/api/v1/jobs", json={"name": "logs", "command": ["true"],
                                           "resources": {"gpu": 0.5, "models": [model]}}).json()["id"]
