@@ -16,10 +16,11 @@ import numpy as np
 
 from controlplane.core.resources import Constraints
 from controlplane.scheduler import policies
-from controlplane.scheduler.frag import FragCache, TaskShape, Workload
+from controlplane.scheduler.frag import TaskShape, Workload
 from controlplane.scheduler.framework import Context, MemberShape, Plan
-from controlplane.scheduler.plugins.fit import candidates, grants_of
-from controlplane.scheduler.state import Claim, ClusterState
+from controlplane.scheduler.place import assume_member
+from controlplane.scheduler.plugins.fit import candidates
+from controlplane.scheduler.state import ClusterState
 from controlplane.scheduler.tracefile import TraceNode, TracePod
 
 REPORT_BINS = (90, 95, 100, 110, 120, 130)
@@ -106,11 +107,11 @@ def run(nodes: Sequence[TraceNode], pods: Sequence[TracePod], policy: str, seed:
     """One replay of ``pods`` on an empty cluster of ``nodes`` with ``policy``."""
     state = build_state(nodes)
     state.rank = np.random.default_rng(seed + 3_000_017).permutation(state.n)
-    workload = workload_of(pods)
-    measure = FragCache(state, workload)
-    ctx = Context(state, caches={"fgd": measure})
+    ctx = Context(state, workload_of(pods))
+    measure = ctx.fragmentation  # the paper's fragmentation, shared with the fgd scorer
     prof = policies.profile(policy)
-    policies.prepare(ctx, prof, workload)
+    prof.prepare(ctx)
+    plan = Plan(ctx)
     capacity = int(state.gpu_count.sum()) * 1000
     order = arrival_order(pods, capacity, seed)[:limit]
     shapes: dict[tuple, MemberShape] = {}
@@ -123,9 +124,8 @@ def run(nodes: Sequence[TraceNode], pods: Sequence[TracePod], policy: str, seed:
         cands = candidates(ctx, shape)
         arrived += pod.gpu_demand
         if len(cands):
-            pick = prof.pick(ctx, shape, cands)
-            node, grants = grants_of(state, shape, cands, pick)
-            Plan(state).assume(Claim(node, shape.cpu_milli, shape.memory_mib, grants))
+            assume_member(plan, prof, shape, 0, cands)
+            plan.commit()
             used += pod.gpu_demand
             placed += 1
         else:

@@ -12,7 +12,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from controlplane.core.resources import WHOLE, Node
+from controlplane.core.resources import WHOLE, Constraints, Node
+
+HASH_MULT = np.int64(1099511628211)  # FNV-1a 64-bit prime: mixes a node's hash with a GPU's fields
+MODEL_SHIFT, MEMORY_SHIFT = 11, 22  # free milli (<= 1000) fits 11 bits, model ids 11 more
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +71,9 @@ class ClusterState:
         self.acc_mem_cap = self.gpu_mem_free.copy()
         self.cpu_cap = self.cpu_free.copy()  # whole-node capacity (for "can never fit")
         self.mem_cap = self.mem_free.copy()
-        self.reserved = np.zeros(self.n, dtype=bool)  # held for a blocked queue head
+        # held for a blocked queue head: only members ending by then may use the node
+        self.free_until = np.full(self.n, np.inf)
+        self.has_topology = bool((self.gpu_domain >= 0).any() or (self.gpu_numa >= 0).any())
         self._sig = np.zeros(self.n, np.int64)
         self._sig_dirty: set[int] = set(range(self.n))
 
@@ -164,9 +169,45 @@ class ClusterState:
             self._sig_dirty.clear()
         return self._sig
 
+    def spot_keys(self, nodes: np.ndarray, gpus: np.ndarray | None) -> np.ndarray:
+        """Per spot, a hash of its node and (for a fraction) its accelerator: equal keys are
+        interchangeable spots, which score alike."""
+        key = self.signature()[nodes]
+        if gpus is None:
+            return key
+        gpu_key = (self.gpu_free[nodes, gpus] | (self.gpu_model[nodes, gpus] << MODEL_SHIFT)
+                   | (self.gpu_mem_free[nodes, gpus] << MEMORY_SHIFT))
+        return key * HASH_MULT + gpu_key
+
+    # ---- reservations and constraints -----------------------------------------------------
     @property
-    def has_topology(self) -> bool:
-        return bool((self.gpu_domain >= 0).any() or (self.gpu_numa >= 0).any())
+    def reserved(self) -> np.ndarray:
+        """Nodes held for a blocked queue head."""
+        return self.free_until < np.inf
+
+    def usable(self, ends_at: float = np.inf) -> np.ndarray:
+        """Nodes a member ending at ``ends_at`` may use: ready, not cordoned, and free of any
+        reservation that starts before it ends."""
+        return self.node_ok & (self.free_until >= ends_at)
+
+    def allowed(self, c: Constraints) -> np.ndarray:
+        """(N, G) healthy accelerators that satisfy ``c``."""
+        mask = self.gpu_valid.copy()
+        if c.models:
+            ids = [i for i, m in enumerate(self.models) if m in c.models]
+            mask &= np.isin(self.gpu_model, ids)
+        if c.min_memory_mib:
+            mask &= self.acc_mem_cap >= c.min_memory_mib
+        if c.vendor or c.labels:
+            for i, j in zip(*np.nonzero(mask)):
+                if c.vendor and self.vendors[i][j] != c.vendor:
+                    mask[i, j] = False
+                    continue
+                acc_labels = self.acc_labels[i][j] if self.acc_labels[i] else {}
+                if any(acc_labels.get(k) != v and self.node_labels[i].get(k) != v
+                       for k, v in c.labels):
+                    mask[i, j] = False
+        return mask
 
     # ---- totals ---------------------------------------------------------------------------
     def total_free_milli(self) -> int:

@@ -254,16 +254,14 @@ def test_gang_larger_than_the_pool_is_unschedulable():
     assert reason.message == "gang of 3 needs 3 member spots; even empty, the pool has room for 2"
 
 
-@pytest.mark.parametrize("kw, code", [
-    ({"gpus": 1}, "success"), ({"gpus": 4}, "unschedulable"), ({"gpus": 9}, "unresolvable"),
-    ({"gpus": -1}, "error")])
-def test_status_tells_not_now_from_never_from_error(kw, code):
-    from controlplane.scheduler.explain import status_of
-
+@pytest.mark.parametrize("kw, code, never", [
+    ({"gpus": 1}, None, None), ({"gpus": 4}, "capacity", False), ({"gpus": 9}, "capacity", True),
+    ({"gpus": -1}, "invalid", True)])
+def test_reason_tells_not_now_from_never_from_error(kw, code, never):
     n = node("n1", gpus=8)
     snap = Snapshot([n], running=[running("r", n, gpus=5)], pending=[pending("j", **kw)])
-    d = schedule(snap, SchedulerConfig(preemption=False))
-    assert status_of(d.pending.get("j")).code == code
+    reason = schedule(snap, SchedulerConfig(preemption=False)).pending.get("j")
+    assert (reason and reason.code, reason and reason.unschedulable) == (code, never)
 
 
 def test_gang_members_prefer_fewer_nodes():

@@ -47,8 +47,8 @@ def test_incremental_delta_equals_recomputation():
     rows = [(f"n{i}", int(rng.integers(0, 9)) * 1000, list(rng.integers(0, 11, size=4) * 100))
             for i in range(12)]
     st = cluster(rows)
-    cache = FragCache(st, WORKLOAD)
-    ctx = Context(st, caches={"fgd": cache})
+    ctx = Context(st, WORKLOAD)
+    cache = ctx.fragmentation
     for shape in (MemberShape(1000, 0, milli=300), MemberShape(2000, 0, whole=1),
                   MemberShape(1000, 0)):
         cands = candidates(ctx, shape)
@@ -57,7 +57,7 @@ def test_incremental_delta_equals_recomputation():
         for c in range(len(cands)):
             before = cache.frag.copy()
             node, grants = grants_of(st, shape, cands, c)
-            plan = Plan(st)
+            plan = Plan(ctx)
             plan.assume(Claim(node, shape.cpu_milli, 0, grants))
             assert cache.frag[node] - before[node] == pytest.approx(deltas[c])
             plan.rollback()
@@ -66,9 +66,9 @@ def test_incremental_delta_equals_recomputation():
 
 def pick(policy, rows, shape):
     st = cluster(rows)
-    ctx = Context(st)
+    ctx = Context(st, WORKLOAD)
     prof = policies.profile(policy)
-    policies.prepare(ctx, prof, WORKLOAD)
+    prof.prepare(ctx)
     cands = candidates(ctx, shape)
     node, grants = grants_of(st, shape, cands, prof.pick(ctx, shape, cands))
     return st.names[node], grants
@@ -97,7 +97,7 @@ def test_each_scorer_prefers_what_it_should(policy, shape, node, gpu):
 def test_plan_rollback_to_savepoint_restores_exactly():
     st = cluster(ROWS)
     before = (st.cpu_free.copy(), st.gpu_free.copy())
-    plan = Plan(st)
+    plan = Plan(Context(st))
     plan.assume(Claim(0, 1000, 10, ((0, 400, 400),)))
     mark = plan.savepoint()
     plan.assume(Claim(1, 1000, 10, ((1, 500, 500),)))

@@ -26,7 +26,14 @@ import numpy as np
 from controlplane.core.resources import WHOLE
 from controlplane.scheduler.frag import FragCache, Workload
 from controlplane.scheduler.framework import Candidates, Context, MemberShape
-from controlplane.scheduler.plugins.scores import frag_cache, frag_delta
+from controlplane.scheduler.plugins.scores import frag_delta
+
+STRANDED_WEIGHT = 0.5  # a stranded GPU may still be used by a CPU-light pod: half a fragment
+WASTE_WEIGHT = 2.0  # a hole no typical size can close is lost for good: twice a fragment
+BUCKET_MILLI = 100.0  # spots whose cost differs by less than this tie (first-fit packing)
+DEMAND_EXPONENT = 0.5  # shape weight = popularity x demand ** this (sqrt: big jobs count, not drown)
+MIN_FILLER_MILLI = 200  # rarer tiny sizes already go to the tightest holes; they close no new one
+NO_LIMIT = 1e12  # GPU per CPU (or MiB) when the workload asks for no CPU (memory): never short
 
 
 def waste_table(sizes: list[int]) -> np.ndarray:
@@ -44,36 +51,37 @@ def waste_table(sizes: list[int]) -> np.ndarray:
 class GpuPool:
     name = "gpupool"
 
-    def __init__(self, stranded_weight: float = 0.5, waste_weight: float = 2.0,
-                 bucket_milli: float = 100.0, demand_exponent: float = 0.5,
-                 min_filler_milli: int = 200):
+    def __init__(self, stranded_weight: float = STRANDED_WEIGHT, waste_weight: float = WASTE_WEIGHT,
+                 bucket_milli: float = BUCKET_MILLI, demand_exponent: float = DEMAND_EXPONENT,
+                 min_filler_milli: int = MIN_FILLER_MILLI):
         self.demand_exponent = demand_exponent
         self.min_filler_milli = min_filler_milli
         self.stranded_weight = stranded_weight
         self.waste_weight = waste_weight
         self.bucket_milli = bucket_milli
 
-    def prepare(self, ctx: Context, workload: Workload) -> None:
+    def prepare(self, ctx: Context) -> None:
+        """Build the demand-weighted fragmentation, the GPU-per-CPU/MiB ratio and the waste table."""
+        workload = ctx.workload
         workload = Workload(workload.shapes, [
             p * max(s.num_gpu * s.gpu_milli, 1) ** self.demand_exponent
             for s, p in zip(workload.shapes, workload.weights)])
-        ctx.caches["gpupool"] = FragCache(ctx.state, workload)
+        self.frag = FragCache(ctx.state, workload)
         pairs = list(zip(workload.shapes, workload.weights))
         gpu = sum(p * s.num_gpu * s.gpu_milli for s, p in pairs)
         cpu = sum(p * s.cpu_milli for s, p in pairs)
         mem = sum(p * s.memory_mib for s, p in pairs)
-        ctx.caches["gpupool.ratio"] = (gpu / cpu if cpu else 1e12, gpu / mem if mem else 1e12)
+        self.gpu_per_cpu = gpu / cpu if cpu else NO_LIMIT
+        self.gpu_per_mib = gpu / mem if mem else NO_LIMIT
         sizes = sorted({s.gpu_milli for s in workload.shapes
                         if s.num_gpu == 1 and self.min_filler_milli <= s.gpu_milli < WHOLE})
-        ctx.caches["gpupool.waste"] = waste_table(sizes)
+        self.waste = waste_table(sizes)
 
     def score(self, ctx: Context, shape: MemberShape, cands: Candidates) -> np.ndarray:
-        if "gpupool" not in ctx.caches:
-            raise LookupError("policy gpupool needs a target workload (policies.prepare)")
         state = ctx.state
-        delta = frag_delta(frag_cache(ctx, "gpupool"), shape, cands)
+        delta = frag_delta(self.frag, shape, cands)
         if self.stranded_weight:
-            per_cpu, per_mib = ctx.caches["gpupool.ratio"]
+            per_cpu, per_mib = self.gpu_per_cpu, self.gpu_per_mib
             nodes = cands.nodes
             total = state.gpu_free[nodes].sum(axis=1)
             cpu, mem = state.cpu_free[nodes], state.mem_free[nodes]
@@ -86,7 +94,7 @@ class GpuPool:
                              mem - shape.memory_mib)
             delta = delta + self.stranded_weight * (after - stranded(total, cpu, mem))
         if self.waste_weight and cands.gpus is not None:
-            waste = ctx.caches["gpupool.waste"]
+            waste = self.waste
             free = state.gpu_free[cands.nodes, cands.gpus]
             delta = delta + self.waste_weight * (waste[free - shape.milli] - waste[free])
         return np.floor(-delta / self.bucket_milli)
