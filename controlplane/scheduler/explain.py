@@ -6,6 +6,9 @@ member fits is the fit filter's answer (``host_room``/``gpu_room``), never a cop
 
 from __future__ import annotations
 
+import math
+from dataclasses import replace
+
 import numpy as np
 
 from controlplane.core.resources import WHOLE
@@ -127,6 +130,27 @@ def capacity_reason(ctx: Context, shape: MemberShape, gang: int, placed: int) ->
         block = (f"the largest free block is {gpus(int(free[best]))} GPU on {state.names[best]}"
                  if free[best] > 0 else "no matching GPU has anything free")
         msg = f"no node has {_want(shape, models)}{topo}; {block}"
-    if state.reserved.any():
-        msg += f"; {int(state.reserved.sum())} node(s) are held for a waiting job"
+    msg += _held_note(ctx, shape, details)
     return PendingReason(code, _gang_prefix(gang, placed) + msg, details)
+
+
+def _held_note(ctx: Context, shape: MemberShape, details: dict) -> str:
+    """What reservations keep from the member: nodes with room held for a waiting job."""
+    state = ctx.state
+    if not state.reserved.any():
+        return ""
+    anytime = replace(shape, ends_at=-math.inf)  # as if no reservation applied to it
+    room = host_room(state, anytime) & state.reserved & ~state.usable(shape.ends_at)
+    if shape.uses_gpu:
+        room &= gpus_fit(shape, gpu_room(ctx, shape))
+    if not room.any():
+        return f"; {int(state.reserved.sum())} node(s) are held for a waiting job"
+    until = float(state.free_until[room].max())
+    details["held_nodes_with_room"] = int(room.sum())
+    if until == -math.inf:
+        return (f"; {int(room.sum())} node(s) with room for it are held for a waiting job whose "
+                "start is not known")
+    mine = ("it declares no run-time limit" if shape.ends_at == math.inf
+            else f"it would end at {shape.ends_at:.0f}")
+    return (f"; {int(room.sum())} node(s) with room for it are held for a waiting job that is "
+            f"expected to start at {until:.0f}, and {mine}")

@@ -114,7 +114,7 @@ class Reservations:
             else:
                 hi, found = mid, nodes
         plan.rollback(base)
-        return self._ends[hi - 1][0], found
+        return max(self._ends[hi - 1][0], self.now), found  # an overdue job is being stopped
 
     def closest_nodes(self, shape: MemberShape, gang: int) -> list[int]:
         """The ``gang`` unreserved nodes that could hold a member and have the most room free."""

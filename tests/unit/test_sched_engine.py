@@ -288,17 +288,3 @@ def test_vendor_label_and_memory_constraints(constraints, expected):
     job = PendingJob("j", "default", Request(1000, 1024, gpus=1, constraints=Constraints(**constraints)))
     d = schedule(Snapshot(nodes, pending=[job]))
     assert [m.node for m in d.placements[0].members] == [expected]
-
-
-def test_snapshot_dump_replays_the_same_decision():
-    from controlplane.scheduler import dump
-
-    n = node("n1", gpus=4, domains=2)
-    snap = Snapshot([n, node("n2", gpus=2, model="A100-80GB")], queues=[queue("q", 2, 6)],
-                    running=[running("r", n, "q", gpus=1, started_at=5)], now=50,
-                    pending=[pending("a", "q", gpus=2), pending("b", "q", milli=300, models=("A100-80GB",))])
-    again = dump.loads(dump.dumps(snap))
-    assert again == snap
-    assert schedule(again) == schedule(snap)
-    with pytest.raises(ValueError, match="not a scheduler snapshot dump"):
-        dump.loads('{"nodes": [{"name": 1}]}')
