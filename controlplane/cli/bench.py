@@ -114,7 +114,7 @@ def constrain(
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
     limited = sum(1 for p in built if p.gpu_spec)
-    Console().print(f"wrote {out}: {limited} of {sum(1 for p in built if p.num_gpu)} GPU pods "
+    Console(soft_wrap=True).print(f"wrote {out}: {limited} of {sum(1 for p in built if p.num_gpu)} GPU pods "
                     f"constrained (share {share}, mix {mix}, seed {seed})")
 
 

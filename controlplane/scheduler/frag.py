@@ -30,12 +30,19 @@ class TaskShape:
 
 
 class Workload:
-    """The typical shapes M with weights p_m (most frequent first, covering ``coverage`` of pods)."""
+    """The typical shapes M with weights p_m (most frequent first, covering ``coverage`` of pods),
+    and which models the GPU demand may use: share of GPU milli per allowed-model set (from
+    every pod, rare shapes included; () = any model)."""
 
-    def __init__(self, shapes: Sequence[TaskShape], weights: Sequence[float]):
+    def __init__(self, shapes: Sequence[TaskShape], weights: Sequence[float],
+                 demand_by_models: dict[tuple[str, ...], float] | None = None):
         self.shapes = list(shapes)
         total = float(sum(weights)) or 1.0
         self.weights = [w / total for w in weights]
+        if demand_by_models is None:
+            demand_by_models = _demand_by_models((s, w) for s, w in zip(self.shapes, self.weights))
+        total = sum(demand_by_models.values()) or 1.0
+        self.demand_by_models = {k: v / total for k, v in demand_by_models.items()}
 
     @classmethod
     def typical(cls, pods: Iterable[TaskShape], coverage: float = 0.95) -> Workload:
@@ -50,7 +57,15 @@ class Workload:
                 break
             kept.append((shape, count))
             covered += count
-        return cls([s for s, _ in kept], [c for _, c in kept])
+        return cls([s for s, _ in kept], [c for _, c in kept], _demand_by_models(ordered))
+
+
+def _demand_by_models(weighted: Iterable[tuple[TaskShape, float]]) -> dict[tuple[str, ...], float]:
+    """GPU milli (times weight) per allowed-model set."""
+    out: dict[tuple[str, ...], float] = {}
+    for shape, weight in weighted:
+        out[shape.models] = out.get(shape.models, 0.0) + weight * shape.num_gpu * shape.gpu_milli
+    return out
 
 
 class FragCache:
@@ -83,6 +98,11 @@ class FragCache:
         self.allowed = (allow_t.T[model] if n_models else
                         np.zeros((state.n, state.g, len(thresholds)), bool))
         self.allowed &= state.gpu_valid[:, :, None]
+        # whole GPUs taken on a node of one model free the same thresholds per GPU: a fast path
+        self.allow_by_model = allow_t.T.astype(np.int64)  # (models, thresholds)
+        first = model[:, 0]
+        same = ((model == first[:, None]) | ~state.gpu_valid).all(axis=1) & state.gpu_valid.any(axis=1)
+        self.node_model = np.where(same, first, -1)
         self.cnt = np.zeros((state.n, len(thresholds)), np.int64)
         self.sum = np.zeros((state.n, len(thresholds)), np.int64)
         self.total = np.zeros(state.n, np.int64)
@@ -141,8 +161,12 @@ class FragCache:
                     mem: int) -> np.ndarray:
         """dF of taking the whole GPUs marked in ``chosen[c]`` (plus cpu/mem) on ``nodes[c]``."""
         self.flush()
-        taken = (chosen[:, :, None] & self.allowed[nodes]).sum(axis=1)
         k = chosen.sum(axis=1)
+        models = self.node_model[nodes]
+        if len(models) and models.min() >= 0:
+            taken = k[:, None] * self.allow_by_model[models]
+        else:
+            taken = (chosen[:, :, None] & self.allowed[nodes]).sum(axis=1)
         new = self._frag(self.cnt[nodes] - taken, self.sum[nodes] - WHOLE * taken,
                          self.total[nodes] - WHOLE * k, self.state.cpu_free[nodes] - cpu,
                          self.state.mem_free[nodes] - mem)

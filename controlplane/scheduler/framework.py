@@ -78,13 +78,14 @@ class Context:
     the target workload, per-constraint accelerator masks, the paper's fragmentation of the
     workload (built on first use) and the nodes of the gang being placed (kept by the Plan)."""
 
-    __slots__ = ("state", "workload", "gang", "_allowed", "_fragmentation")
+    __slots__ = ("state", "workload", "gang", "_allowed", "_fraction_memory", "_fragmentation")
 
     def __init__(self, state: ClusterState, workload: Workload | None = None):
         self.state = state
         self.workload = workload if workload is not None else Workload([], [])
         self.gang: set[int] = set()
         self._allowed: dict[Constraints, np.ndarray] = {}
+        self._fraction_memory: dict[int, np.ndarray] = {}
         self._fragmentation: FragCache | None = None
 
     def allowed(self, constraints: Constraints) -> np.ndarray:
@@ -93,6 +94,13 @@ class Context:
         if mask is None:
             mask = self._allowed[constraints] = self.state.allowed(constraints)
         return mask
+
+    def fraction_memory(self, milli: int) -> np.ndarray:
+        """(N, G) MiB a fraction of ``milli`` takes on each accelerator (proportional share)."""
+        memory = self._fraction_memory.get(milli)
+        if memory is None:
+            memory = self._fraction_memory[milli] = self.state.acc_mem_cap * milli // WHOLE
+        return memory
 
     @property
     def fragmentation(self) -> FragCache:

@@ -24,6 +24,8 @@ from controlplane.scheduler.state import ClusterState
 from controlplane.scheduler.tracefile import TraceNode, TracePod
 
 REPORT_BINS = (90, 95, 100, 110, 120, 130)
+# fragmentation is measured only around the reported bins (an empty bin borrows a neighbour's)
+FRAG_BINS = frozenset(b + d for b in REPORT_BINS for d in (-1, 0, 1))
 
 
 @dataclass(slots=True)
@@ -34,7 +36,7 @@ class RunResult:
     seconds: float
     cpu_seconds: float = 0.0
     alloc_pct: dict[int, float] = field(default_factory=dict)  # arrived % -> allocated %
-    frag_pct: dict[int, float] = field(default_factory=dict)  # arrived % -> frag % of capacity
+    frag_pct: dict[int, float] = field(default_factory=dict)  # reported arrived % -> frag % of capacity
 
     def unallocated(self, arrived: int) -> float:
         return 100.0 - self.alloc_pct[arrived]
@@ -63,7 +65,7 @@ def workload_of(pods: Sequence[TracePod]) -> Workload:
         values = sorted(memory[s])
         shapes.append(TaskShape(s.cpu_milli, s.num_gpu, s.gpu_milli, s.models,
                                 values[len(values) // 2]))
-    return Workload(shapes, typical.weights)
+    return Workload(shapes, typical.weights, typical.demand_by_models)
 
 
 def arrival_order(pods: Sequence[TracePod], capacity_milli: int, seed: int,
@@ -133,7 +135,8 @@ def run(nodes: Sequence[TraceNode], pods: Sequence[TracePod], policy: str, seed:
         bin_ = math.floor(arrived / (10 * capacity / 1000) + 0.5)
         acc = sums.setdefault(bin_, [0.0, 0.0, 0])
         acc[0] += round(100.0 * used / capacity, 2)
-        acc[1] += 100.0 * measure.cluster_frag() / capacity
+        if bin_ in FRAG_BINS:
+            acc[1] += 100.0 * measure.cluster_frag() / capacity
         acc[2] += 1
         if progress and i % 256 == 0:
             progress(i, len(order))
@@ -146,7 +149,8 @@ def run(nodes: Sequence[TraceNode], pods: Sequence[TracePod], policy: str, seed:
         src = sums.get(b) or sums.get(b - 1) or sums.get(b + 1)
         if src:
             result.alloc_pct[b] = src[0] / src[2]
-            result.frag_pct[b] = src[1] / src[2]
+            if b in REPORT_BINS:
+                result.frag_pct[b] = src[1] / src[2]
     return result
 
 

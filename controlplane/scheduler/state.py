@@ -75,6 +75,8 @@ class ClusterState:
         self.free_until = np.full(self.n, np.inf)
         self.has_topology = bool((self.gpu_domain >= 0).any() or (self.gpu_numa >= 0).any())
         self._sig = np.zeros(self.n, np.int64)
+        self._distinct = np.zeros((self.n, self.g), bool)
+        self._idle = np.zeros((self.n, self.g), bool)
         self._sig_dirty: set[int] = set(range(self.n))
 
     # ---- construction -------------------------------------------------------------------
@@ -156,18 +158,41 @@ class ClusterState:
         for listener in self.listeners:
             listener(i)
 
+    def _refresh_rows(self) -> None:
+        """Recompute the per-node views of the nodes changed since the last read."""
+        if not self._sig_dirty:
+            return
+        for i in self._sig_dirty:
+            gpus = list(zip(self.gpu_free[i].tolist(), self.gpu_mem_free[i].tolist(),
+                            self.gpu_model[i].tolist(), self.acc_mem_cap[i].tolist(),
+                            self.gpu_valid[i].tolist()))
+            self._sig[i] = hash((int(self.cpu_free[i]), int(self.mem_free[i]),
+                                 bool(self.node_ok[i]), tuple(sorted(gpus))))
+            seen: set[tuple] = set()
+            for j, gpu in enumerate(gpus):
+                self._distinct[i, j] = gpu[4] and gpu not in seen
+                self._idle[i, j] = gpu[4] and gpu[0] == WHOLE and gpu[1] == gpu[3]
+                seen.add(gpu)
+        self._sig_dirty.clear()
+
     def signature(self) -> np.ndarray:
         """Per node, a hash of everything placement looks at; equal hash = interchangeable node
         (apart from its name, rank and topology)."""
-        if self._sig_dirty:
-            for i in self._sig_dirty:
-                gpus = sorted(zip(self.gpu_free[i].tolist(), self.gpu_mem_free[i].tolist(),
-                                  self.gpu_model[i].tolist(), self.acc_mem_cap[i].tolist(),
-                                  self.gpu_valid[i].tolist()))
-                self._sig[i] = hash((int(self.cpu_free[i]), int(self.mem_free[i]),
-                                     bool(self.node_ok[i]), tuple(gpus)))
-            self._sig_dirty.clear()
+        self._refresh_rows()
         return self._sig
+
+    @property
+    def distinct(self) -> np.ndarray:
+        """(N, G) the first accelerator of each kind (free milli and MiB, model, size) on its
+        node: a fraction scores the same on any accelerator of a kind, so only these are tried."""
+        self._refresh_rows()
+        return self._distinct
+
+    @property
+    def idle(self) -> np.ndarray:
+        """(N, G) healthy accelerators with nothing on them (all compute and memory free)."""
+        self._refresh_rows()
+        return self._idle
 
     def spot_keys(self, nodes: np.ndarray, gpus: np.ndarray | None) -> np.ndarray:
         """Per spot, a hash of its node and (for a fraction) its accelerator: equal keys are

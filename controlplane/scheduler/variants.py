@@ -2,16 +2,20 @@
 
 A share of the GPU pods gets a ``gpu_spec``: a subset of the cluster's accelerator models it may
 run on. Pods are chosen per GPU demand (num_gpu x gpu_milli) in the same proportion, so the
-constrained pods carry the same share of GPU demand as of pods. Each subset has 1 to 3 models
-drawn without replacement from the models whose nodes could hold the pod, weighted by the
-cluster's GPU count per model (``mix="capacity"``), by its square root (``mix="sqrt"``: more
-pressure on the rare models) or by its node count (``mix="nodes"``: the many small T4 and P100
-nodes draw far more constrained demand than their GPUs can take).
+constrained pods carry the same share of GPU demand as of pods. Only models whose nodes could
+hold the pod are drawn. How (``mix``):
+
+- ``capacity``, ``sqrt``, ``nodes``, ``uniform``: 1 to 3 models drawn without replacement,
+  weighted by the cluster's GPU count per model, its square root, its node count, or alike.
+  The further down that list, the more constrained demand lands on the rare models.
+- ``family``: one model family drawn alike (the models that differ only in a memory suffix,
+  e.g. ``V100M16|V100M32``, like the trace's own example).
 """
 
 from __future__ import annotations
 
 from collections import Counter
+import re
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -19,7 +23,7 @@ import numpy as np
 
 from controlplane.scheduler.tracefile import TraceNode, TracePod
 
-MIXES = ("capacity", "sqrt", "nodes")
+MIXES = ("capacity", "sqrt", "nodes", "uniform", "family")
 SUBSET_SIZES = (1, 2, 3)
 SUBSET_SIZE_P = (0.5, 0.3, 0.2)  # most constrained pods name one model, some a family of two or three
 
@@ -49,6 +53,24 @@ def _feasible_models(pod: TracePod, nodes: Sequence[TraceNode]) -> list[str]:
                    and n.cpu_milli >= pod.cpu_milli and n.memory_mib >= pod.memory_mib})
 
 
+def family(model: str) -> str:
+    """A model's family: its name without a trailing memory suffix (V100M32 -> V100)."""
+    return re.sub(r"M\d+$", "", model)
+
+
+def _draw(models: list[str], mass: Counter[str], mix: str, rng: np.random.Generator) -> tuple[str, ...]:
+    if mix == "family":
+        families = sorted({family(m) for m in models})
+        chosen = families[int(rng.integers(len(families)))]
+        return tuple(m for m in models if family(m) == chosen)
+    weight = np.array([1.0 if mix == "uniform" else mass[m] for m in models], float)
+    if mix == "sqrt":
+        weight = np.sqrt(weight)
+    k = min(int(rng.choice(SUBSET_SIZES, p=SUBSET_SIZE_P)), len(models))
+    subset = rng.choice(len(models), size=k, replace=False, p=weight / weight.sum())
+    return tuple(sorted(models[j] for j in subset))
+
+
 def constrain(pods: Sequence[TracePod], nodes: Sequence[TraceNode], share: float, seed: int,
               mix: str = "capacity") -> list[TracePod]:
     """``pods`` with ``share`` (0..1) of the GPU pods restricted to model subsets."""
@@ -67,10 +89,5 @@ def constrain(pods: Sequence[TracePod], nodes: Sequence[TraceNode], share: float
         models = _feasible_models(pod, nodes)
         if not models:
             continue
-        k = min(int(rng.choice(SUBSET_SIZES, p=SUBSET_SIZE_P)), len(models))
-        weight = np.array([mass[m] for m in models], float)
-        if mix == "sqrt":
-            weight = np.sqrt(weight)
-        subset = rng.choice(len(models), size=k, replace=False, p=weight / weight.sum())
-        out[i] = replace(pod, gpu_spec=tuple(sorted(models[j] for j in subset)))
+        out[i] = replace(pod, gpu_spec=_draw(models, mass, mix, rng))
     return out

@@ -138,3 +138,41 @@ def test_scoring_interchangeable_spots_once_changes_no_decision(policy, monkeypa
     monkeypatch.setattr(Profile, "total", Profile._weighted)
     slow = replay.run(nodes, pods, policy, seed=5)
     assert (fast.placed, fast.alloc_pct, fast.frag_pct) == (slow.placed, slow.alloc_pct, slow.frag_pct)
+
+
+def two_models(gpus=(8, 2)):
+    """A G2 node and a T4 node (the T4 one first in name order)."""
+    st = ClusterState.from_table(["b-g2", "a-t4"], [64000, 64000], [10**6, 10**6], list(gpus),
+                                 ["G2", "T4"])
+    return st
+
+
+def test_model_contention_by_hand():
+    from controlplane.scheduler.contention import ModelContention
+
+    st = two_models()
+    demand = Workload([], [], {(): 0.5, ("T4",): 0.5})
+    contention = ModelContention(st, demand)
+    # supply: any model 10 GPUs, T4 2 GPUs; per free milli G2 carries .5/10000, T4 .5/10000+.5/2000
+    assert contention.rho() == pytest.approx([0.5, 3.0])
+    plan = Plan(Context(st))
+    plan.assume(Claim(1, 0, 0, ((0, 1000, 1000),)))  # one T4 taken: T4 more contended still
+    assert contention.rho() == pytest.approx([(0.5 / 9000) / (1 / 9000), (0.5 / 9000 + 0.5 / 1000) / (1 / 9000)])
+    assert not ModelContention(st, Workload([], [], {(): 1.0})).active
+
+
+@pytest.mark.parametrize("demand, node", [
+    ({(): 1.0}, "a-t4"),  # nothing constrained: equal spots, lowest rank (name) wins
+    ({(): 0.7, ("T4",): 0.3}, "b-g2"),  # T4 is what the constrained demand needs: leave it
+    ({(): 0.7, ("G2",): 0.3}, "a-t4"),
+])
+def test_unconstrained_work_leaves_contended_models_alone(demand, node):
+    st = two_models(gpus=(2, 2))
+    st.acc_mem_cap = st.gpu_mem_free.copy()
+    shapes = [TaskShape(1000, 1, 1000), TaskShape(1000, 1, 1000, ("T4",)), TaskShape(1000, 1, 1000, ("G2",))]
+    ctx = Context(st, Workload(shapes, [1, 1, 1], demand))
+    prof = policies.profile("gpupool")
+    prof.prepare(ctx)
+    shape = MemberShape(1000, 0, whole=1)
+    cands = candidates(ctx, shape)
+    assert st.names[int(cands.nodes[prof.pick(ctx, shape, cands)])] == node

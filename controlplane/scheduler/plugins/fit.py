@@ -17,19 +17,6 @@ from controlplane.scheduler.state import ClusterState
 Rows = slice | np.ndarray
 
 
-def idle_mask(state: ClusterState, rows: Rows = slice(None)) -> np.ndarray:
-    """(N, G) accelerators with nothing on them (all compute and all memory free)."""
-    return (state.gpu_valid[rows] & (state.gpu_free[rows] == WHOLE)
-            & (state.gpu_mem_free[rows] == state.acc_mem_cap[rows]))
-
-
-def fraction_memory(state: ClusterState, shape: MemberShape, rows: Rows = slice(None)) -> np.ndarray:
-    """(N, G) memory a fraction takes on each accelerator."""
-    if shape.gpu_memory_mib:
-        return np.int64(shape.gpu_memory_mib)
-    return state.acc_mem_cap[rows] * shape.milli // WHOLE
-
-
 def host_room(state: ClusterState, shape: MemberShape, rows: Rows = slice(None)) -> np.ndarray:
     """(N,) usable nodes with the member's CPU and memory free."""
     return (state.usable(shape.ends_at)[rows] & (state.cpu_free[rows] >= shape.cpu_milli)
@@ -42,9 +29,9 @@ def gpu_room(ctx: Context, shape: MemberShape, rows: Rows = slice(None)) -> np.n
     state = ctx.state
     allowed = ctx.allowed(shape.constraints)[rows]
     if shape.whole:
-        return allowed & idle_mask(state, rows)
-    return (allowed & (state.gpu_free[rows] >= shape.milli)
-            & (state.gpu_mem_free[rows] >= fraction_memory(state, shape, rows)))
+        return allowed & state.idle[rows]
+    memory = shape.gpu_memory_mib or ctx.fraction_memory(shape.milli)[rows]
+    return allowed & (state.gpu_free[rows] >= shape.milli) & (state.gpu_mem_free[rows] >= memory)
 
 
 def gpus_fit(shape: MemberShape, room: np.ndarray) -> np.ndarray:
@@ -73,7 +60,10 @@ def candidates(ctx: Context, shape: MemberShape) -> Candidates:
             group_aware(state, nodes, sub, chosen, shape.whole)
         return Candidates(nodes, chosen=chosen)
     if shape.milli:
-        nodes, gpus = np.nonzero(gpu_room(ctx, shape) & fits[:, None])
+        room = gpu_room(ctx, shape) & fits[:, None]
+        if not (shape.constraints.vendor or shape.constraints.labels):
+            room &= state.distinct  # alike accelerators of a node score alike: try the first
+        nodes, gpus = np.nonzero(room)
         return Candidates(nodes, gpus=gpus)
     return Candidates(np.flatnonzero(fits))
 

@@ -1,6 +1,7 @@
-"""The default policy ``gpupool``: FGD's fragmentation gradient plus two things FGD misses.
+"""The default policy ``gpupool``: FGD's fragmentation gradient plus what FGD misses.
 
-score = floor(-(dF + a * dStranded + b * dWaste) / bucket), ties to the lowest node rank.
+score = floor(-(dF + a * dStranded + b * dWaste + c * dContention) / bucket), ties to the
+lowest node rank.
 
 - dF: the paper's fragmentation change for the typical task shapes (``frag.FragCache``),
   but each shape weighted by popularity x sqrt(its GPU demand) instead of popularity alone:
@@ -13,7 +14,14 @@ score = floor(-(dF + a * dStranded + b * dWaste) / bucket), ties to the lowest n
   of the typical fractional sizes can ever fill (a small knapsack table over 0..1000 milli).
   FGD only asks "does shape m still fit"; this asks "can the hole be closed". Sizes under a
   fifth of a GPU do not count as fillers: such pods are few and already go to the tightest
-  holes, so a plan that needs them to close a new hole mostly leaves that hole open.
+  holes, so a plan that needs them to close a new hole mostly leaves that hole open. Only
+  sizes whose constraints allow the accelerator's model count (one table per model).
+- dContention: the member's GPU milli times (rho - 1) of the model it lands on
+  (``contention.ModelContention``): where part of the demand may run only on some models,
+  room on a model that more demand depends on, per free GPU, than on average costs more, so
+  unconstrained work leaves it to the work that has nowhere else to go. FGD's dF even pulls
+  the other way: it counts all free GPU of a node that a shape cannot use as fragmented, so
+  filling the small nodes big or constrained shapes cannot use looks like progress.
 - bucket: equal buckets pack like first-fit over a fixed node order, which is what makes
   FGD work at all; a linear bucket keeps that property without sigmoid saturation.
 Nothing here is tuned to one trace: every input is derived from the target workload.
@@ -24,6 +32,7 @@ from __future__ import annotations
 import numpy as np
 
 from controlplane.core.resources import WHOLE
+from controlplane.scheduler.contention import ModelContention
 from controlplane.scheduler.frag import FragCache, Workload
 from controlplane.scheduler.framework import Candidates, Context, MemberShape
 from controlplane.scheduler.plugins.scores import frag_delta
@@ -33,6 +42,7 @@ WASTE_WEIGHT = 2.0  # a hole no typical size can close is lost for good: twice a
 BUCKET_MILLI = 100.0  # spots whose cost differs by less than this tie (first-fit packing)
 DEMAND_EXPONENT = 0.5  # shape weight = popularity x demand ** this (sqrt: big jobs count, not drown)
 MIN_FILLER_MILLI = 200  # rarer tiny sizes already go to the tightest holes; they close no new one
+CONTENTION_WEIGHT = 1.0  # GPU on a model twice as contended as average costs one fragment more
 NO_LIMIT = 1e12  # GPU per CPU (or MiB) when the workload asks for no CPU (memory): never short
 
 
@@ -53,15 +63,18 @@ class GpuPool:
 
     def __init__(self, stranded_weight: float = STRANDED_WEIGHT, waste_weight: float = WASTE_WEIGHT,
                  bucket_milli: float = BUCKET_MILLI, demand_exponent: float = DEMAND_EXPONENT,
-                 min_filler_milli: int = MIN_FILLER_MILLI):
+                 min_filler_milli: int = MIN_FILLER_MILLI,
+                 contention_weight: float = CONTENTION_WEIGHT):
         self.demand_exponent = demand_exponent
         self.min_filler_milli = min_filler_milli
         self.stranded_weight = stranded_weight
         self.waste_weight = waste_weight
         self.bucket_milli = bucket_milli
+        self.contention_weight = contention_weight
 
     def prepare(self, ctx: Context) -> None:
-        """Build the demand-weighted fragmentation, the GPU-per-CPU/MiB ratio and the waste table."""
+        """Build the demand-weighted fragmentation, the GPU-per-CPU/MiB ratio, the model
+        contention and one waste table per model."""
         workload = ctx.workload
         workload = Workload(workload.shapes, [
             p * max(s.num_gpu * s.gpu_milli, 1) ** self.demand_exponent
@@ -73,9 +86,16 @@ class GpuPool:
         mem = sum(p * s.memory_mib for s, p in pairs)
         self.gpu_per_cpu = gpu / cpu if cpu else NO_LIMIT
         self.gpu_per_mib = gpu / mem if mem else NO_LIMIT
-        sizes = sorted({s.gpu_milli for s in workload.shapes
-                        if s.num_gpu == 1 and self.min_filler_milli <= s.gpu_milli < WHOLE})
-        self.waste = waste_table(sizes)
+        self.contention = ModelContention(ctx.state, ctx.workload)
+        tables: dict[tuple[int, ...], np.ndarray] = {}
+        self.waste = np.zeros((max(len(ctx.state.models), 1), WHOLE + 1), np.int64)
+        for k, model in enumerate(ctx.state.models):
+            sizes = tuple(sorted({s.gpu_milli for s in workload.shapes
+                                  if s.num_gpu == 1 and self.min_filler_milli <= s.gpu_milli < WHOLE
+                                  and (not s.models or model in s.models)}))
+            if sizes not in tables:
+                tables[sizes] = waste_table(list(sizes))
+            self.waste[k] = tables[sizes]
 
     def score(self, ctx: Context, shape: MemberShape, cands: Candidates) -> np.ndarray:
         state = ctx.state
@@ -83,7 +103,7 @@ class GpuPool:
         if self.stranded_weight:
             per_cpu, per_mib = self.gpu_per_cpu, self.gpu_per_mib
             nodes = cands.nodes
-            total = state.gpu_free[nodes].sum(axis=1)
+            total = self.frag.total[nodes]  # free GPU milli per node (current: frag_delta flushed)
             cpu, mem = state.cpu_free[nodes], state.mem_free[nodes]
 
             def stranded(gpu_left, cpu_left, mem_left):
@@ -94,7 +114,11 @@ class GpuPool:
                              mem - shape.memory_mib)
             delta = delta + self.stranded_weight * (after - stranded(total, cpu, mem))
         if self.waste_weight and cands.gpus is not None:
-            waste = self.waste
+            model = np.clip(state.gpu_model[cands.nodes, cands.gpus], 0, None)
             free = state.gpu_free[cands.nodes, cands.gpus]
-            delta = delta + self.waste_weight * (waste[free - shape.milli] - waste[free])
+            waste = self.waste[model, free - shape.milli] - self.waste[model, free]
+            delta = delta + self.waste_weight * waste
+        if self.contention_weight and self.contention.active and shape.uses_gpu:
+            rho = self.contention.of_spots(cands)
+            delta = delta + self.contention_weight * (rho - 1.0) * shape.gpu_milli_total
         return np.floor(-delta / self.bucket_milli)
