@@ -100,7 +100,7 @@ class FragCache:
         self.allowed &= state.gpu_valid[:, :, None]
         # whole GPUs taken on a node of one model free the same thresholds per GPU: a fast path
         self.allow_by_model = allow_t.T.astype(np.int64)  # (models, thresholds)
-        first = model[:, 0]
+        first = model[:, 0] if state.g else np.zeros(state.n, np.int64)
         same = ((model == first[:, None]) | ~state.gpu_valid).all(axis=1) & state.gpu_valid.any(axis=1)
         self.node_model = np.where(same, first, -1)
         self.cnt = np.zeros((state.n, len(thresholds)), np.int64)
