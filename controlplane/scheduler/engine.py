@@ -33,6 +33,10 @@ from controlplane.scheduler.state import ClusterState
 def validate(job: PendingJob) -> str | None:
     """A message naming what is wrong with the request, or None."""
     r = job.request
+    if (min(r.cpu_milli, r.memory_mib, r.gpus, r.gpu_milli, r.gpu_memory_mib) >= 0 and r.gang >= 1
+            and r.gpu_milli <= WHOLE and not (r.gpus and (r.gpu_milli not in (0, WHOLE) or r.gpu_memory_mib))
+            and (job.max_runtime_s is None or job.max_runtime_s > 0)):
+        return None
     problems = []
     for name in ("cpu_milli", "memory_mib", "gpus", "gpu_milli", "gpu_memory_mib"):
         if getattr(r, name) < 0:
@@ -86,7 +90,9 @@ class Cycle:
                                    snapshot.now, config.max_preemption_attempts)
         self.reservations = Reservations(self.plan, self.profile, config, snapshot.now)
         for r in snapshot.running:
-            self.reservations.expect_end(r.job_id, r.expected_end, claims_of(self.state, r.members))
+            if r.expected_end is not None:
+                self.reservations.expect_end(r.job_id, r.expected_end,
+                                             claims_of(self.state, r.members))
         self.decision = Decision()
         self.no_fit: dict[tuple, PendingReason] = {}  # valid until a preemption frees room
         self.never: dict[tuple, PendingReason | None] = {}

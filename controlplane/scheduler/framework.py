@@ -37,6 +37,14 @@ class MemberShape:
     gpu_memory_mib: int = 0  # fraction's memory; 0 = proportional to milli
     constraints: Constraints = Constraints()
     ends_at: float = math.inf
+    _hash: int = field(default=0, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:  # shapes key every per-cycle cache: hash them once
+        object.__setattr__(self, "_hash", hash((self.cpu_milli, self.memory_mib, self.whole, self.milli,
+                                                self.gpu_memory_mib, self.constraints, self.ends_at)))
+
+    def __hash__(self) -> int:
+        return self._hash
 
     @classmethod
     def of(cls, req: Request, ends_at: float = math.inf) -> MemberShape:

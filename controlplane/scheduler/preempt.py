@@ -14,7 +14,8 @@ import heapq
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from controlplane.core.resources import WHOLE
+import numpy as np
+
 from controlplane.core.snapshot import MemberPlacement, PendingJob, PendingReason, RunningJob
 from controlplane.scheduler.framework import MemberShape, Plan, Profile
 from controlplane.scheduler.place import assume_member, claims_of
@@ -29,11 +30,18 @@ SPARED_SHOWN = 3  # protected victims named in a pending reason
 
 @dataclass(slots=True, eq=False)
 class Victim:
+    """A running job that may be preempted, with the room it would free as flat arrays."""
+
     job: RunningJob
     claims: list[Claim]
     models: dict[str, int]
     lost_work: float
-    room: dict[int, tuple[int, int, tuple[tuple[int, int], ...]]]  # node -> cpu, mem, (gpu, milli)
+    nodes: np.ndarray  # per claim: node, CPU milli, memory MiB
+    cpu: np.ndarray
+    memory: np.ndarray
+    gpu_nodes: np.ndarray  # per granted accelerator: node, index, milli
+    gpu_index: np.ndarray
+    gpu_milli: np.ndarray
 
     def kind(self, job: PendingJob) -> str:
         return "priority" if self.job.queue == job.queue else "reclaim"
@@ -85,13 +93,14 @@ class Preemptor:
         claims = claims_of(self.plan.state, r.members)
         if claims is None:
             return None
-        room: dict[int, tuple[int, int, tuple[tuple[int, int], ...]]] = {}
-        for c in claims:
-            cpu, mem, gpus_ = room.get(c.node, (0, 0, ()))
-            room[c.node] = (cpu + c.cpu_milli, mem + c.memory_mib,
-                            gpus_ + tuple((j, m) for j, m, _ in c.gpus))
+        grants = [(c.node, j, m) for c in claims for j, m, _ in c.gpus]
+        gpu = np.array(grants, np.int64).reshape(len(grants), 3)
         return Victim(r, claims, self.book.models_of(r),
-                      (self.now - r.started_at) * r.request.total_gpu_milli, room)
+                      (self.now - r.started_at) * r.request.total_gpu_milli,
+                      np.array([c.node for c in claims], np.int64),
+                      np.array([c.cpu_milli for c in claims], np.int64),
+                      np.array([c.memory_mib for c in claims], np.int64),
+                      gpu[:, 0], gpu[:, 1], gpu[:, 2])
 
     def eligible(self, job: PendingJob) -> list[Victim]:
         """Up to MAX_VICTIMS victims, least work lost first."""
@@ -135,7 +144,7 @@ class Preemptor:
         released: list[Victim] = []
         members: list[MemberPlacement] = []
         for rank in range(job.request.gang):
-            got = self._member(job, shape, rank, by_node, released)
+            got = self._member(job, shape, rank, victims, by_node, released)
             if got is None:
                 self.plan.rollback(start)
                 self.failed.add(key)
@@ -144,14 +153,14 @@ class Preemptor:
         self.gone.update(v.job.job_id for v in released)
         return Preempted(members, released)
 
-    def _member(self, job: PendingJob, shape: MemberShape, rank: int,
+    def _member(self, job: PendingJob, shape: MemberShape, rank: int, victims: list[Victim],
                 by_node: dict[int, list[Victim]], released: list[Victim]) -> MemberPlacement | None:
         """Place one member, preempting on the cheapest node if needed."""
         plan = self.plan
         cands = candidates(plan.ctx, shape)
         if not len(cands):
             best = None
-            for node in self._promising(shape, by_node):
+            for node in self._promising(shape, [v for v in victims if v not in released]):
                 mark = plan.savepoint()
                 freed = []
                 for v in by_node[node]:
@@ -179,30 +188,32 @@ class Preemptor:
                 return None
         return assume_member(plan, self.profile, shape, rank, cands)
 
-    def _promising(self, shape: MemberShape, by_node: dict[int, list[Victim]]) -> list[int]:
-        """Nodes whose free room plus their victims' room could hold the member, best first."""
+    def _promising(self, shape: MemberShape, victims: list[Victim]) -> list[int]:
+        """Nodes whose free room plus their victims' room could hold the member, best first
+        (least work lost by their cheapest victim, then most GPU room, then node rank)."""
+        if not victims:
+            return []
         s = self.plan.state
-        usable = s.usable(shape.ends_at)
-        allowed = self.plan.ctx.allowed(shape.constraints) if shape.uses_gpu else None
-        out = []
-        for node, vs in by_node.items():
-            if not usable[node]:
-                continue
-            rooms = [v.room[node] for v in vs]
-            cpu = s.cpu_free[node] + sum(r[0] for r in rooms)
-            mem = s.mem_free[node] + sum(r[1] for r in rooms)
-            if cpu < shape.cpu_milli or mem < shape.memory_mib:
-                continue
-            room = 0
-            if allowed is not None:
-                row = allowed[node]
-                room = int(s.gpu_free[node][row].sum()) + sum(
-                    m for r in rooms for j, m in r[2] if row[j])
-                if room < shape.whole * WHOLE + shape.milli:
-                    continue
-            out.append((min(v.lost_work for v in vs), -room, int(s.rank[node]), node))
-        out.sort()
-        return [node for *_, node in out[:MAX_NODES]]
+        nodes = np.concatenate([v.nodes for v in victims])
+        lost = np.repeat([v.lost_work for v in victims], [len(v.nodes) for v in victims])
+        cpu = np.bincount(nodes, np.concatenate([v.cpu for v in victims]), s.n) + s.cpu_free
+        mem = np.bincount(nodes, np.concatenate([v.memory for v in victims]), s.n) + s.mem_free
+        order = np.argsort(lost, kind="stable")
+        seen, first = np.unique(nodes[order], return_index=True)
+        cheapest = lost[order][first]  # per node with victims: its cheapest victim's loss
+        ok = s.usable(shape.ends_at, seen) & (cpu[seen] >= shape.cpu_milli) & (mem[seen] >= shape.memory_mib)
+        room = np.zeros(len(seen))
+        if shape.uses_gpu:
+            allowed = self.plan.ctx.allowed(shape.constraints)
+            g_node = np.concatenate([v.gpu_nodes for v in victims])
+            g_milli = np.concatenate([v.gpu_milli for v in victims])
+            g_ok = allowed[g_node, np.concatenate([v.gpu_index for v in victims])]
+            freed = np.bincount(g_node, g_milli * g_ok, s.n)
+            room = (np.where(allowed[seen], s.gpu_free[seen], 0).sum(axis=1) + freed[seen])
+            ok &= room >= shape.gpu_milli_total
+        seen, cheapest, room = seen[ok], cheapest[ok], room[ok]
+        best = np.lexsort((seen, s.rank[seen], -room, cheapest))[:MAX_NODES]
+        return [int(node) for node in seen[best]]
 
     def _release(self, v: Victim) -> None:
         for claim in v.claims:

@@ -15,6 +15,9 @@ from controlplane.core.resources import WHOLE, Request
 from controlplane.core.snapshot import PendingJob, Queue, RunningJob, Snapshot
 
 
+MIN_WEIGHT = 1e-9  # a queue of weight 0 still gets an order (last), never a division by zero
+
+
 def gpus(milli: int) -> str:
     """Milli as a short GPU count for messages: 7500 -> '7.5'."""
     return f"{milli / WHOLE:.2f}".rstrip("0").rstrip(".")
@@ -27,6 +30,7 @@ class QueueUsage:
     cpu_milli: int = 0
     memory_mib: int = 0
     by_model: dict[str, int] = field(default_factory=dict)
+    turn: tuple[int, float] | None = None  # cached turn key; cleared when usage changes
 
     @property
     def borrowed_milli(self) -> int:
@@ -67,6 +71,7 @@ class QuotaBook:
 
     def add(self, queue: str, req: Request, models: dict[str, int], sign: int = 1) -> None:
         u = self.of(queue)
+        u.turn = None
         if sign < 0:
             self.releases += 1
         u.gpu_milli += sign * req.total_gpu_milli
@@ -79,13 +84,15 @@ class QuotaBook:
         u = self.of(queue)
         gpu, cpu, mem = self.totals
         share = max(u.gpu_milli / gpu, u.cpu_milli / cpu, u.memory_mib / mem)
-        return share / max(u.queue.weight, 1e-9)
+        return share / max(u.queue.weight, MIN_WEIGHT)
 
     def turn_key(self, queue: str) -> tuple[int, float]:
         """Queues still below their guarantee go first (so the cycle never hands their room to
         a borrower it would reclaim next cycle), then the lowest weighted dominant share."""
         u = self.of(queue)
-        return (0 if u.gpu_milli < u.queue.guarantee_milli else 1, self.dominant_share(queue))
+        if u.turn is None:
+            u.turn = (0 if u.gpu_milli < u.queue.guarantee_milli else 1, self.dominant_share(queue))
+        return u.turn
 
     def over_limit(self, job: PendingJob) -> str | None:
         """A readable quota message when placing ``job`` would pass its queue's limit."""

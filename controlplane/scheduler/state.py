@@ -210,10 +210,10 @@ class ClusterState:
         """Nodes held for a blocked queue head."""
         return self.free_until < np.inf
 
-    def usable(self, ends_at: float = np.inf) -> np.ndarray:
-        """Nodes a member ending at ``ends_at`` may use: ready, not cordoned, and free of any
-        reservation that starts before it ends."""
-        return self.node_ok & (self.free_until >= ends_at)
+    def usable(self, ends_at: float = np.inf, rows: slice | np.ndarray = slice(None)) -> np.ndarray:
+        """Nodes (of ``rows``) a member ending at ``ends_at`` may use: ready, not cordoned, and
+        free of any reservation that starts before it ends."""
+        return self.node_ok[rows] & (self.free_until[rows] >= ends_at)
 
     def allowed(self, c: Constraints) -> np.ndarray:
         """(N, G) healthy accelerators that satisfy ``c``."""

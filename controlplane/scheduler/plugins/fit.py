@@ -19,7 +19,7 @@ Rows = slice | np.ndarray
 
 def host_room(state: ClusterState, shape: MemberShape, rows: Rows = slice(None)) -> np.ndarray:
     """(N,) usable nodes with the member's CPU and memory free."""
-    return (state.usable(shape.ends_at)[rows] & (state.cpu_free[rows] >= shape.cpu_milli)
+    return (state.usable(shape.ends_at, rows) & (state.cpu_free[rows] >= shape.cpu_milli)
             & (state.mem_free[rows] >= shape.memory_mib))
 
 
