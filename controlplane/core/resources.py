@@ -76,6 +76,11 @@ class Constraints:
     min_memory_mib: int = 0
     labels: tuple[tuple[str, str], ...] = ()  # node or accelerator labels that must match
 
+    @property
+    def any_accelerator(self) -> bool:
+        """True when nothing is constrained: every healthy accelerator will do."""
+        return not (self.vendor or self.models or self.min_memory_mib or self.labels)
+
     def allows(self, acc: Accelerator, node_labels: dict[str, str] | None = None) -> bool:
         if self.vendor and acc.vendor != self.vendor:
             return False

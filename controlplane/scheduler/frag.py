@@ -157,14 +157,13 @@ class FragCache:
                          self.state.mem_free[nodes] - mem)
         return new - self._frag_n[nodes]
 
-    def delta_whole(self, nodes: np.ndarray, chosen: np.ndarray, cpu: int,
+    def delta_whole(self, nodes: np.ndarray, chosen: np.ndarray, k: int, cpu: int,
                     mem: int) -> np.ndarray:
-        """dF of taking the whole GPUs marked in ``chosen[c]`` (plus cpu/mem) on ``nodes[c]``."""
+        """dF of taking the ``k`` whole GPUs marked in ``chosen[c]`` (plus cpu/mem) on ``nodes[c]``."""
         self.flush()
-        k = chosen.sum(axis=1)
         models = self.node_model[nodes]
         if len(models) and models.min() >= 0:
-            taken = k[:, None] * self.allow_by_model[models]
+            taken = k * self.allow_by_model[models]
         else:
             taken = (chosen[:, :, None] & self.allowed[nodes]).sum(axis=1)
         new = self._frag(self.cnt[nodes] - taken, self.sum[nodes] - WHOLE * taken,

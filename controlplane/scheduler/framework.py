@@ -125,7 +125,7 @@ class ScorePlugin(Protocol):
 
     def prepare(self, ctx: Context) -> None: ...
 
-    def score(self, ctx: Context, shape: MemberShape, cands: Candidates) -> np.ndarray: ...
+    def score(self, ctx: Context, shape: MemberShape, cands: Candidates) -> np.ndarray | float: ...
 
 
 _TAKE, _GIVE, _CHARGE, _JOIN = range(4)
@@ -213,9 +213,15 @@ class Profile:
             return np.zeros(len(cands))
         if len(cands) > DEDUP_MIN_SPOTS and not ctx.gang and not state.has_topology:
             key = state.spot_keys(cands.nodes, cands.gpus)
-            _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
-            if len(first) < len(cands):
-                return self._weighted(ctx, shape, cands.take(first))[inverse.ravel()]
+            perm = key.argsort()  # equal keys score alike, so any one of a group stands for it
+            ordered = key[perm]
+            first = np.empty(len(key), bool)
+            first[0] = True
+            np.not_equal(ordered[1:], ordered[:-1], out=first[1:])
+            if not first.all():
+                inverse = np.empty(len(key), np.intp)
+                inverse[perm] = np.cumsum(first) - 1
+                return self._weighted(ctx, shape, cands.take(perm[first]))[inverse]
         return self._weighted(ctx, shape, cands)
 
     def _weighted(self, ctx: Context, shape: MemberShape, cands: Candidates) -> np.ndarray:

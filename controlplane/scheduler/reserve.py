@@ -62,7 +62,7 @@ class Reservations:
         if not nodes:
             return reason
         state = self.plan.state
-        state.free_until[nodes] = -math.inf if start is None else start
+        state.hold(nodes, -math.inf if start is None else start)
         self.count += 1
         names = [state.names[i] for i in nodes]
         if start is None:

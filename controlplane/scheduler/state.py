@@ -71,12 +71,14 @@ class ClusterState:
         self.acc_mem_cap = self.gpu_mem_free.copy()
         self.cpu_cap = self.cpu_free.copy()  # whole-node capacity (for "can never fit")
         self.mem_cap = self.mem_free.copy()
-        # held for a blocked queue head: only members ending by then may use the node
+        # held for a blocked queue head: only members ending by then may use the node (hold())
         self.free_until = np.full(self.n, np.inf)
+        self._open = self.node_ok.copy()  # usable by any member: ready and not held
         self.has_topology = bool((self.gpu_domain >= 0).any() or (self.gpu_numa >= 0).any())
         self._sig = np.zeros(self.n, np.int64)
         self._distinct = np.zeros((self.n, self.g), bool)
         self._idle = np.zeros((self.n, self.g), bool)
+        self._idle_count = np.zeros(self.n, np.int64)
         self._sig_dirty: set[int] = set(range(self.n))
 
     # ---- construction -------------------------------------------------------------------
@@ -173,6 +175,7 @@ class ClusterState:
                 self._distinct[i, j] = gpu[4] and gpu not in seen
                 self._idle[i, j] = gpu[4] and gpu[0] == WHOLE and gpu[1] == gpu[3]
                 seen.add(gpu)
+            self._idle_count[i] = int(self._idle[i].sum())
         self._sig_dirty.clear()
 
     def signature(self) -> np.ndarray:
@@ -194,6 +197,12 @@ class ClusterState:
         self._refresh_rows()
         return self._idle
 
+    @property
+    def idle_count(self) -> np.ndarray:
+        """(N,) idle accelerators per node."""
+        self._refresh_rows()
+        return self._idle_count
+
     def spot_keys(self, nodes: np.ndarray, gpus: np.ndarray | None) -> np.ndarray:
         """Per spot, a hash of its node and (for a fraction) its accelerator: equal keys are
         interchangeable spots, which score alike."""
@@ -210,9 +219,16 @@ class ClusterState:
         """Nodes held for a blocked queue head."""
         return self.free_until < np.inf
 
+    def hold(self, nodes: list[int], until: float) -> None:
+        """Reserve ``nodes``: until ``until`` only members that end by then may use them."""
+        self.free_until[nodes] = until
+        self._open = self.node_ok & (self.free_until == np.inf)
+
     def usable(self, ends_at: float = np.inf, rows: slice | np.ndarray = slice(None)) -> np.ndarray:
         """Nodes (of ``rows``) a member ending at ``ends_at`` may use: ready, not cordoned, and
         free of any reservation that starts before it ends."""
+        if ends_at == np.inf:
+            return self._open[rows]
         return self.node_ok[rows] & (self.free_until[rows] >= ends_at)
 
     def allowed(self, c: Constraints) -> np.ndarray:

@@ -27,11 +27,12 @@ def gpu_room(ctx: Context, shape: MemberShape, rows: Rows = slice(None)) -> np.n
     """(N, G) accelerators the member may take: idle allowed ones (whole), or allowed ones with
     its milli and memory free (fraction)."""
     state = ctx.state
-    allowed = ctx.allowed(shape.constraints)[rows]
-    if shape.whole:
-        return allowed & state.idle[rows]
     memory = shape.gpu_memory_mib or ctx.fraction_memory(shape.milli)[rows]
-    return allowed & (state.gpu_free[rows] >= shape.milli) & (state.gpu_mem_free[rows] >= memory)
+    room = (state.idle[rows] if shape.whole else
+            (state.gpu_free[rows] >= shape.milli) & (state.gpu_mem_free[rows] >= memory))
+    if shape.constraints.any_accelerator:  # every healthy one is allowed, and room implies healthy
+        return room
+    return room & ctx.allowed(shape.constraints)[rows]
 
 
 def gpus_fit(shape: MemberShape, room: np.ndarray) -> np.ndarray:
@@ -52,9 +53,13 @@ def candidates(ctx: Context, shape: MemberShape) -> Candidates:
     state = ctx.state
     fits = host_room(state, shape)
     if shape.whole:
-        idle = gpu_room(ctx, shape) & fits[:, None]
-        nodes = np.flatnonzero(idle.sum(axis=1) >= shape.whole)
-        sub = idle[nodes]
+        if shape.constraints.any_accelerator:  # idle counts are kept per node: no (N, G) pass
+            nodes = np.flatnonzero(fits & (state.idle_count >= shape.whole))
+            sub = state.idle[nodes]
+        else:
+            idle = gpu_room(ctx, shape) & fits[:, None]
+            nodes = np.flatnonzero(idle.sum(axis=1) >= shape.whole)
+            sub = idle[nodes]
         chosen = sub & (np.cumsum(sub, axis=1) <= shape.whole)
         if shape.whole > 1 and state.has_topology:
             group_aware(state, nodes, sub, chosen, shape.whole)

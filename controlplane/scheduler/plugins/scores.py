@@ -81,7 +81,7 @@ def frag_delta(cache: FragCache, shape: MemberShape, cands: Candidates) -> np.nd
         return cache.delta_fraction(cands.nodes, cands.gpus, shape.milli, shape.cpu_milli,
                                     shape.memory_mib)
     chosen = cands.chosen if cands.chosen is not None else np.zeros((len(cands), cache.state.g), bool)
-    return cache.delta_whole(cands.nodes, chosen, shape.cpu_milli, shape.memory_mib)
+    return cache.delta_whole(cands.nodes, chosen, shape.whole, shape.cpu_milli, shape.memory_mib)
 
 
 class FGD:
@@ -102,9 +102,11 @@ class Topology(NoPreparation):
 
     name = "topology"
 
-    def score(self, ctx: Context, shape: MemberShape, cands: Candidates) -> np.ndarray:
-        out = np.zeros(len(cands))
+    def score(self, ctx: Context, shape: MemberShape, cands: Candidates) -> np.ndarray | float:
         state = ctx.state
+        if not ctx.gang and not (shape.whole > 1 and state.has_topology):
+            return 0.0  # nothing to prefer: every spot alike
+        out = np.zeros(len(cands))
         if cands.chosen is not None and shape.whole > 1 and state.has_topology:
             for c, node in enumerate(cands.nodes):
                 picked = np.flatnonzero(cands.chosen[c])
