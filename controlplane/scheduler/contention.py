@@ -1,11 +1,14 @@
-"""Model contention: which accelerator models the target workload's demand may use, against the
-free GPU of those models; room on a model that constrained demand needs is worth more.
+"""Contention: which nodes each shape of the target workload could ever use (by accelerator model
+and constraint, GPU count, CPU and memory), against the free GPU of those nodes now; room that
+demand with few places to go depends on is worth more.
 
-Each set A of models that some share q_A of the workload's GPU demand may run on (no
-constraint: every model) has a supply S_A, the free GPU milli on A's models now. A model k
-then carries demand pi_k = sum over A containing k of q_A / S_A per free milli; against the
-pool's average (sum q_A / all free milli), rho_k = pi_k / average. rho_k > 1: taking room on
-k takes it from demand with fewer places to go. With no constrained demand, rho is 1 everywhere.
+Nodes fall into classes (the same models, GPU count, CPU and memory). Each set A of classes that
+a share q_A of the workload's GPU demand could run on (an unconstrained fraction: almost all;
+``V100M16|V100M32``: the V100 classes; 8 GPUs with 120 cores: the few 8-GPU nodes that large)
+has a supply S_A, the free GPU milli on A's nodes now. A class k then carries demand
+pi_k = sum over A containing k of q_A / S_A per free milli; against the pool's average
+(sum q_A / all free milli), rho_k = pi_k / average. rho_k > 1: room on k is taken from demand
+with fewer places to go than the average. Where every shape could use every node, rho is 1.
 """
 
 from __future__ import annotations
@@ -13,52 +16,61 @@ from __future__ import annotations
 import numpy as np
 
 from controlplane.core.resources import WHOLE
-from controlplane.scheduler.frag import Workload
+from controlplane.scheduler.frag import TaskShape, Workload
 from controlplane.scheduler.framework import Candidates
 from controlplane.scheduler.state import ClusterState
 
 
-class ModelContention:
-    """rho per model for ``workload`` on ``state``, kept current as nodes change."""
+def node_classes(state: ClusterState) -> tuple[np.ndarray, list[tuple]]:
+    """(class of each node, per class: (models, GPU count, CPU milli, memory MiB))."""
+    index: dict[tuple, int] = {}
+    of = np.zeros(state.n, np.int64)
+    for i in range(state.n):
+        valid = state.gpu_valid[i]
+        models = tuple(sorted({state.models[m] for m in state.gpu_model[i][valid].tolist()}))
+        key = (models, int(valid.sum()), int(state.cpu_cap[i]), int(state.mem_cap[i]))
+        of[i] = index.setdefault(key, len(index))
+    return of, list(index)
+
+
+def could_use(shape: TaskShape, models: tuple[str, ...], gpus: int, cpu: int, memory: int) -> bool:
+    """Whether ``shape`` fits an empty node of that class."""
+    return (gpus >= shape.num_gpu and cpu >= shape.cpu_milli and memory >= shape.memory_mib
+            and any(not shape.models or m in shape.models for m in models))
+
+
+class Contention:
+    """rho per node class for ``workload`` on ``state``, kept current as nodes change."""
 
     def __init__(self, state: ClusterState, workload: Workload):
         self.state = state
-        models = state.models
-        groups = [(tuple(not allowed or m in allowed for m in models), share)
-                  for allowed, share in workload.demand_by_models.items() if share > 0]
-        self.allow = np.array([g for g, _ in groups], bool).reshape(len(groups), len(models))
-        self.demand = np.array([share for _, share in groups], float)
+        self.node_class, classes = node_classes(state)
+        groups: dict[tuple[bool, ...], float] = {}
+        for shape, share in workload.demand.items():
+            usable = tuple(could_use(shape, *c) for c in classes)
+            if any(usable):  # demand that fits nowhere presses on nothing
+                groups[usable] = groups.get(usable, 0.0) + share
+        self.allow = np.array(list(groups), bool).reshape(len(groups), len(classes))
+        self.demand = np.array(list(groups.values()), float)
         self.active = bool(len(groups)) and not self.allow.all()
-        self._model = np.clip(state.gpu_model, 0, None)
-        self._node_free = np.zeros((state.n, len(models)))
+        self.free = np.zeros(len(classes))  # free GPU milli per class
+        self._node_free = np.zeros(state.n)
         if self.active:
-            for i in range(state.n):
-                self._node_free[i] = self._free_row(i)
+            self._node_free = np.where(state.gpu_valid, state.gpu_free, 0).sum(axis=1).astype(float)
+            np.add.at(self.free, self.node_class, self._node_free)
             state.listeners.append(self._changed)
-        self.free = self._node_free.sum(axis=0)  # free GPU milli per model
-
-    def _free_row(self, i: int) -> np.ndarray:
-        valid = self.state.gpu_valid[i]
-        return np.bincount(self._model[i][valid], self.state.gpu_free[i][valid],
-                           minlength=len(self.state.models))
 
     def _changed(self, i: int) -> None:
-        row = self._free_row(i)
-        self.free += row - self._node_free[i]
-        self._node_free[i] = row
+        free = float(self.state.gpu_free[i][self.state.gpu_valid[i]].sum())
+        self.free[self.node_class[i]] += free - self._node_free[i]
+        self._node_free[i] = free
 
     def rho(self) -> np.ndarray:
-        """Relative demand per free milli of each model (1: like the pool as a whole)."""
+        """Relative demand per free milli of each class (1: like the pool as a whole)."""
         supply = np.maximum(self.allow @ self.free, WHOLE)  # an exhausted set: one GPU, not 0
-        per_model = (self.demand / supply) @ self.allow
-        return per_model / (self.demand.sum() / max(self.free.sum(), WHOLE))
+        per_class = (self.demand / supply) @ self.allow
+        return per_class / (self.demand.sum() / max(self.free.sum(), WHOLE))
 
-    def of_spots(self, cands: Candidates) -> np.ndarray | float:
-        """rho of the model(s) each spot takes (a whole-GPU spot: its accelerators' mean)."""
-        rho = self.rho()
-        if cands.gpus is not None:
-            return rho[self._model[cands.nodes, cands.gpus]]
-        if cands.chosen is not None:
-            picked = cands.chosen.sum(axis=1)
-            return (rho[self._model[cands.nodes]] * cands.chosen).sum(axis=1) / np.maximum(picked, 1)
-        return 1.0
+    def of_spots(self, cands: Candidates) -> np.ndarray:
+        """rho of the node class of each spot."""
+        return self.rho()[self.node_class[cands.nodes]]

@@ -31,18 +31,15 @@ class TaskShape:
 
 class Workload:
     """The typical shapes M with weights p_m (most frequent first, covering ``coverage`` of pods),
-    and which models the GPU demand may use: share of GPU milli per allowed-model set (from
-    every pod, rare shapes included; () = any model)."""
+    and ``demand``: the share of the GPU demand of every shape, rare ones included (what
+    ``contention`` needs: a rare shape may be the only one that needs some nodes)."""
 
     def __init__(self, shapes: Sequence[TaskShape], weights: Sequence[float],
-                 demand_by_models: dict[tuple[str, ...], float] | None = None):
+                 demand: dict[TaskShape, float] | None = None):
         self.shapes = list(shapes)
         total = float(sum(weights)) or 1.0
         self.weights = [w / total for w in weights]
-        if demand_by_models is None:
-            demand_by_models = _demand_by_models((s, w) for s, w in zip(self.shapes, self.weights))
-        total = sum(demand_by_models.values()) or 1.0
-        self.demand_by_models = {k: v / total for k, v in demand_by_models.items()}
+        self.demand = gpu_demand(zip(self.shapes, self.weights) if demand is None else demand.items())
 
     @classmethod
     def typical(cls, pods: Iterable[TaskShape], coverage: float = 0.95) -> Workload:
@@ -57,15 +54,17 @@ class Workload:
                 break
             kept.append((shape, count))
             covered += count
-        return cls([s for s, _ in kept], [c for _, c in kept], _demand_by_models(ordered))
+        return cls([s for s, _ in kept], [c for _, c in kept], dict(ordered))
 
 
-def _demand_by_models(weighted: Iterable[tuple[TaskShape, float]]) -> dict[tuple[str, ...], float]:
-    """GPU milli (times weight) per allowed-model set."""
-    out: dict[tuple[str, ...], float] = {}
-    for shape, weight in weighted:
-        out[shape.models] = out.get(shape.models, 0.0) + weight * shape.num_gpu * shape.gpu_milli
-    return out
+def gpu_demand(counted: Iterable[tuple[TaskShape, float]]) -> dict[TaskShape, float]:
+    """Each shape's share of the GPU milli of ``(shape, count)`` pairs (shapes without GPU left out)."""
+    out: dict[TaskShape, float] = {}
+    for shape, count in counted:
+        if shape.num_gpu * shape.gpu_milli > 0:
+            out[shape] = out.get(shape, 0.0) + count * shape.num_gpu * shape.gpu_milli
+    total = sum(out.values()) or 1.0
+    return {shape: milli / total for shape, milli in out.items()}
 
 
 class FragCache:

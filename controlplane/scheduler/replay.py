@@ -58,14 +58,15 @@ def workload_of(pods: Sequence[TracePod]) -> Workload:
     for p in pods:
         memory.setdefault(TaskShape(p.cpu_milli, p.num_gpu, p.gpu_milli, p.gpu_spec),
                           []).append(p.memory_mib)
+
+    def with_memory(s: TaskShape) -> TaskShape:
+        values = sorted(memory[s])
+        return TaskShape(s.cpu_milli, s.num_gpu, s.gpu_milli, s.models, values[len(values) // 2])
+
     typical = Workload.typical(TaskShape(p.cpu_milli, p.num_gpu, p.gpu_milli, p.gpu_spec)
                                for p in pods)
-    shapes = []
-    for s in typical.shapes:
-        values = sorted(memory[s])
-        shapes.append(TaskShape(s.cpu_milli, s.num_gpu, s.gpu_milli, s.models,
-                                values[len(values) // 2]))
-    return Workload(shapes, typical.weights, typical.demand_by_models)
+    demand = {with_memory(s): len(v) for s, v in memory.items()}
+    return Workload([with_memory(s) for s in typical.shapes], typical.weights, demand)
 
 
 def arrival_order(pods: Sequence[TracePod], capacity_milli: int, seed: int,

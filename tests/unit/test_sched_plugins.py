@@ -147,30 +147,35 @@ def two_models(gpus=(8, 2)):
     return st
 
 
-def test_model_contention_by_hand():
-    from controlplane.scheduler.contention import ModelContention
+def test_contention_by_hand():
+    from controlplane.scheduler.contention import Contention
 
     st = two_models()
-    demand = Workload([], [], {(): 0.5, ("T4",): 0.5})
-    contention = ModelContention(st, demand)
+    demand = Workload([], [], {TaskShape(1000, 1, 1000): 1, TaskShape(1000, 1, 1000, ("T4",)): 1})
+    contention = Contention(st, demand)
     # supply: any model 10 GPUs, T4 2 GPUs; per free milli G2 carries .5/10000, T4 .5/10000+.5/2000
     assert contention.rho() == pytest.approx([0.5, 3.0])
     plan = Plan(Context(st))
     plan.assume(Claim(1, 0, 0, ((0, 1000, 1000),)))  # one T4 taken: T4 more contended still
     assert contention.rho() == pytest.approx([(0.5 / 9000) / (1 / 9000), (0.5 / 9000 + 0.5 / 1000) / (1 / 9000)])
-    assert not ModelContention(st, Workload([], [], {(): 1.0})).active
+    assert not Contention(st, Workload([], [], {TaskShape(1000, 1, 1000): 1})).active
+    # a size only the G2 node has (half the GPU demand): it presses on G2 alone
+    big = Contention(st, Workload([], [], {TaskShape(1000, 1, 1000): 8, TaskShape(1000, 8, 1000): 1}))
+    assert big.rho() == pytest.approx([(0.5 / 9000 + 0.5 / 8000) / (1 / 9000), (0.5 / 9000) / (1 / 9000)])
+
+
+ANY, T4, G2 = TaskShape(1000, 1, 1000), TaskShape(1000, 1, 1000, ("T4",)), TaskShape(1000, 1, 1000, ("G2",))
 
 
 @pytest.mark.parametrize("demand, node", [
-    ({(): 1.0}, "a-t4"),  # nothing constrained: equal spots, lowest rank (name) wins
-    ({(): 0.7, ("T4",): 0.3}, "b-g2"),  # T4 is what the constrained demand needs: leave it
-    ({(): 0.7, ("G2",): 0.3}, "a-t4"),
+    ({ANY: 1}, "a-t4"),  # nothing constrained: equal spots, lowest rank (name) wins
+    ({ANY: 7, T4: 3}, "b-g2"),  # T4 is what the constrained demand needs: leave it
+    ({ANY: 7, G2: 3}, "a-t4"),
 ])
 def test_unconstrained_work_leaves_contended_models_alone(demand, node):
     st = two_models(gpus=(2, 2))
     st.acc_mem_cap = st.gpu_mem_free.copy()
-    shapes = [TaskShape(1000, 1, 1000), TaskShape(1000, 1, 1000, ("T4",)), TaskShape(1000, 1, 1000, ("G2",))]
-    ctx = Context(st, Workload(shapes, [1, 1, 1], demand))
+    ctx = Context(st, Workload([ANY, T4, G2], [1, 1, 1], demand))
     prof = policies.profile("gpupool")
     prof.prepare(ctx)
     shape = MemberShape(1000, 0, whole=1)

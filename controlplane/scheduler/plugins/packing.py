@@ -16,12 +16,13 @@ lowest node rank.
   fifth of a GPU do not count as fillers: such pods are few and already go to the tightest
   holes, so a plan that needs them to close a new hole mostly leaves that hole open. Only
   sizes whose constraints allow the accelerator's model count (one table per model).
-- dContention: the member's GPU milli times (rho - 1) of the model it lands on
-  (``contention.ModelContention``): where part of the demand may run only on some models,
-  room on a model that more demand depends on, per free GPU, than on average costs more, so
-  unconstrained work leaves it to the work that has nowhere else to go. FGD's dF even pulls
-  the other way: it counts all free GPU of a node that a shape cannot use as fragmented, so
-  filling the small nodes big or constrained shapes cannot use looks like progress.
+- dContention: the member's GPU milli times (rho - 1) of the node class it lands on
+  (``contention.Contention``): where part of the demand can run only on some nodes (a model
+  constraint, or a size only a few nodes have), room that more demand depends on, per free
+  GPU, than on average costs more, so work that could go anywhere leaves it to the work that
+  has nowhere else to go. FGD's dF even pulls the other way: it counts all free GPU of a node
+  that a shape cannot use as fragmented, so filling the nodes that constrained or big shapes
+  cannot use looks like progress however scarce they are.
 - bucket: equal buckets pack like first-fit over a fixed node order, which is what makes
   FGD work at all; a linear bucket keeps that property without sigmoid saturation.
 Nothing here is tuned to one trace: every input is derived from the target workload.
@@ -32,7 +33,7 @@ from __future__ import annotations
 import numpy as np
 
 from controlplane.core.resources import WHOLE
-from controlplane.scheduler.contention import ModelContention
+from controlplane.scheduler.contention import Contention
 from controlplane.scheduler.frag import FragCache, Workload
 from controlplane.scheduler.framework import Candidates, Context, MemberShape
 from controlplane.scheduler.plugins.scores import frag_delta
@@ -42,7 +43,7 @@ WASTE_WEIGHT = 2.0  # a hole no typical size can close is lost for good: twice a
 BUCKET_MILLI = 100.0  # spots whose cost differs by less than this tie (first-fit packing)
 DEMAND_EXPONENT = 0.5  # shape weight = popularity x demand ** this (sqrt: big jobs count, not drown)
 MIN_FILLER_MILLI = 200  # rarer tiny sizes already go to the tightest holes; they close no new one
-CONTENTION_WEIGHT = 1.0  # GPU on a model twice as contended as average costs one fragment more
+CONTENTION_WEIGHT = 1.0  # GPU on nodes twice as contended as average costs one fragment more
 NO_LIMIT = 1e12  # GPU per CPU (or MiB) when the workload asks for no CPU (memory): never short
 
 
@@ -86,7 +87,7 @@ class GpuPool:
         mem = sum(p * s.memory_mib for s, p in pairs)
         self.gpu_per_cpu = gpu / cpu if cpu else NO_LIMIT
         self.gpu_per_mib = gpu / mem if mem else NO_LIMIT
-        self.contention = ModelContention(ctx.state, ctx.workload)
+        self.contention = Contention(ctx.state, ctx.workload)
         tables: dict[tuple[int, ...], np.ndarray] = {}
         self.waste = np.zeros((max(len(ctx.state.models), 1), WHOLE + 1), np.int64)
         for k, model in enumerate(ctx.state.models):
