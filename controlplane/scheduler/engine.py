@@ -142,12 +142,7 @@ class Cycle:
     def accept(self, job: PendingJob, members: list[MemberPlacement],
                victims: Sequence[Victim]) -> None:
         """Charge the job to its queue, commit the plan and record the placement."""
-        models: dict[str, int] = {}
-        for m in members:
-            for g in m.slices:
-                model = self.book.model_of.get(g.accelerator_uuid, "")
-                models[model] = models.get(model, 0) + g.compute_milli
-        self.plan.charge(job.queue, job.request, models)
+        self.plan.charge(job.queue, job.request, self.book.models_of(members))
         self.plan.commit()
         for v in victims:
             self.decision.preemptions.append(

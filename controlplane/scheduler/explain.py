@@ -29,8 +29,7 @@ def _want(shape: MemberShape, models: list[str]) -> str:
 
 
 def _models(ctx: Context, mask: np.ndarray) -> list[str]:
-    ids = sorted(set(ctx.state.gpu_model[mask].tolist()))
-    return [ctx.state.models[i] for i in ids if i >= 0]
+    return [ctx.state.models[i] for i in np.unique(ctx.state.gpu_model[mask]).tolist() if i >= 0]
 
 
 def _gang_prefix(gang: int, placed: int) -> str:

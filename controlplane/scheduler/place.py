@@ -49,12 +49,11 @@ def claims_of(state: ClusterState, members: Sequence[MemberPlacement]) -> list[C
         node = state.index.get(member.node)
         if node is None:
             return None
-        uuids = state.uuids[node]
         grants = []
         for grant in member.slices:
-            if grant.accelerator_uuid not in uuids:
+            at = state.where.get(grant.accelerator_uuid)
+            if at is None or at[0] != node:
                 return None
-            grants.append((uuids.index(grant.accelerator_uuid), grant.compute_milli,
-                           grant.memory_mib))
+            grants.append((at[1], grant.compute_milli, grant.memory_mib))
         claims.append(Claim(node, member.cpu_milli, member.memory_mib, tuple(grants)))
     return claims

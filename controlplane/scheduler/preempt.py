@@ -36,12 +36,8 @@ class Victim:
     claims: list[Claim]
     models: dict[str, int]
     lost_work: float
-    nodes: np.ndarray  # per claim: node, CPU milli, memory MiB
-    cpu: np.ndarray
-    memory: np.ndarray
-    gpu_nodes: np.ndarray  # per granted accelerator: node, index, milli
-    gpu_index: np.ndarray
-    gpu_milli: np.ndarray
+    hosts: list[tuple[int, int, int]]  # per claim: node, CPU milli, memory MiB
+    grants: list[tuple[int, int, int]]  # per granted accelerator: node, index, milli
 
     def kind(self, job: PendingJob) -> str:
         return "priority" if self.job.queue == job.queue else "reclaim"
@@ -93,14 +89,10 @@ class Preemptor:
         claims = claims_of(self.plan.state, r.members)
         if claims is None:
             return None
-        grants = [(c.node, j, m) for c in claims for j, m, _ in c.gpus]
-        gpu = np.array(grants, np.int64).reshape(len(grants), 3)
-        return Victim(r, claims, self.book.models_of(r),
+        return Victim(r, claims, self.book.models_of(r.members),
                       (self.now - r.started_at) * r.request.total_gpu_milli,
-                      np.array([c.node for c in claims], np.int64),
-                      np.array([c.cpu_milli for c in claims], np.int64),
-                      np.array([c.memory_mib for c in claims], np.int64),
-                      gpu[:, 0], gpu[:, 1], gpu[:, 2])
+                      [(c.node, c.cpu_milli, c.memory_mib) for c in claims],
+                      [(c.node, j, m) for c in claims for j, m, _ in c.gpus])
 
     def eligible(self, job: PendingJob) -> list[Victim]:
         """Up to MAX_VICTIMS victims, least work lost first."""
@@ -194,10 +186,11 @@ class Preemptor:
         if not victims:
             return []
         s = self.plan.state
-        nodes = np.concatenate([v.nodes for v in victims])
-        lost = np.repeat([v.lost_work for v in victims], [len(v.nodes) for v in victims])
-        cpu = np.bincount(nodes, np.concatenate([v.cpu for v in victims]), s.n) + s.cpu_free
-        mem = np.bincount(nodes, np.concatenate([v.memory for v in victims]), s.n) + s.mem_free
+        hosts = np.array([h for v in victims for h in v.hosts], np.int64)
+        nodes = hosts[:, 0]
+        lost = np.array([v.lost_work for v in victims for _ in v.hosts])
+        cpu = np.bincount(nodes, hosts[:, 1], s.n) + s.cpu_free
+        mem = np.bincount(nodes, hosts[:, 2], s.n) + s.mem_free
         order = np.argsort(lost, kind="stable")
         seen, first = np.unique(nodes[order], return_index=True)
         cheapest = lost[order][first]  # per node with victims: its cheapest victim's loss
@@ -205,10 +198,8 @@ class Preemptor:
         room = np.zeros(len(seen))
         if shape.uses_gpu:
             allowed = self.plan.ctx.allowed(shape.constraints)
-            g_node = np.concatenate([v.gpu_nodes for v in victims])
-            g_milli = np.concatenate([v.gpu_milli for v in victims])
-            g_ok = allowed[g_node, np.concatenate([v.gpu_index for v in victims])]
-            freed = np.bincount(g_node, g_milli * g_ok, s.n)
+            grants = np.array([g for v in victims for g in v.grants], np.int64).reshape(-1, 3)
+            freed = np.bincount(grants[:, 0], grants[:, 2] * allowed[grants[:, 0], grants[:, 1]], s.n)
             room = (np.where(allowed[seen], s.gpu_free[seen], 0).sum(axis=1) + freed[seen])
             ok &= room >= shape.gpu_milli_total
         seen, cheapest, room = seen[ok], cheapest[ok], room[ok]

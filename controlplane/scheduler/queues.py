@@ -8,11 +8,11 @@ is *borrowing*; its newest jobs are the ones a reclaim may take back.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from controlplane.core.resources import WHOLE, Request
-from controlplane.core.snapshot import PendingJob, Queue, RunningJob, Snapshot
+from controlplane.core.snapshot import MemberPlacement, PendingJob, Queue, Snapshot
 
 
 MIN_WEIGHT = 1e-9  # a queue of weight 0 still gets an order (last), never a division by zero
@@ -49,21 +49,26 @@ class QuotaBook:
     def __init__(self, snapshot: Snapshot, model_of: dict[str, str]):
         self.usage = {q.name: QueueUsage(q) for q in snapshot.queues}
         self.model_of = model_of  # accelerator uuid -> model
+        # usage per model only matters to per-model guarantees
+        self.tracks_models = any(q.model_guarantees_milli for q in snapshot.queues)
         self.releases = 0  # bumped when usage drops (a preemption): turn order must be rebuilt
         total_gpu = sum(len(n.accelerators) for n in snapshot.nodes) * WHOLE
         self.totals = (max(total_gpu, 1), max(sum(n.cpu_milli for n in snapshot.nodes), 1),
                        max(sum(n.memory_mib for n in snapshot.nodes), 1))
         for job in snapshot.running:
-            self.add(job.queue, job.request, self.models_of(job))
+            self.add(job.queue, job.request, self.models_of(job.members))
 
     def of(self, queue: str) -> QueueUsage:
         if queue not in self.usage:  # a job in an unknown queue: no guarantee, no limit
             self.usage[queue] = QueueUsage(Queue(queue, team=queue))
         return self.usage[queue]
 
-    def models_of(self, job: RunningJob) -> dict[str, int]:
+    def models_of(self, members: Sequence[MemberPlacement]) -> dict[str, int]:
+        """GPU milli per accelerator model that ``members`` hold (empty: no model guarantees)."""
         out: dict[str, int] = {}
-        for member in job.members:
+        if not self.tracks_models:
+            return out
+        for member in members:
             for grant in member.slices:
                 model = self.model_of.get(grant.accelerator_uuid, "")
                 out[model] = out.get(model, 0) + grant.compute_milli

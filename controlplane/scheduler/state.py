@@ -65,6 +65,7 @@ class ClusterState:
         self.rank = np.argsort(np.argsort(np.array(self.names, dtype=object), kind="stable"))
         self.listeners: list[Callable[[int], None]] = []
         self.uuids: list[list[str]] = [[] for _ in range(self.n)]
+        self.where: dict[str, tuple[int, int]] = {}  # accelerator uuid -> (node, index)
         self.node_labels: list[dict[str, str]] = [{} for _ in range(self.n)]
         self.acc_labels: list[list[dict[str, str]]] = [[] for _ in range(self.n)]
         self.vendors: list[list[str]] = [[] for _ in range(self.n)]
@@ -117,6 +118,7 @@ class ClusterState:
         state.mem_cap = np.array([x.memory_mib for x in nodes], np.int64)
         for i, node in enumerate(nodes):
             state.uuids[i] = [a.uuid for a in node.accelerators]
+            state.where.update((a.uuid, (i, j)) for j, a in enumerate(node.accelerators))
             state.node_labels[i] = dict(node.labels)
             state.acc_labels[i] = [dict(a.labels) for a in node.accelerators]
             state.vendors[i] = [a.vendor for a in node.accelerators]
@@ -136,6 +138,7 @@ class ClusterState:
         model = np.repeat(np.array([ids[m] for m in models], np.int64)[:, None], g, axis=1)
         state = cls(names, cpu, mem, free, mem_free, valid, model, model_names)
         state.uuids = [[f"{names[i]}-gpu{j}" for j in range(gpus[i])] for i in range(n)]
+        state.where = {u: (i, j) for i, row in enumerate(state.uuids) for j, u in enumerate(row)}
         state.vendors = [["nvidia"] * gpus[i] for i in range(n)]
         state.acc_labels = [[{} for _ in range(gpus[i])] for i in range(n)]
         return state
