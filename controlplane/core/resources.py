@@ -39,10 +39,6 @@ class Accelerator:
     def free_memory_mib(self) -> int:
         return self.memory_mib - self.allocated_memory_mib - self.unmanaged_memory_mib
 
-    @property
-    def is_idle(self) -> bool:
-        return self.allocated_milli == 0 and self.allocated_memory_mib == 0
-
 
 @dataclass(slots=True)
 class Node:
@@ -81,18 +77,6 @@ class Constraints:
         """True when nothing is constrained: every healthy accelerator will do."""
         return not (self.vendor or self.models or self.min_memory_mib or self.labels)
 
-    def allows(self, acc: Accelerator, node_labels: dict[str, str] | None = None) -> bool:
-        if self.vendor and acc.vendor != self.vendor:
-            return False
-        if self.models and acc.model not in self.models:
-            return False
-        if acc.memory_mib < self.min_memory_mib:
-            return False
-        for key, value in self.labels:
-            if acc.labels.get(key) != value and (node_labels or {}).get(key) != value:
-                return False
-        return True
-
 
 @dataclass(frozen=True, slots=True)
 class Request:
@@ -111,20 +95,10 @@ class Request:
     gang: int = 1
 
     @property
-    def is_fractional(self) -> bool:
-        return self.gpus == 0 and (self.gpu_milli > 0 or self.gpu_memory_mib > 0)
-
-    @property
     def total_gpu_milli(self) -> int:
         """Compute milli over all members: the unit of quotas and fair share."""
         per_member = self.gpus * WHOLE if self.gpus else self.gpu_milli
         return per_member * self.gang
-
-    def slice_memory_mib(self, acc: Accelerator) -> int:
-        """Memory a fractional member takes on ``acc`` (proportional when not given)."""
-        if self.gpu_memory_mib:
-            return self.gpu_memory_mib
-        return acc.memory_mib * self.gpu_milli // WHOLE
 
 
 @dataclass(frozen=True, slots=True)

@@ -70,26 +70,23 @@ def gpu_demand(counted: Iterable[tuple[TaskShape, float]]) -> dict[TaskShape, fl
 class FragCache:
     """Per-node fragmentation of ``state`` against ``workload``, kept current by a listener."""
 
-    def __init__(self, state: ClusterState, workload: Workload, use_memory: bool = False):
+    def __init__(self, state: ClusterState, workload: Workload):
         self.state = state
-        self.use_memory = use_memory
         gpu_shapes = [(s, p) for s, p in zip(workload.shapes, workload.weights) if s.num_gpu > 0]
         n_models = len(state.models)
         thresholds: dict[tuple[int, tuple[bool, ...]], int] = {}
-        t_of, cpu, mem, k, p = [], [], [], [], []
+        t_of, cpu, k, p = [], [], [], []
         for shape, weight in gpu_shapes:
             allow = tuple(not shape.models or m in shape.models for m in state.models)
             key = (shape.gpu_milli, allow)
             t_of.append(thresholds.setdefault(key, len(thresholds)))
             cpu.append(shape.cpu_milli)
-            mem.append(shape.memory_mib)
             k.append(shape.num_gpu)
             p.append(weight)
         self.g_t = np.array([g for g, _ in thresholds], np.int64)
         allow_t = np.array([a for _, a in thresholds], bool).reshape(len(thresholds), n_models)
         self.t_of = np.array(t_of, np.int64)
         self.c_m = np.array(cpu, np.int64)
-        self.mem_m = np.array(mem, np.int64)
         self.k_m = np.array(k, np.int64)
         self.p_m = np.array(p, np.float64)
         # allowed[n, j, t]: GPU j of node n may serve threshold t (valid and of an allowed model)
@@ -129,21 +126,19 @@ class FragCache:
         self.sum[rows] = (ge * free[:, :, None]).sum(axis=1)
         self.total[rows] = free.sum(axis=1)
         self._frag_n[rows] = self._frag(self.cnt[rows], self.sum[rows], self.total[rows],
-                                     self.state.cpu_free[rows], self.state.mem_free[rows])
+                                        self.state.cpu_free[rows])
 
-    def _frag(self, cnt, sums, total, cpu, mem) -> np.ndarray:
+    def _frag(self, cnt, sums, total, cpu) -> np.ndarray:
+        """F_n from per-threshold counts and sums (the paper's, which ignores host memory)."""
         q3 = (cnt[:, self.t_of] >= self.k_m) & (cpu[:, None] >= self.c_m)
-        if self.use_memory:
-            q3 &= mem[:, None] >= self.mem_m
         return total - (q3 * sums[:, self.t_of]) @ self.p_m
 
     def cluster_frag(self) -> float:
         """Fragmented GPU milli of the whole cluster (sum of F_n)."""
         return float(self.frag.sum())
 
-    def delta_fraction(self, nodes: np.ndarray, gpus: np.ndarray, milli: int, cpu: int,
-                       mem: int) -> np.ndarray:
-        """dF of putting ``milli`` of GPU ``gpus[c]`` (plus cpu/mem) on node ``nodes[c]``."""
+    def delta_fraction(self, nodes: np.ndarray, gpus: np.ndarray, milli: int, cpu: int) -> np.ndarray:
+        """dF of putting ``milli`` of GPU ``gpus[c]`` (plus ``cpu``) on node ``nodes[c]``."""
         self.flush()
         f = self.state.gpu_free[nodes, gpus]
         f2 = f - milli
@@ -152,13 +147,11 @@ class FragCache:
         after = a & (f2[:, None] >= self.g_t)
         cnt = self.cnt[nodes] - before + after
         sums = self.sum[nodes] - f[:, None] * before + f2[:, None] * after
-        new = self._frag(cnt, sums, self.total[nodes] - milli, self.state.cpu_free[nodes] - cpu,
-                         self.state.mem_free[nodes] - mem)
+        new = self._frag(cnt, sums, self.total[nodes] - milli, self.state.cpu_free[nodes] - cpu)
         return new - self._frag_n[nodes]
 
-    def delta_whole(self, nodes: np.ndarray, chosen: np.ndarray, k: int, cpu: int,
-                    mem: int) -> np.ndarray:
-        """dF of taking the ``k`` whole GPUs marked in ``chosen[c]`` (plus cpu/mem) on ``nodes[c]``."""
+    def delta_whole(self, nodes: np.ndarray, chosen: np.ndarray, k: int, cpu: int) -> np.ndarray:
+        """dF of taking the ``k`` whole GPUs marked in ``chosen[c]`` (plus ``cpu``) on ``nodes[c]``."""
         self.flush()
         models = self.node_model[nodes]
         if len(models) and models.min() >= 0:
@@ -166,6 +159,5 @@ class FragCache:
         else:
             taken = (chosen[:, :, None] & self.allowed[nodes]).sum(axis=1)
         new = self._frag(self.cnt[nodes] - taken, self.sum[nodes] - WHOLE * taken,
-                         self.total[nodes] - WHOLE * k, self.state.cpu_free[nodes] - cpu,
-                         self.state.mem_free[nodes] - mem)
+                         self.total[nodes] - WHOLE * k, self.state.cpu_free[nodes] - cpu)
         return new - self._frag_n[nodes]

@@ -252,7 +252,3 @@ class ClusterState:
                        for k, v in c.labels):
                     mask[i, j] = False
         return mask
-
-    # ---- totals ---------------------------------------------------------------------------
-    def total_free_milli(self) -> int:
-        return int(self.gpu_free[self.gpu_valid].sum())

@@ -78,10 +78,9 @@ class BestFit(NoPreparation):
 def frag_delta(cache: FragCache, shape: MemberShape, cands: Candidates) -> np.ndarray:
     """dF of every spot: the change of its node's fragmentation if the member went there."""
     if cands.gpus is not None:
-        return cache.delta_fraction(cands.nodes, cands.gpus, shape.milli, shape.cpu_milli,
-                                    shape.memory_mib)
+        return cache.delta_fraction(cands.nodes, cands.gpus, shape.milli, shape.cpu_milli)
     chosen = cands.chosen if cands.chosen is not None else np.zeros((len(cands), cache.state.g), bool)
-    return cache.delta_whole(cands.nodes, chosen, shape.whole, shape.cpu_milli, shape.memory_mib)
+    return cache.delta_whole(cands.nodes, chosen, shape.whole, shape.cpu_milli)
 
 
 class FGD:
