@@ -1,7 +1,7 @@
 """The default policy ``gpupool``: FGD's fragmentation gradient plus what FGD misses.
 
-score = floor(-(dF + a * dStranded + b * dWaste + c * dContention) / bucket), ties to the
-lowest node rank.
+score = floor(-(dF + a * dStranded + b * dWaste) / bucket) - round(c * dContention / bucket),
+ties to the lowest node rank.
 
 - dF: the paper's fragmentation change for the typical task shapes (``frag.FragCache``),
   but each shape weighted by popularity x sqrt(its GPU demand) instead of popularity alone:
@@ -20,7 +20,9 @@ lowest node rank.
   (``contention.Contention``): where part of the demand can run only on some nodes (a model
   constraint, or a size only a few nodes have), room that more demand depends on, per free
   GPU, than on average costs more, so work that could go anywhere leaves it to the work that
-  has nowhere else to go. FGD's dF even pulls the other way: it counts all free GPU of a node
+  has nowhere else to go. It counts in whole buckets of its own (spots of one class keep the
+  order the other terms give them) and only beyond a slack of 0.25 around 1 (smaller
+  differences are the mix's noise; acting on them breaks idle big nodes for nothing). FGD's dF even pulls the other way: it counts all free GPU of a node
   that a shape cannot use as fragmented, so filling the nodes that constrained or big shapes
   cannot use looks like progress however scarce they are.
 - bucket: equal buckets pack like first-fit over a fixed node order, which is what makes
@@ -44,6 +46,7 @@ BUCKET_MILLI = 100.0  # spots whose cost differs by less than this tie (first-fi
 DEMAND_EXPONENT = 0.5  # shape weight = popularity x demand ** this (sqrt: big jobs count, not drown)
 MIN_FILLER_MILLI = 200  # rarer tiny sizes already go to the tightest holes; they close no new one
 CONTENTION_WEIGHT = 1.0  # GPU on nodes twice as contended as average costs one fragment more
+CONTENTION_SLACK = 0.25  # rho within a quarter of 1 is the mix's noise, not a need: ignored
 NO_LIMIT = 1e12  # GPU per CPU (or MiB) when the workload asks for no CPU (memory): never short
 
 
@@ -119,7 +122,12 @@ class GpuPool:
             free = state.gpu_free[cands.nodes, cands.gpus]
             waste = self.waste[model, free - shape.milli] - self.waste[model, free]
             delta = delta + self.waste_weight * waste
+        score = np.floor(-delta / self.bucket_milli)
         if self.contention_weight and self.contention.active and shape.uses_gpu:
+            # whole buckets of its own: spots of one node class keep the order (and the ties)
+            # the other terms give them, whatever rho is
             rho = self.contention.of_spots(cands)
-            delta = delta + self.contention_weight * (rho - 1.0) * shape.gpu_milli_total
-        return np.floor(-delta / self.bucket_milli)
+            rho = np.where(np.abs(rho - 1.0) < CONTENTION_SLACK, 1.0, rho)
+            score -= np.round(self.contention_weight * (rho - 1.0) * shape.gpu_milli_total
+                              / self.bucket_milli)
+        return score
