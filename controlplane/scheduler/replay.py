@@ -118,21 +118,23 @@ def run(nodes: Sequence[TraceNode], pods: Sequence[TracePod], policy: str, seed:
     capacity = int(state.gpu_count.sum()) * 1000
     order = arrival_order(pods, capacity, seed)[:limit]
     shapes: dict[tuple, MemberShape] = {}
+    never_again: set[MemberShape] = set()  # nothing departs: a shape that failed fails forever
     sums: dict[int, list[float]] = {}
     arrived = used = placed = failed = 0
     started, cpu_started = time.perf_counter(), time.process_time()
     for i, pod in enumerate(order):
         key = (pod.cpu_milli, pod.memory_mib, pod.num_gpu, pod.gpu_milli, pod.gpu_spec)
         shape = shapes.get(key) or shapes.setdefault(key, _shape(pod))
-        cands = candidates(ctx, shape)
+        cands = None if shape in never_again else candidates(ctx, shape)
         arrived += pod.gpu_demand
-        if len(cands):
+        if cands is not None and len(cands):
             assume_member(plan, prof, shape, 0, cands)
             plan.commit()
             used += pod.gpu_demand
             placed += 1
         else:
             failed += 1
+            never_again.add(shape)
         bin_ = math.floor(arrived / (10 * capacity / 1000) + 0.5)
         acc = sums.setdefault(bin_, [0.0, 0.0, 0])
         acc[0] += round(100.0 * used / capacity, 2)
