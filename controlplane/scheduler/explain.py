@@ -28,10 +28,6 @@ def _want(shape: MemberShape, models: list[str]) -> str:
     return f"{gpus(shape.milli)} of a {kind} ({shape.milli} milli{mem})"
 
 
-def _models(ctx: Context, mask: np.ndarray) -> list[str]:
-    return [ctx.state.models[i] for i in np.unique(ctx.state.gpu_model[mask]).tolist() if i >= 0]
-
-
 def _gang_prefix(gang: int, placed: int) -> str:
     return f"gang of {gang} needs {gang} member spots, {placed} fit; " if gang > 1 else ""
 
@@ -112,7 +108,7 @@ def capacity_reason(ctx: Context, shape: MemberShape, gang: int, placed: int) ->
             f"no node has {shape.cpu_milli} CPU milli and {shape.memory_mib} MiB free; "
             f"{state.names[best]} has {int(state.cpu_free[best])} CPU milli"), details)
     allowed = ctx.allowed(shape.constraints)
-    models = _models(ctx, allowed)
+    models = ctx.allowed_models(shape.constraints)
     gpu_ok = gpus_fit(shape, gpu_room(ctx, shape)) & usable
     free = np.where(allowed, state.gpu_free, 0).sum(axis=1) * usable
     best = int(np.argmax(free))

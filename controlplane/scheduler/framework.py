@@ -86,13 +86,15 @@ class Context:
     the target workload, per-constraint accelerator masks, the paper's fragmentation of the
     workload (built on first use) and the nodes of the gang being placed (kept by the Plan)."""
 
-    __slots__ = ("state", "workload", "gang", "_allowed", "_fraction_memory", "_fragmentation")
+    __slots__ = ("state", "workload", "gang", "_allowed", "_models", "_fraction_memory",
+                 "_fragmentation")
 
     def __init__(self, state: ClusterState, workload: Workload | None = None):
         self.state = state
         self.workload = workload if workload is not None else Workload([], [])
         self.gang: set[int] = set()
         self._allowed: dict[Constraints, np.ndarray] = {}
+        self._models: dict[Constraints, list[str]] = {}
         self._fraction_memory: dict[int, np.ndarray] = {}
         self._fragmentation: FragCache | None = None
 
@@ -102,6 +104,14 @@ class Context:
         if mask is None:
             mask = self._allowed[constraints] = self.state.allowed(constraints)
         return mask
+
+    def allowed_models(self, constraints: Constraints) -> list[str]:
+        """The pool's accelerator models that satisfy ``constraints`` (for messages)."""
+        models = self._models.get(constraints)
+        if models is None:
+            ids = np.unique(self.state.gpu_model[self.allowed(constraints)]).tolist()
+            models = self._models[constraints] = [self.state.models[i] for i in ids if i >= 0]
+        return models
 
     def fraction_memory(self, milli: int) -> np.ndarray:
         """(N, G) MiB a fraction of ``milli`` takes on each accelerator (proportional share)."""

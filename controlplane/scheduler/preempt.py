@@ -38,6 +38,7 @@ class Victim:
     lost_work: float
     hosts: list[tuple[int, int, int]]  # per claim: node, CPU milli, memory MiB
     grants: list[tuple[int, int, int]]  # per granted accelerator: node, index, milli
+    on: tuple[int, ...]  # its nodes
 
     def kind(self, job: PendingJob) -> str:
         return "priority" if self.job.queue == job.queue else "reclaim"
@@ -75,6 +76,7 @@ class Preemptor:
             jobs.sort(key=lambda t: (t[0], t[1]))
         self.gone: set[str] = set()  # preempted in this cycle
         self.cache: dict[str, Victim | None] = {}
+        self.eligible_cache: dict[tuple, tuple[list[Victim], list[str]]] = {}
         self.attempts = 0
         self.failed: set[tuple] = set()
         self.protected: dict[str, list[str]] = {}  # job id -> why some victims were spared
@@ -92,29 +94,31 @@ class Preemptor:
         return Victim(r, claims, self.book.models_of(r.members),
                       (self.now - r.started_at) * r.request.total_gpu_milli,
                       [(c.node, c.cpu_milli, c.memory_mib) for c in claims],
-                      [(c.node, j, m) for c in claims for j, m, _ in c.gpus])
+                      [(c.node, j, m) for c in claims for j, m, _ in c.gpus],
+                      tuple(sorted({c.node for c in claims})))
 
     def eligible(self, job: PendingJob) -> list[Victim]:
         """Up to MAX_VICTIMS victims, least work lost first."""
         book = self.book
-        streams = [[t for t in self.by_queue.get(job.queue, []) if t[2].priority < job.priority]]
-        spared = [why for why, prio in self.spared.get(job.queue, []) if prio < job.priority]
-        if book.within_guarantee(job):
-            for queue, jobs in self.by_queue.items():
-                if queue != job.queue and book.of(queue).borrowed_milli > 0:
-                    streams.append(jobs)
-            spared += [why for queue, items in self.spared.items() if queue != job.queue
-                       and book.of(queue).borrowed_milli > 0 for why, _ in items]
+        borrowers = tuple(sorted(q for q in self.by_queue.keys() | self.spared.keys()
+                                 if q != job.queue and book.of(q).borrowed_milli > 0
+                                 )) if book.within_guarantee(job) else ()
+        key = (job.queue, job.priority, borrowers, len(self.gone))
+        if key not in self.eligible_cache:  # jobs alike in queue and priority share victims
+            streams = [[t for t in self.by_queue.get(job.queue, []) if t[2].priority < job.priority]]
+            streams += [self.by_queue.get(q, []) for q in borrowers]
+            spared = [why for why, prio in self.spared.get(job.queue, []) if prio < job.priority]
+            spared += [why for q in borrowers for why, _ in self.spared.get(q, [])]
+            out = []
+            for _, job_id, r in heapq.merge(*streams, key=lambda t: (t[0], t[1])):
+                v = None if job_id in self.gone else self.victim(r)
+                if v is not None:
+                    out.append(v)
+                    if len(out) >= MAX_VICTIMS:
+                        break
+            self.eligible_cache[key] = (out, spared)
+        out, spared = self.eligible_cache[key]
         self.protected[job.job_id] = spared
-        out = []
-        for _, job_id, r in heapq.merge(*streams, key=lambda t: (t[0], t[1])):
-            if job_id in self.gone:
-                continue
-            v = self.victim(r)
-            if v is not None:
-                out.append(v)
-                if len(out) >= MAX_VICTIMS:
-                    break
         return out
 
     # ---- the action -----------------------------------------------------------------------------
@@ -131,7 +135,7 @@ class Preemptor:
         start = self.plan.savepoint()
         by_node: dict[int, list[Victim]] = {}
         for v in victims:
-            for node in {c.node for c in v.claims}:
+            for node in v.on:
                 by_node.setdefault(node, []).append(v)
         released: list[Victim] = []
         members: list[MemberPlacement] = []
