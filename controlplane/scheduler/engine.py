@@ -83,8 +83,7 @@ class Cycle:
                     if config.workload else default_workload(snapshot))
         self.ctx = Context(self.state, workload)
         self.profile.prepare(self.ctx)
-        model_of = {a.uuid: a.model for n in snapshot.nodes for a in n.accelerators}
-        self.book = QuotaBook(snapshot, model_of)
+        self.book = QuotaBook(snapshot)
         self.plan = Plan(self.ctx, self.book)
         self.preemptor = Preemptor(self.plan, self.book, self.profile, snapshot.running,
                                    snapshot.now, config.max_preemption_attempts)

@@ -46,11 +46,12 @@ class QueueUsage:
 class QuotaBook:
     """Usage of every queue, updated as the cycle places and preempts jobs."""
 
-    def __init__(self, snapshot: Snapshot, model_of: dict[str, str]):
+    def __init__(self, snapshot: Snapshot):
         self.usage = {q.name: QueueUsage(q) for q in snapshot.queues}
-        self.model_of = model_of  # accelerator uuid -> model
         # usage per model only matters to per-model guarantees
         self.tracks_models = any(q.model_guarantees_milli for q in snapshot.queues)
+        self.model_of = ({a.uuid: a.model for n in snapshot.nodes for a in n.accelerators}
+                         if self.tracks_models else {})  # accelerator uuid -> model
         self.releases = 0  # bumped when usage drops (a preemption): turn order must be rebuilt
         total_gpu = sum(len(n.accelerators) for n in snapshot.nodes) * WHOLE
         self.totals = (max(total_gpu, 1), max(sum(n.cpu_milli for n in snapshot.nodes), 1),
