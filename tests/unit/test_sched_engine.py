@@ -288,3 +288,19 @@ def test_vendor_label_and_memory_constraints(constraints, expected):
     job = PendingJob("j", "default", Request(1000, 1024, gpus=1, constraints=Constraints(**constraints)))
     d = schedule(Snapshot(nodes, pending=[job]))
     assert [m.node for m in d.placements[0].members] == [expected]
+
+
+def test_a_failed_gang_preemption_leaves_quota_and_capacity_untouched():
+    # the gang needs 2 nodes; only one has a victim: the attempt frees and rolls back
+    n1, n2 = node("n1", gpus=8), node("n2", gpus=8)
+    queues = [queue("hi", guarantee_gpus=16), queue("lo", limit_gpus=16)]
+    runs = [running("v1", n1, "lo", gpus=8, started_at=0),
+            running("keep", n2, "lo", gpus=8, started_at=0, preemptible=False)]
+    snap = Snapshot([n1, n2], queues=queues, running=runs, now=100,
+                    pending=[pending("gang", "hi", gpus=8, gang=2), pending("one", "lo", gpus=1)])
+    d = schedule(snap)
+    assert not d.preemptions and not d.placements
+    assert d.pending["gang"].code == "gang"
+    # lo still uses its whole limit: had the failed attempt kept v1's release in the quota
+    # book, "one" would pass the limit and wait for capacity instead
+    assert d.pending["one"].code == "quota"

@@ -181,3 +181,31 @@ def test_unconstrained_work_leaves_contended_models_alone(demand, node):
     shape = MemberShape(1000, 0, whole=1)
     cands = candidates(ctx, shape)
     assert st.names[int(cands.nodes[prof.pick(ctx, shape, cands)])] == node
+
+
+def test_plan_rolls_back_quota_and_gang_with_capacity():
+    from controlplane.core.snapshot import Snapshot
+    from controlplane.scheduler.factories import node, queue, request
+    from controlplane.scheduler.queues import QuotaBook
+
+    snap = Snapshot([node("n1")], queues=[queue("a", guarantee_gpus=2)])
+    st = ClusterState.from_nodes(snap.nodes)
+    book = QuotaBook(snap)
+    ctx = Context(st)
+    plan = Plan(ctx, book)
+    plan.assume(Claim(0, 1000, 10, ((0, 1000, 81559),)))
+    plan.charge("a", request(gpus=1), {})
+    plan.join_gang(0)
+    mark = plan.savepoint()
+    plan.release(Claim(0, 1000, 10, ((0, 1000, 81559),)))
+    plan.charge("a", request(gpus=1), {}, -1)
+    plan.join_gang(3)
+    assert (book.of("a").gpu_milli, ctx.gang) == (0, {0, 3})
+    plan.rollback(mark)
+    assert (book.of("a").gpu_milli, ctx.gang, int(st.gpu_free[0, 0])) == (1000, {0}, 0)
+    plan.rollback()
+    assert (book.of("a").gpu_milli, ctx.gang, int(st.gpu_free[0, 0])) == (0, set(), 1000)
+    plan.join_gang(1)
+    plan.charge("a", request(gpus=2), {})
+    plan.commit()  # kept; the next job starts with an empty gang
+    assert (book.of("a").gpu_milli, ctx.gang, plan.log) == (2000, set(), [])
