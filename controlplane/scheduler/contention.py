@@ -17,7 +17,6 @@ import numpy as np
 
 from controlplane.core.resources import WHOLE
 from controlplane.scheduler.frag import TaskShape, Workload
-from controlplane.scheduler.framework import Candidates
 from controlplane.scheduler.state import ClusterState
 
 
@@ -70,7 +69,3 @@ class Contention:
         supply = np.maximum(self.allow @ self.free, WHOLE)  # an exhausted set: one GPU, not 0
         per_class = (self.demand / supply) @ self.allow
         return per_class / (self.demand.sum() / max(self.free.sum(), WHOLE))
-
-    def of_spots(self, cands: Candidates) -> np.ndarray:
-        """rho of the node class of each spot."""
-        return self.rho()[self.node_class[cands.nodes]]

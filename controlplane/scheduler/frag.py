@@ -109,7 +109,10 @@ class FragCache:
 
     def flush(self) -> None:
         """Recompute the nodes changed since the last read (a preemption may touch many)."""
-        if self.dirty:
+        if len(self.dirty) == 1:  # the usual case: one placement; a slice indexes by view
+            i = self.dirty.pop()
+            self._refresh(slice(i, i + 1))
+        elif self.dirty:
             self._refresh(np.fromiter(self.dirty, np.int64, len(self.dirty)))
             self.dirty.clear()
 
@@ -119,7 +122,7 @@ class FragCache:
         self.flush()
         return self._frag_n
 
-    def _refresh(self, rows: np.ndarray) -> None:
+    def _refresh(self, rows: np.ndarray | slice) -> None:
         free = self.state.gpu_free[rows]
         ge = self.allowed[rows] & (free[:, :, None] >= self.g_t[None, None, :])
         self.cnt[rows] = ge.sum(axis=1)

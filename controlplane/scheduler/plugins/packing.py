@@ -126,8 +126,8 @@ class GpuPool:
         if self.contention_weight and self.contention.active and shape.uses_gpu:
             # whole buckets of its own: spots of one node class keep the order (and the ties)
             # the other terms give them, whatever rho is
-            rho = self.contention.of_spots(cands)
-            rho = np.where(np.abs(rho - 1.0) < CONTENTION_SLACK, 1.0, rho)
-            score -= np.round(self.contention_weight * (rho - 1.0) * shape.gpu_milli_total
-                              / self.bucket_milli)
+            rho = self.contention.rho()  # per node class: a handful of numbers
+            excess = np.where(np.abs(rho - 1.0) < CONTENTION_SLACK, 0.0, rho - 1.0)
+            cost = np.round(self.contention_weight * excess * shape.gpu_milli_total / self.bucket_milli)
+            score -= cost[self.contention.node_class[cands.nodes]]
         return score
