@@ -28,14 +28,6 @@ class Claim:
     gpus: tuple[tuple[int, int, int], ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class ClaimUndo:
-    """One entry of a Plan's log: a claim that was taken (or given back)."""
-
-    claim: Claim
-    taken: bool
-
-
 class ClusterState:
     """Free capacity of N nodes with up to G accelerators each (padding slots are invalid)."""
 
