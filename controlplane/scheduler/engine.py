@@ -95,6 +95,7 @@ class Cycle:
         self.decision = Decision()
         self.no_fit: dict[tuple, PendingReason] = {}  # valid until a preemption frees room
         self.never: dict[tuple, PendingReason | None] = {}
+        self.shapes: dict[MemberShape, MemberShape] = {}
 
     def run(self) -> Decision:
         for job in fair_order(list(self.snapshot.pending), self.book):
@@ -117,6 +118,7 @@ class Cycle:
                                  f"queue {job.queue} (backfill is off)", {"head": head})
         ends_at = math.inf if job.max_runtime_s is None else self.snapshot.now + job.max_runtime_s
         shape = MemberShape.of(job.request, ends_at)
+        shape = self.shapes.setdefault(shape, shape)  # one object per shape: cache keys compare by identity
         gang = job.request.gang
         key = (shape, gang)
         if key not in self.never:
