@@ -156,9 +156,14 @@ class Preemptor:
         cands = candidates(plan.ctx, shape)
         if not len(cands):
             best = None
-            for node in self._promising(shape, [v for v in victims if v not in released]):
+            state, allowed = plan.state, plan.ctx.allowed(shape.constraints)
+            for node, cheapest in self._promising(shape, [v for v in victims if v not in released]):
+                if best is not None and cheapest >= best[0]:
+                    break  # nodes come cheapest victim first: none further can cost less
                 mark = plan.savepoint()
                 freed = []
+                cpu, mem = int(state.cpu_free[node]), int(state.mem_free[node])
+                gpu = int(state.gpu_free[node][allowed[node]].sum()) if shape.uses_gpu else 0
                 for v in by_node[node]:
                     if v.job.job_id in self.gone or v in released:
                         continue
@@ -166,6 +171,11 @@ class Preemptor:
                         continue
                     self._release(v)
                     freed.append(v)
+                    cpu += sum(c for n, c, _ in v.hosts if n == node)
+                    mem += sum(m for n, _, m in v.hosts if n == node)
+                    gpu += sum(m for n, j, m in v.grants if n == node and allowed[node, j])
+                    if cpu < shape.cpu_milli or mem < shape.memory_mib or gpu < shape.gpu_milli_total:
+                        continue  # not enough freed yet for it to fit: no need to ask
                     if fits_on(plan.ctx, shape, node):
                         cost = sum(x.lost_work for x in freed)
                         if best is None or cost < best[0]:
@@ -184,9 +194,10 @@ class Preemptor:
                 return None
         return assume_member(plan, self.profile, shape, rank, cands)
 
-    def _promising(self, shape: MemberShape, victims: list[Victim]) -> list[int]:
-        """Nodes whose free room plus their victims' room could hold the member, best first
-        (least work lost by their cheapest victim, then most GPU room, then node rank)."""
+    def _promising(self, shape: MemberShape, victims: list[Victim]) -> list[tuple[int, float]]:
+        """(node, loss of its cheapest victim) for the nodes whose free room plus their victims'
+        room could hold the member, best first (least work lost by their cheapest victim, then
+        most GPU room, then node rank)."""
         if not victims:
             return []
         s = self.plan.state
@@ -208,7 +219,7 @@ class Preemptor:
             ok &= room >= shape.gpu_milli_total
         seen, cheapest, room = seen[ok], cheapest[ok], room[ok]
         best = np.lexsort((seen, s.rank[seen], -room, cheapest))[:MAX_NODES]
-        return [int(node) for node in seen[best]]
+        return [(int(node), float(loss)) for node, loss in zip(seen[best], cheapest[best])]
 
     def _release(self, v: Victim) -> None:
         for claim in v.claims:
