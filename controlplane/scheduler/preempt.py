@@ -158,7 +158,7 @@ class Preemptor:
             best = None
             state, allowed = plan.state, plan.ctx.allowed(shape.constraints)
             for node, cheapest in self._promising(shape, [v for v in victims if v not in released]):
-                if best is not None and cheapest >= best[0]:
+                if best is not None and cheapest >= max(best[0], 0.0):
                     break  # nodes come cheapest victim first: none further can cost less
                 mark = plan.savepoint()
                 freed = []
