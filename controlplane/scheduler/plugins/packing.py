@@ -91,6 +91,11 @@ class GpuPool:
         self.gpu_per_cpu = gpu / cpu if cpu else NO_LIMIT
         self.gpu_per_mib = gpu / mem if mem else NO_LIMIT
         self.contention = Contention(ctx.state, ctx.workload)
+        self.model_row = np.clip(ctx.state.gpu_model, 0, None)  # waste table row per accelerator
+        self._state = ctx.state
+        self._stranded = self.stranded(self.frag.total, ctx.state.cpu_free, ctx.state.mem_free)
+        self._stranded_dirty: set[int] = set()
+        ctx.state.listeners.append(self._stranded_dirty.add)
         tables: dict[tuple[int, ...], np.ndarray] = {}
         self.waste = np.zeros((max(len(ctx.state.models), 1), WHOLE + 1), np.int64)
         for k, model in enumerate(ctx.state.models):
@@ -101,27 +106,37 @@ class GpuPool:
                 tables[sizes] = waste_table(list(sizes))
             self.waste[k] = tables[sizes]
 
+    def stranded(self, gpu: np.ndarray, cpu: np.ndarray, mem: np.ndarray) -> np.ndarray:
+        """GPU milli that the CPU and memory left cannot feed at the workload's ratios."""
+        usable = np.minimum(cpu * self.gpu_per_cpu, mem * self.gpu_per_mib)
+        return np.maximum(0.0, gpu - usable)
+
+    def stranded_now(self) -> np.ndarray:
+        """Stranded GPU milli of every node, current (changed nodes refreshed on read)."""
+        if self._stranded_dirty:
+            rows = np.fromiter(self._stranded_dirty, np.int64, len(self._stranded_dirty))
+            self._stranded_dirty.clear()
+            self.frag.flush()
+            state = self._state
+            self._stranded[rows] = self.stranded(self.frag.total[rows], state.cpu_free[rows],
+                                                 state.mem_free[rows])
+        return self._stranded
+
     def score(self, ctx: Context, shape: MemberShape, cands: Candidates) -> np.ndarray:
         state = ctx.state
         delta = frag_delta(self.frag, shape, cands)
         if self.stranded_weight:
-            per_cpu, per_mib = self.gpu_per_cpu, self.gpu_per_mib
             nodes = cands.nodes
-            total = self.frag.total[nodes]  # free GPU milli per node (current: frag_delta flushed)
-            cpu, mem = state.cpu_free[nodes], state.mem_free[nodes]
-
-            def stranded(gpu_left, cpu_left, mem_left):
-                usable = np.minimum(cpu_left * per_cpu, mem_left * per_mib)
-                return np.maximum(0.0, gpu_left - usable)
-
-            after = stranded(total - shape.gpu_milli_total, cpu - shape.cpu_milli,
-                             mem - shape.memory_mib)
-            delta = delta + self.stranded_weight * (after - stranded(total, cpu, mem))
+            after = self.stranded(self.frag.total[nodes] - shape.gpu_milli_total,
+                                  state.cpu_free[nodes] - shape.cpu_milli,
+                                  state.mem_free[nodes] - shape.memory_mib)
+            after -= self.stranded_now()[nodes]
+            delta += self.stranded_weight * after
         if self.waste_weight and cands.gpus is not None:
-            model = np.clip(state.gpu_model[cands.nodes, cands.gpus], 0, None)
+            model = self.model_row[cands.nodes, cands.gpus]
             free = state.gpu_free[cands.nodes, cands.gpus]
             waste = self.waste[model, free - shape.milli] - self.waste[model, free]
-            delta = delta + self.waste_weight * waste
+            delta += self.waste_weight * waste
         score = np.floor(-delta / self.bucket_milli)
         if self.contention_weight and self.contention.active and shape.uses_gpu:
             # whole buckets of its own: spots of one node class keep the order (and the ties)
