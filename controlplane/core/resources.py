@@ -39,6 +39,10 @@ class Accelerator:
     def free_memory_mib(self) -> int:
         return self.memory_mib - self.allocated_memory_mib - self.unmanaged_memory_mib
 
+    @property
+    def is_idle(self) -> bool:
+        return self.allocated_milli == 0 and self.allocated_memory_mib == 0
+
 
 @dataclass(slots=True)
 class Node:
@@ -93,6 +97,10 @@ class Request:
     gpu_memory_mib: int = 0  # for fractions: memory of the slice; 0 = proportional to gpu_milli
     constraints: Constraints = Constraints()
     gang: int = 1
+
+    @property
+    def is_fractional(self) -> bool:
+        return self.gpus == 0 and (self.gpu_milli > 0 or self.gpu_memory_mib > 0)
 
     @property
     def total_gpu_milli(self) -> int:

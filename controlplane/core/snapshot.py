@@ -95,15 +95,17 @@ class Preemption:
 
 
 class PendingCode(StrEnum):
-    """What keeps a job pending."""
+    """What keeps a job pending (the values of core/states.PendingCode on main: one enum once merged)."""
 
-    INVALID = "invalid"  # the request itself is wrong
     QUOTA = "quota"  # its queue's limit
-    CONSTRAINTS = "constraints"  # no accelerator matches
     CAPACITY = "capacity"  # no room now (or, unschedulable, never on this pool)
+    CONSTRAINTS = "constraints"  # no accelerator matches
     GANG = "gang"  # not every member has a spot
-    CORDONED = "cordoned"  # every node is cordoned or not ready
     PRIORITY = "priority"  # waiting behind its queue's head (backfill off)
+    RESERVATION = "reservation"
+    CORDONED = "cordoned"  # every node is cordoned or not ready
+    INVALID = "invalid"  # the request itself is wrong
+    REQUEUE_HOLD = "requeue_hold"  # requeued from a lost node: waits for the old copy to stop
 
 
 @dataclass(frozen=True, slots=True)
