@@ -76,17 +76,10 @@ class Constraints:
     min_memory_mib: int = 0
     labels: tuple[tuple[str, str], ...] = ()  # node or accelerator labels that must match
 
-    def allows(self, acc: Accelerator, node_labels: dict[str, str] | None = None) -> bool:
-        if self.vendor and acc.vendor != self.vendor:
-            return False
-        if self.models and acc.model not in self.models:
-            return False
-        if acc.memory_mib < self.min_memory_mib:
-            return False
-        for key, value in self.labels:
-            if acc.labels.get(key) != value and (node_labels or {}).get(key) != value:
-                return False
-        return True
+    @property
+    def any_accelerator(self) -> bool:
+        """True when nothing is constrained: every healthy accelerator will do."""
+        return not (self.vendor or self.models or self.min_memory_mib or self.labels)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,12 +107,6 @@ class Request:
         """Compute milli over all members: the unit of quotas and fair share."""
         per_member = self.gpus * WHOLE if self.gpus else self.gpu_milli
         return per_member * self.gang
-
-    def slice_memory_mib(self, acc: Accelerator) -> int:
-        """Memory a fractional member takes on ``acc`` (proportional when not given)."""
-        if self.gpu_memory_mib:
-            return self.gpu_memory_mib
-        return acc.memory_mib * self.gpu_milli // WHOLE
 
 
 @dataclass(frozen=True, slots=True)

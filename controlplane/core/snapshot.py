@@ -7,9 +7,10 @@ transaction that re-checks capacity.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from controlplane.core.resources import Node, Request, SliceGrant
+from controlplane.core.states import PendingCode
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +36,7 @@ class PendingJob:
     priority: int = 0  # higher runs first within a queue
     submitted_seq: int = 0  # submission order (older first on ties)
     preemptible: bool = True
+    max_runtime_s: float | None = None  # declared run-time limit; None: runs until it ends
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +60,12 @@ class RunningJob:
     started_at: float = 0.0  # seconds on the snapshot's clock
     min_runtime_s: float = 0.0
     preemptible: bool = True
+    max_runtime_s: float | None = None  # declared run-time limit; None: no expected end
+
+    @property
+    def expected_end(self) -> float | None:
+        """When it will have ended at the latest (snapshot clock), if it declared a limit."""
+        return None if self.max_runtime_s is None else self.started_at + self.max_runtime_s
 
 
 @dataclass(slots=True)
@@ -91,12 +99,26 @@ class Preemption:
 
 @dataclass(frozen=True, slots=True)
 class PendingReason:
-    """Why a job stays pending, structured and readable."""
+    """Why a job stays pending, structured and readable: the scheduler's one result type for
+    a job it did not place. ``unschedulable``: it can never fit the pool as built (else it
+    waits for room); ``details`` holds the numbers, JSON-safe, including ``expected_start``
+    (snapshot clock) when the job holds a reservation with a known start."""
 
-    code: str  # quota | capacity | constraints | gang | priority | reservation | cordoned | invalid
+    code: PendingCode
     message: str
     details: dict = field(default_factory=dict)
-    unschedulable: bool = False  # True: can never fit this pool as it is built
+    unschedulable: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "code", PendingCode(self.code))  # a plain string is checked
+
+    @property
+    def expected_start(self) -> float | None:
+        return self.details.get("expected_start")
+
+    def with_note(self, note: str, **details) -> PendingReason:  # noqa: ANN003
+        """The same reason with ``; note`` appended and ``details`` added."""
+        return replace(self, message=f"{self.message}; {note}", details=self.details | details)
 
 
 @dataclass(slots=True)

@@ -2,48 +2,41 @@
 
 Jobs come in weighted-DRF order between queues (priority, then age within a queue). Each job
 is checked against its queue's limit, placed member by member (a gang all-or-nothing through
-one Plan), else tried with preemption (lower priority in its queue, or reclaim from queues
+the Plan), else tried with preemption (lower priority in its queue, or reclaim from queues
 borrowing beyond their guarantee), else explained. A blocked queue head gets a reservation
-so backfilled small jobs cannot starve it. Pure: no clock, I/O or unseeded randomness.
+(with an expected start when the jobs in its way declare run times) so backfilled jobs cannot
+starve it. Pure: no clock, I/O or unseeded randomness.
 """
 
 from __future__ import annotations
 
+import math
 from collections import Counter
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 
-import numpy as np
-
-from controlplane.core.resources import WHOLE, SliceGrant
+from controlplane.core.resources import WHOLE
 from controlplane.core.snapshot import (
-    Decision, MemberPlacement, PendingJob, PendingReason, Placement, Snapshot,
+    Decision, MemberPlacement, PendingCode, PendingJob, PendingReason, Placement, Preemption, Snapshot,
 )
 from controlplane.scheduler import policies
+from controlplane.scheduler.config import SchedulerConfig
 from controlplane.scheduler.explain import capacity_reason, constraint_reason
 from controlplane.scheduler.frag import TaskShape, Workload
-from controlplane.scheduler.framework import Context, MemberShape, Plan, Profile
-from controlplane.scheduler.plugins.fit import allowed_mask, candidates, grants_of
-from controlplane.scheduler.preempt import Preemptor
+from controlplane.scheduler.framework import Context, MemberShape, Plan
+from controlplane.scheduler.place import claims_of, place_gang
+from controlplane.scheduler.preempt import Preemptor, Victim
 from controlplane.scheduler.queues import QuotaBook, fair_order
-from controlplane.scheduler.state import Claim, ClusterState
-
-
-@dataclass(frozen=True)
-class SchedulerConfig:
-    """Scheduler settings: the placement policy by name (or explicit plugin weights) and actions."""
-
-    policy: str = policies.DEFAULT_POLICY
-    weights: dict[str, float] | None = None  # plugin name -> weight; overrides the policy's
-    preemption: bool = True
-    backfill: bool = True  # False: a blocked queue head holds back the rest of its queue
-    max_reservations: int = 4
-    max_preemption_attempts: int = 32
-    workload: tuple[TaskShape, ...] = ()  # fragmentation target; empty: shapes of the jobs
+from controlplane.scheduler.reserve import Reservations
+from controlplane.scheduler.state import ClusterState
 
 
 def validate(job: PendingJob) -> str | None:
     """A message naming what is wrong with the request, or None."""
     r = job.request
+    if (min(r.cpu_milli, r.memory_mib, r.gpus, r.gpu_milli, r.gpu_memory_mib) >= 0 and r.gang >= 1
+            and r.gpu_milli <= WHOLE and not (r.gpus and (r.gpu_milli not in (0, WHOLE) or r.gpu_memory_mib))
+            and (job.max_runtime_s is None or job.max_runtime_s > 0)):
+        return None
     problems = []
     for name in ("cpu_milli", "memory_mib", "gpus", "gpu_milli", "gpu_memory_mib"):
         if getattr(r, name) < 0:
@@ -54,6 +47,8 @@ def validate(job: PendingJob) -> str | None:
         problems.append(f"gpu_milli {r.gpu_milli} is above {WHOLE}; ask for whole gpus instead")
     if r.gpus and (r.gpu_milli not in (0, WHOLE) or r.gpu_memory_mib):
         problems.append("ask for either whole gpus or a fraction (gpu_milli/gpu_memory_mib), not both")
+    if job.max_runtime_s is not None and not job.max_runtime_s > 0:
+        problems.append(f"max_runtime_s must be positive (got {job.max_runtime_s})")
     return "; ".join(problems) or None
 
 
@@ -74,147 +69,93 @@ def default_workload(snapshot: Snapshot) -> Workload:
 
 def schedule(snapshot: Snapshot, config: SchedulerConfig | None = None) -> Decision:
     """Decide placements, preemptions and a pending reason for every other pending job."""
-    config = config or SchedulerConfig()
-    prof = policies.profile(config.policy, config.weights)
-    return Cycle(snapshot, config, prof).run()
+    return Cycle(snapshot, config or SchedulerConfig()).run()
 
 
-@dataclass
 class Cycle:
-    snapshot: Snapshot
-    config: SchedulerConfig
-    profile: Profile
-    decision: Decision = field(default_factory=Decision)
+    """One pass over the pending jobs on one Plan (committed after every placed job)."""
 
-    def __post_init__(self) -> None:
-        self.state = ClusterState.from_nodes(self.snapshot.nodes)
-        self.ctx = Context(self.state)
-        workload = (Workload(list(self.config.workload), [1.0] * len(self.config.workload))
-                    if self.config.workload else default_workload(self.snapshot))
-        policies.prepare(self.ctx, self.profile, workload)
-        model_of = {a.uuid: a.model for n in self.snapshot.nodes for a in n.accelerators}
-        self.book = QuotaBook(self.snapshot, model_of)
-        self.plan = Plan(self.state)
-        self.preemptor = Preemptor(self)
-        self.no_fit: dict[tuple, PendingReason] = {}  # valid until something is released
+    def __init__(self, snapshot: Snapshot, config: SchedulerConfig):
+        self.snapshot, self.config = snapshot, config
+        self.profile = policies.profile(config.policy, config.weights)
+        self.state = ClusterState.from_nodes(snapshot.nodes)
+        workload = (Workload(list(config.workload), [1.0] * len(config.workload))
+                    if config.workload else default_workload(snapshot))
+        self.ctx = Context(self.state, workload)
+        self.profile.prepare(self.ctx)
+        self.book = QuotaBook(snapshot)
+        self.plan = Plan(self.ctx, self.book)
+        self.preemptor = Preemptor(self.plan, self.book, self.profile, snapshot.running,
+                                   snapshot.now, config.max_preemption_attempts)
+        self.reservations = Reservations(self.plan, self.profile, config, snapshot.now)
+        for r in snapshot.running:
+            if r.expected_end is not None:
+                self.reservations.expect_end(r.job_id, r.expected_end,
+                                             claims_of(self.state, r.members))
+        self.decision = Decision()
+        self.no_fit: dict[tuple, PendingReason] = {}  # valid until a preemption frees room
         self.never: dict[tuple, PendingReason | None] = {}
-        self.blocked_heads: dict[str, str] = {}  # queue -> job id holding the queue back
-        self.reservations = 0
+        self.shapes: dict[MemberShape, MemberShape] = {}
 
-    # ---- the cycle ------------------------------------------------------------------------
     def run(self) -> Decision:
         for job in fair_order(list(self.snapshot.pending), self.book):
             reason = self.consider(job)
             if reason is not None:
                 self.decision.pending[job.job_id] = reason
-        self.plan.commit()
         return self.decision
 
     def consider(self, job: PendingJob) -> PendingReason | None:
         problem = validate(job)
         if problem:
-            return PendingReason("invalid", f"invalid request: {problem}", {}, unschedulable=True)
+            return PendingReason(PendingCode.INVALID, f"invalid request: {problem}", {},
+                                 unschedulable=True)
         quota = self.book.over_limit(job)
         if quota:
-            return PendingReason("quota", quota, {"queue": job.queue})
-        if not self.config.backfill and job.queue in self.blocked_heads:
-            head = self.blocked_heads[job.queue]
-            return PendingReason("priority", f"waiting behind job {head}, the head of queue "
-                                 f"{job.queue} (backfill is off)", {"head": head})
-        shape = MemberShape.of(job.request)
-        never_key = (shape, job.request.gang)
-        if never_key not in self.never:
-            self.never[never_key] = constraint_reason(self.ctx, shape, job.request.gang)
-        never = self.never[never_key]
-        if never is not None:
-            return never
-        key = (shape, job.request.gang)
+            return PendingReason(PendingCode.QUOTA, quota, {"queue": job.queue})
+        head = self.reservations.blocked_heads.get(job.queue)
+        if not self.config.backfill and head is not None:
+            return PendingReason(PendingCode.PRIORITY, f"waiting behind job {head}, the head of "
+                                 f"queue {job.queue} (backfill is off)", {"head": head})
+        ends_at = math.inf if job.max_runtime_s is None else self.snapshot.now + job.max_runtime_s
+        shape = MemberShape.of(job.request, ends_at)
+        shape = self.shapes.setdefault(shape, shape)  # one object per shape: cache keys compare by identity
+        gang = job.request.gang
+        key = (shape, gang)
+        if key not in self.never:
+            self.never[key] = constraint_reason(self.ctx, shape, gang)
+        if self.never[key] is not None:
+            return self.never[key]
         reason = self.no_fit.get(key)
         if reason is None:
-            members, fitted = self.place(job, shape)
+            members, fitted = place_gang(self.plan, self.profile, shape, gang)
             if members is not None:
                 self.accept(job, members, ())
                 return None
-            reason = capacity_reason(self.ctx, shape, job.request.gang, fitted)
-            self.no_fit[key] = reason
+            reason = self.no_fit[key] = capacity_reason(self.ctx, shape, gang, fitted)
         if self.config.preemption:
             preempted = self.preemptor.try_preempt(job, shape)
-            if preempted:
+            if preempted is not None:
+                self.accept(job, preempted.members, preempted.victims)
                 return None
             reason = self.preemptor.annotate(job, reason)
-        return self.reserve_for(job, shape, reason)
-
-    # ---- placement ------------------------------------------------------------------------
-    def place(self, job: PendingJob, shape: MemberShape) -> tuple[list[MemberPlacement] | None, int]:
-        """Assume every member on the plan; on failure roll back and say how many fitted."""
-        start = self.plan.savepoint()
-        self.ctx.gang_nodes = set()
-        members: list[MemberPlacement] = []
-        for rank in range(job.request.gang):
-            cands = candidates(self.ctx, shape)
-            if not len(cands):
-                self.plan.rollback(start)
-                self.ctx.gang_nodes = set()
-                return None, rank
-            pick = self.profile.pick(self.ctx, shape, cands)
-            node, grants = grants_of(self.state, shape, cands, pick)
-            self.plan.assume(Claim(node, shape.cpu_milli, shape.memory_mib, grants))
-            self.ctx.gang_nodes.add(node)
-            uuids = self.state.uuids[node]
-            members.append(MemberPlacement(
-                rank, self.state.names[node],
-                tuple(SliceGrant(uuids[j], milli, mib) for j, milli, mib in grants),
-                shape.cpu_milli, shape.memory_mib))
-        self.ctx.gang_nodes = set()
-        return members, len(members)
+        return self.reservations.reserve_for(job, shape, reason)
 
     def accept(self, job: PendingJob, members: list[MemberPlacement],
-               preempts: tuple[str, ...]) -> None:
-        models: dict[str, int] = {}
-        for m in members:
-            for g in m.slices:
-                model = self.book.model_of.get(g.accelerator_uuid, "")
-                models[model] = models.get(model, 0) + g.compute_milli
-        self.book.add(job.queue, job.request, models)
-        self.decision.placements.append(Placement(job.job_id, tuple(members), preempts))
-
-    def released(self) -> None:
-        """Something was freed (a preemption): cached 'does not fit' answers are stale."""
-        self.no_fit.clear()
-
-    # ---- reservation (backfill without starving the head) -----------------------------------
-    def reserve_for(self, job: PendingJob, shape: MemberShape,
-                    reason: PendingReason) -> PendingReason:
-        if reason.unschedulable or job.queue in self.blocked_heads:
-            return reason
-        self.blocked_heads[job.queue] = job.job_id
-        if not self.config.backfill or self.reservations >= self.config.max_reservations:
-            return reason
-        nodes = self.closest_nodes(shape, job.request.gang)
-        if not nodes:
-            return reason
-        self.state.reserved[nodes] = True
-        self.reservations += 1
-        names = [self.state.names[i] for i in nodes]
-        return PendingReason(reason.code, reason.message + f"; holding {', '.join(names)} for it "
-                             "so smaller jobs cannot take the room it waits for",
-                             reason.details | {"reserved_nodes": names})
-
-    def closest_nodes(self, shape: MemberShape, gang: int) -> list[int]:
-        """The ``gang`` unreserved nodes that could hold a member and have the most room free."""
-        s = self.state
-        ever = s.node_ok & ~s.reserved & (s.cpu_cap >= shape.cpu_milli) & (s.mem_cap >= shape.memory_mib)
-        free = np.zeros(s.n)
-        if shape.whole or shape.milli:
-            allowed = allowed_mask(self.ctx, shape.constraints)
-            ever &= allowed.sum(axis=1) >= max(shape.whole, 1)
-            free = np.where(allowed, s.gpu_free, 0).sum(axis=1).astype(float)
-        free += s.cpu_free / 1e7
-        idx = np.flatnonzero(ever)
-        if len(idx) < gang:
-            return []
-        order = idx[np.lexsort((s.rank[idx], -free[idx]))]
-        return [int(i) for i in order[:gang]]
+               victims: Sequence[Victim]) -> None:
+        """Charge the job to its queue, commit the plan and record the placement."""
+        self.plan.charge(job.queue, job.request, self.book.models_of(members))
+        self.plan.commit()
+        for v in victims:
+            self.decision.preemptions.append(
+                Preemption(v.job.job_id, self.preemptor.reason(v, job), job.job_id))
+            self.reservations.forget(v.job.job_id)
+        if victims:
+            self.no_fit.clear()  # room was freed: cached "does not fit" answers are stale
+        self.decision.placements.append(
+            Placement(job.job_id, tuple(members), tuple(v.job.job_id for v in victims)))
+        if job.max_runtime_s is not None:
+            self.reservations.expect_end(job.job_id, self.snapshot.now + job.max_runtime_s,
+                                         claims_of(self.state, members))
 
 
-__all__ = ["Cycle", "SchedulerConfig", "schedule", "validate", "ClusterState"]
+__all__ = ["Cycle", "SchedulerConfig", "schedule", "validate"]

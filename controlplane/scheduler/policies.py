@@ -4,30 +4,31 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from controlplane.scheduler.frag import FragCache, Workload
-from controlplane.scheduler.framework import Context, Profile
+from controlplane.scheduler.framework import Profile, ScorePlugin
 from controlplane.scheduler.plugins.packing import GpuPool
 from controlplane.scheduler.plugins.scores import FGD, BestFit, BinPack, Spread, Topology
 
 DEFAULT_POLICY = "gpupool"
+PRIMARY_WEIGHT = 1000  # the policy's own scorer, as in the FGD paper's simulator runs
+TIE_BREAK_WEIGHT = 1  # topology only decides between spots the primary scores alike
 
-_PLUGINS: dict[str, Callable[[], object]] = {
+_PLUGINS: dict[str, Callable[[], ScorePlugin]] = {
     "binpack": BinPack, "spread": Spread, "bestfit": BestFit, "fgd": FGD,
     "topology": Topology, "gpupool": GpuPool,
 }
 
 POLICIES: dict[str, dict[str, float]] = {
     "firstfit": {},
-    "binpack": {"binpack": 1000, "topology": 1},
-    "spread": {"spread": 1000, "topology": 1},
-    "bestfit": {"bestfit": 1000},
-    "fgd": {"fgd": 1000},
-    "gpupool": {"gpupool": 1000, "topology": 1},
+    "binpack": {"binpack": PRIMARY_WEIGHT, "topology": TIE_BREAK_WEIGHT},
+    "spread": {"spread": PRIMARY_WEIGHT, "topology": TIE_BREAK_WEIGHT},
+    "bestfit": {"bestfit": PRIMARY_WEIGHT},
+    "fgd": {"fgd": PRIMARY_WEIGHT},
+    "gpupool": {"gpupool": PRIMARY_WEIGHT, "topology": TIE_BREAK_WEIGHT},
 }
 
 
 def profile(name: str, weights: dict[str, float] | None = None) -> Profile:
-    """The Profile of policy ``name``, or of explicit plugin ``weights`` when given."""
+    """A fresh Profile of policy ``name``, or of explicit plugin ``weights`` when given."""
     if weights is None:
         if name not in POLICIES:
             raise ValueError(f"unknown policy '{name}'; known: {', '.join(sorted(POLICIES))}")
@@ -36,16 +37,3 @@ def profile(name: str, weights: dict[str, float] | None = None) -> Profile:
     if unknown:
         raise ValueError(f"unknown score plugin(s) {unknown}; known: {sorted(_PLUGINS)}")
     return Profile(name, [(_PLUGINS[p](), float(w)) for p, w in weights.items()])
-
-
-def prepare(ctx: Context, prof: Profile, workload: Workload | None) -> None:
-    """Build the fragmentation caches the profile's plugins need (one per cycle or run)."""
-    names = {plugin.name for plugin, _ in prof.scorers}
-    if workload is None:
-        workload = Workload([], [])
-    if "fgd" in names and "fgd" not in ctx.caches:
-        ctx.caches["fgd"] = FragCache(ctx.state, workload)
-    if "gpupool" in names and "gpupool" not in ctx.caches:
-        for plugin, _ in prof.scorers:
-            if plugin.name == "gpupool":
-                plugin.prepare(ctx, workload)

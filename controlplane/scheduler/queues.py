@@ -8,11 +8,14 @@ is *borrowing*; its newest jobs are the ones a reclaim may take back.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from controlplane.core.resources import WHOLE, Request
-from controlplane.core.snapshot import PendingJob, Queue, RunningJob, Snapshot
+from controlplane.core.snapshot import MemberPlacement, PendingJob, Queue, Snapshot
+
+
+MIN_WEIGHT = 1e-9  # a queue of weight 0 still gets an order (last), never a division by zero
 
 
 def gpus(milli: int) -> str:
@@ -27,6 +30,7 @@ class QueueUsage:
     cpu_milli: int = 0
     memory_mib: int = 0
     by_model: dict[str, int] = field(default_factory=dict)
+    turn: tuple[int, float] | None = None  # cached turn key; cleared when usage changes
 
     @property
     def borrowed_milli(self) -> int:
@@ -42,24 +46,30 @@ class QueueUsage:
 class QuotaBook:
     """Usage of every queue, updated as the cycle places and preempts jobs."""
 
-    def __init__(self, snapshot: Snapshot, model_of: dict[str, str]):
+    def __init__(self, snapshot: Snapshot):
         self.usage = {q.name: QueueUsage(q) for q in snapshot.queues}
-        self.model_of = model_of  # accelerator uuid -> model
+        # usage per model only matters to per-model guarantees
+        self.tracks_models = any(q.model_guarantees_milli for q in snapshot.queues)
+        self.model_of = ({a.uuid: a.model for n in snapshot.nodes for a in n.accelerators}
+                         if self.tracks_models else {})  # accelerator uuid -> model
         self.releases = 0  # bumped when usage drops (a preemption): turn order must be rebuilt
         total_gpu = sum(len(n.accelerators) for n in snapshot.nodes) * WHOLE
         self.totals = (max(total_gpu, 1), max(sum(n.cpu_milli for n in snapshot.nodes), 1),
                        max(sum(n.memory_mib for n in snapshot.nodes), 1))
         for job in snapshot.running:
-            self.add(job.queue, job.request, self.models_of(job))
+            self.add(job.queue, job.request, self.models_of(job.members))
 
     def of(self, queue: str) -> QueueUsage:
         if queue not in self.usage:  # a job in an unknown queue: no guarantee, no limit
             self.usage[queue] = QueueUsage(Queue(queue, team=queue))
         return self.usage[queue]
 
-    def models_of(self, job: RunningJob) -> dict[str, int]:
+    def models_of(self, members: Sequence[MemberPlacement]) -> dict[str, int]:
+        """GPU milli per accelerator model that ``members`` hold (empty: no model guarantees)."""
         out: dict[str, int] = {}
-        for member in job.members:
+        if not self.tracks_models:
+            return out
+        for member in members:
             for grant in member.slices:
                 model = self.model_of.get(grant.accelerator_uuid, "")
                 out[model] = out.get(model, 0) + grant.compute_milli
@@ -67,6 +77,7 @@ class QuotaBook:
 
     def add(self, queue: str, req: Request, models: dict[str, int], sign: int = 1) -> None:
         u = self.of(queue)
+        u.turn = None
         if sign < 0:
             self.releases += 1
         u.gpu_milli += sign * req.total_gpu_milli
@@ -79,13 +90,15 @@ class QuotaBook:
         u = self.of(queue)
         gpu, cpu, mem = self.totals
         share = max(u.gpu_milli / gpu, u.cpu_milli / cpu, u.memory_mib / mem)
-        return share / max(u.queue.weight, 1e-9)
+        return share / max(u.queue.weight, MIN_WEIGHT)
 
     def turn_key(self, queue: str) -> tuple[int, float]:
         """Queues still below their guarantee go first (so the cycle never hands their room to
         a borrower it would reclaim next cycle), then the lowest weighted dominant share."""
         u = self.of(queue)
-        return (0 if u.gpu_milli < u.queue.guarantee_milli else 1, self.dominant_share(queue))
+        if u.turn is None:
+            u.turn = (0 if u.gpu_milli < u.queue.guarantee_milli else 1, self.dominant_share(queue))
+        return u.turn
 
     def over_limit(self, job: PendingJob) -> str | None:
         """A readable quota message when placing ``job`` would pass its queue's limit."""

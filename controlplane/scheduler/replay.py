@@ -16,13 +16,16 @@ import numpy as np
 
 from controlplane.core.resources import Constraints
 from controlplane.scheduler import policies
-from controlplane.scheduler.frag import FragCache, TaskShape, Workload
+from controlplane.scheduler.frag import TaskShape, Workload
 from controlplane.scheduler.framework import Context, MemberShape, Plan
-from controlplane.scheduler.plugins.fit import candidates, grants_of
-from controlplane.scheduler.state import Claim, ClusterState
+from controlplane.scheduler.place import assume_member
+from controlplane.scheduler.plugins.fit import candidates
+from controlplane.scheduler.state import ClusterState
 from controlplane.scheduler.tracefile import TraceNode, TracePod
 
 REPORT_BINS = (90, 95, 100, 110, 120, 130)
+# fragmentation is measured only around the reported bins (an empty bin borrows a neighbour's)
+FRAG_BINS = frozenset(b + d for b in REPORT_BINS for d in (-1, 0, 1))
 
 
 @dataclass(slots=True)
@@ -33,7 +36,7 @@ class RunResult:
     seconds: float
     cpu_seconds: float = 0.0
     alloc_pct: dict[int, float] = field(default_factory=dict)  # arrived % -> allocated %
-    frag_pct: dict[int, float] = field(default_factory=dict)  # arrived % -> frag % of capacity
+    frag_pct: dict[int, float] = field(default_factory=dict)  # reported arrived % -> frag % of capacity
 
     def unallocated(self, arrived: int) -> float:
         return 100.0 - self.alloc_pct[arrived]
@@ -55,14 +58,15 @@ def workload_of(pods: Sequence[TracePod]) -> Workload:
     for p in pods:
         memory.setdefault(TaskShape(p.cpu_milli, p.num_gpu, p.gpu_milli, p.gpu_spec),
                           []).append(p.memory_mib)
+
+    def with_memory(s: TaskShape) -> TaskShape:
+        values = sorted(memory[s])
+        return TaskShape(s.cpu_milli, s.num_gpu, s.gpu_milli, s.models, values[len(values) // 2])
+
     typical = Workload.typical(TaskShape(p.cpu_milli, p.num_gpu, p.gpu_milli, p.gpu_spec)
                                for p in pods)
-    shapes = []
-    for s in typical.shapes:
-        values = sorted(memory[s])
-        shapes.append(TaskShape(s.cpu_milli, s.num_gpu, s.gpu_milli, s.models,
-                                values[len(values) // 2]))
-    return Workload(shapes, typical.weights)
+    demand = {with_memory(s): len(v) for s, v in memory.items()}
+    return Workload([with_memory(s) for s in typical.shapes], typical.weights, demand)
 
 
 def arrival_order(pods: Sequence[TracePod], capacity_milli: int, seed: int,
@@ -106,34 +110,36 @@ def run(nodes: Sequence[TraceNode], pods: Sequence[TracePod], policy: str, seed:
     """One replay of ``pods`` on an empty cluster of ``nodes`` with ``policy``."""
     state = build_state(nodes)
     state.rank = np.random.default_rng(seed + 3_000_017).permutation(state.n)
-    workload = workload_of(pods)
-    measure = FragCache(state, workload)
-    ctx = Context(state, caches={"fgd": measure})
+    ctx = Context(state, workload_of(pods))
+    measure = ctx.fragmentation  # the paper's fragmentation, shared with the fgd scorer
     prof = policies.profile(policy)
-    policies.prepare(ctx, prof, workload)
+    prof.prepare(ctx)
+    plan = Plan(ctx)
     capacity = int(state.gpu_count.sum()) * 1000
     order = arrival_order(pods, capacity, seed)[:limit]
     shapes: dict[tuple, MemberShape] = {}
+    never_again: set[MemberShape] = set()  # nothing departs: a shape that failed fails forever
     sums: dict[int, list[float]] = {}
     arrived = used = placed = failed = 0
     started, cpu_started = time.perf_counter(), time.process_time()
     for i, pod in enumerate(order):
         key = (pod.cpu_milli, pod.memory_mib, pod.num_gpu, pod.gpu_milli, pod.gpu_spec)
         shape = shapes.get(key) or shapes.setdefault(key, _shape(pod))
-        cands = candidates(ctx, shape)
+        cands = None if shape in never_again else candidates(ctx, shape)
         arrived += pod.gpu_demand
-        if len(cands):
-            pick = prof.pick(ctx, shape, cands)
-            node, grants = grants_of(state, shape, cands, pick)
-            Plan(state).assume(Claim(node, shape.cpu_milli, shape.memory_mib, grants))
+        if cands is not None and len(cands):
+            assume_member(plan, prof, shape, 0, cands)
+            plan.commit()
             used += pod.gpu_demand
             placed += 1
         else:
             failed += 1
+            never_again.add(shape)
         bin_ = math.floor(arrived / (10 * capacity / 1000) + 0.5)
         acc = sums.setdefault(bin_, [0.0, 0.0, 0])
         acc[0] += round(100.0 * used / capacity, 2)
-        acc[1] += 100.0 * measure.cluster_frag() / capacity
+        if bin_ in FRAG_BINS:
+            acc[1] += 100.0 * measure.cluster_frag() / capacity
         acc[2] += 1
         if progress and i % 256 == 0:
             progress(i, len(order))
@@ -146,7 +152,8 @@ def run(nodes: Sequence[TraceNode], pods: Sequence[TracePod], policy: str, seed:
         src = sums.get(b) or sums.get(b - 1) or sums.get(b + 1)
         if src:
             result.alloc_pct[b] = src[0] / src[2]
-            result.frag_pct[b] = src[1] / src[2]
+            if b in REPORT_BINS:
+                result.frag_pct[b] = src[1] / src[2]
     return result
 
 

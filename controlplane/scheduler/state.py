@@ -12,7 +12,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from controlplane.core.resources import WHOLE, Node
+from controlplane.core.resources import WHOLE, Constraints, Node
+
+HASH_MULT = np.int64(1099511628211)  # FNV-1a 64-bit prime: mixes a node's hash with a GPU's fields
+MODEL_SHIFT, MEMORY_SHIFT = 11, 22  # free milli (<= 1000) fits 11 bits, model ids 11 more
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,14 +26,6 @@ class Claim:
     cpu_milli: int
     memory_mib: int
     gpus: tuple[tuple[int, int, int], ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class ClaimUndo:
-    """One entry of a Plan's log: a claim that was taken (or given back)."""
-
-    claim: Claim
-    taken: bool
 
 
 class ClusterState:
@@ -62,14 +57,21 @@ class ClusterState:
         self.rank = np.argsort(np.argsort(np.array(self.names, dtype=object), kind="stable"))
         self.listeners: list[Callable[[int], None]] = []
         self.uuids: list[list[str]] = [[] for _ in range(self.n)]
+        self.where: dict[str, tuple[int, int]] = {}  # accelerator uuid -> (node, index)
         self.node_labels: list[dict[str, str]] = [{} for _ in range(self.n)]
         self.acc_labels: list[list[dict[str, str]]] = [[] for _ in range(self.n)]
         self.vendors: list[list[str]] = [[] for _ in range(self.n)]
         self.acc_mem_cap = self.gpu_mem_free.copy()
         self.cpu_cap = self.cpu_free.copy()  # whole-node capacity (for "can never fit")
         self.mem_cap = self.mem_free.copy()
-        self.reserved = np.zeros(self.n, dtype=bool)  # held for a blocked queue head
+        # held for a blocked queue head: only members ending by then may use the node (hold())
+        self.free_until = np.full(self.n, np.inf)
+        self._open = self.node_ok.copy()  # usable by any member: ready and not held
+        self.has_topology = bool((self.gpu_domain >= 0).any() or (self.gpu_numa >= 0).any())
         self._sig = np.zeros(self.n, np.int64)
+        self._distinct = np.zeros((self.n, self.g), bool)
+        self._idle = np.zeros((self.n, self.g), bool)
+        self._idle_count = np.zeros(self.n, np.int64)
         self._sig_dirty: set[int] = set(range(self.n))
 
     # ---- construction -------------------------------------------------------------------
@@ -85,21 +87,20 @@ class ClusterState:
         model = np.full((n, g), -1, np.int64)
         domain = np.full((n, g), -1, np.int64)
         numa = np.full((n, g), -1, np.int64)
-        models: list[str] = []
         model_id: dict[str, int] = {}
         domain_id: dict[tuple[int, str], int] = {}
-        for i, node in enumerate(nodes):
-            for j, acc in enumerate(node.accelerators):
-                free[i, j] = acc.free_milli
-                mem[i, j] = acc.free_memory_mib
-                cap[i, j] = acc.memory_mib
-                valid[i, j] = acc.healthy
-                model[i, j] = model_id.setdefault(acc.model, len(models))
-                if model[i, j] == len(models):
-                    models.append(acc.model)
-                if acc.interconnect_domain is not None:
-                    domain[i, j] = domain_id.setdefault((i, acc.interconnect_domain), len(domain_id))
-                numa[i, j] = -1 if acc.numa_node is None else acc.numa_node
+        rows_of = [(i, j, a.free_milli, a.free_memory_mib, a.memory_mib, a.healthy,
+                    model_id.setdefault(a.model, len(model_id)),
+                    -1 if a.interconnect_domain is None
+                    else domain_id.setdefault((i, a.interconnect_domain), len(domain_id)),
+                    -1 if a.numa_node is None else a.numa_node)
+                   for i, node in enumerate(nodes) for j, a in enumerate(node.accelerators)]
+        if rows_of:  # one pass over the accelerators, one vectorised write per array
+            cols = np.array(rows_of, np.int64).T
+            at = (cols[0], cols[1])
+            free[at], mem[at], cap[at], valid[at] = cols[2], cols[3], cols[4], cols[5].astype(bool)
+            model[at], domain[at], numa[at] = cols[6], cols[7], cols[8]
+        models = list(model_id)
         state = cls([x.name for x in nodes], [x.free_cpu_milli for x in nodes],
                     [x.free_memory_mib for x in nodes], free, mem, valid, model, models,
                     [not x.cordoned and x.ready for x in nodes], domain, numa)
@@ -108,8 +109,9 @@ class ClusterState:
         state.mem_cap = np.array([x.memory_mib for x in nodes], np.int64)
         for i, node in enumerate(nodes):
             state.uuids[i] = [a.uuid for a in node.accelerators]
-            state.node_labels[i] = dict(node.labels)
-            state.acc_labels[i] = [dict(a.labels) for a in node.accelerators]
+            state.where.update((a.uuid, (i, j)) for j, a in enumerate(node.accelerators))
+            state.node_labels[i] = node.labels  # read only
+            state.acc_labels[i] = [a.labels for a in node.accelerators]
             state.vendors[i] = [a.vendor for a in node.accelerators]
         return state
 
@@ -127,6 +129,7 @@ class ClusterState:
         model = np.repeat(np.array([ids[m] for m in models], np.int64)[:, None], g, axis=1)
         state = cls(names, cpu, mem, free, mem_free, valid, model, model_names)
         state.uuids = [[f"{names[i]}-gpu{j}" for j in range(gpus[i])] for i in range(n)]
+        state.where = {u: (i, j) for i, row in enumerate(state.uuids) for j, u in enumerate(row)}
         state.vendors = [["nvidia"] * gpus[i] for i in range(n)]
         state.acc_labels = [[{} for _ in range(gpus[i])] for i in range(n)]
         return state
@@ -151,23 +154,92 @@ class ClusterState:
         for listener in self.listeners:
             listener(i)
 
+    def _refresh_rows(self) -> None:
+        """Recompute the per-node views of the nodes changed since the last read."""
+        if not self._sig_dirty:
+            return
+        for i in self._sig_dirty:
+            gpus = list(zip(self.gpu_free[i].tolist(), self.gpu_mem_free[i].tolist(),
+                            self.gpu_model[i].tolist(), self.acc_mem_cap[i].tolist(),
+                            self.gpu_valid[i].tolist()))
+            self._sig[i] = hash((int(self.cpu_free[i]), int(self.mem_free[i]),
+                                 bool(self.node_ok[i]), tuple(sorted(gpus))))
+            seen: set[tuple] = set()
+            for j, gpu in enumerate(gpus):
+                self._distinct[i, j] = gpu[4] and gpu not in seen
+                self._idle[i, j] = gpu[4] and gpu[0] == WHOLE and gpu[1] == gpu[3]
+                seen.add(gpu)
+            self._idle_count[i] = int(self._idle[i].sum())
+        self._sig_dirty.clear()
+
     def signature(self) -> np.ndarray:
         """Per node, a hash of everything placement looks at; equal hash = interchangeable node
         (apart from its name, rank and topology)."""
-        if self._sig_dirty:
-            for i in self._sig_dirty:
-                gpus = sorted(zip(self.gpu_free[i].tolist(), self.gpu_mem_free[i].tolist(),
-                                  self.gpu_model[i].tolist(), self.acc_mem_cap[i].tolist(),
-                                  self.gpu_valid[i].tolist()))
-                self._sig[i] = hash((int(self.cpu_free[i]), int(self.mem_free[i]),
-                                     bool(self.node_ok[i]), tuple(gpus)))
-            self._sig_dirty.clear()
+        self._refresh_rows()
         return self._sig
 
     @property
-    def has_topology(self) -> bool:
-        return bool((self.gpu_domain >= 0).any() or (self.gpu_numa >= 0).any())
+    def distinct(self) -> np.ndarray:
+        """(N, G) the first accelerator of each kind (free milli and MiB, model, size) on its
+        node: a fraction scores the same on any accelerator of a kind, so only these are tried."""
+        self._refresh_rows()
+        return self._distinct
 
-    # ---- totals ---------------------------------------------------------------------------
-    def total_free_milli(self) -> int:
-        return int(self.gpu_free[self.gpu_valid].sum())
+    @property
+    def idle(self) -> np.ndarray:
+        """(N, G) healthy accelerators with nothing on them (all compute and memory free)."""
+        self._refresh_rows()
+        return self._idle
+
+    @property
+    def idle_count(self) -> np.ndarray:
+        """(N,) idle accelerators per node."""
+        self._refresh_rows()
+        return self._idle_count
+
+    def spot_keys(self, nodes: np.ndarray, gpus: np.ndarray | None) -> np.ndarray:
+        """Per spot, a hash of its node and (for a fraction) its accelerator: equal keys are
+        interchangeable spots, which score alike."""
+        key = self.signature()[nodes]
+        if gpus is None:
+            return key
+        gpu_key = (self.gpu_free[nodes, gpus] | (self.gpu_model[nodes, gpus] << MODEL_SHIFT)
+                   | (self.gpu_mem_free[nodes, gpus] << MEMORY_SHIFT))
+        return key * HASH_MULT + gpu_key
+
+    # ---- reservations and constraints -----------------------------------------------------
+    @property
+    def reserved(self) -> np.ndarray:
+        """Nodes held for a blocked queue head."""
+        return self.free_until < np.inf
+
+    def hold(self, nodes: list[int], until: float) -> None:
+        """Reserve ``nodes``: until ``until`` only members that end by then may use them."""
+        self.free_until[nodes] = until
+        self._open = self.node_ok & (self.free_until == np.inf)
+
+    def usable(self, ends_at: float = np.inf, rows: slice | np.ndarray = slice(None)) -> np.ndarray:
+        """Nodes (of ``rows``) a member ending at ``ends_at`` may use: ready, not cordoned, and
+        free of any reservation that starts before it ends."""
+        if ends_at == np.inf:
+            return self._open[rows]
+        return self.node_ok[rows] & (self.free_until[rows] >= ends_at)
+
+    def allowed(self, c: Constraints) -> np.ndarray:
+        """(N, G) healthy accelerators that satisfy ``c``."""
+        mask = self.gpu_valid.copy()
+        if c.models:
+            ids = [i for i, m in enumerate(self.models) if m in c.models]
+            mask &= np.isin(self.gpu_model, ids)
+        if c.min_memory_mib:
+            mask &= self.acc_mem_cap >= c.min_memory_mib
+        if c.vendor or c.labels:
+            for i, j in zip(*np.nonzero(mask)):
+                if c.vendor and self.vendors[i][j] != c.vendor:
+                    mask[i, j] = False
+                    continue
+                acc_labels = self.acc_labels[i][j] if self.acc_labels[i] else {}
+                if any(acc_labels.get(k) != v and self.node_labels[i].get(k) != v
+                       for k, v in c.labels):
+                    mask[i, j] = False
+        return mask

@@ -86,3 +86,13 @@ def load_pods(path: str | Path) -> list[TracePod]:
     if not pods:
         raise TraceError(f"{path}: no pods")
     return pods
+
+
+def write_pods(path: str | Path, pods: list[TracePod]) -> None:
+    """Write ``pods`` as a pod CSV that ``load_pods`` reads back (gpu_spec joined by '|')."""
+    with Path(path).open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow((*POD_COLUMNS, "gpu_spec"))
+        for p in pods:
+            writer.writerow((p.name, p.cpu_milli, p.memory_mib, p.num_gpu, p.gpu_milli,
+                             "|".join(p.gpu_spec)))

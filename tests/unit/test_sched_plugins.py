@@ -47,8 +47,8 @@ def test_incremental_delta_equals_recomputation():
     rows = [(f"n{i}", int(rng.integers(0, 9)) * 1000, list(rng.integers(0, 11, size=4) * 100))
             for i in range(12)]
     st = cluster(rows)
-    cache = FragCache(st, WORKLOAD)
-    ctx = Context(st, caches={"fgd": cache})
+    ctx = Context(st, WORKLOAD)
+    cache = ctx.fragmentation
     for shape in (MemberShape(1000, 0, milli=300), MemberShape(2000, 0, whole=1),
                   MemberShape(1000, 0)):
         cands = candidates(ctx, shape)
@@ -57,7 +57,7 @@ def test_incremental_delta_equals_recomputation():
         for c in range(len(cands)):
             before = cache.frag.copy()
             node, grants = grants_of(st, shape, cands, c)
-            plan = Plan(st)
+            plan = Plan(ctx)
             plan.assume(Claim(node, shape.cpu_milli, 0, grants))
             assert cache.frag[node] - before[node] == pytest.approx(deltas[c])
             plan.rollback()
@@ -66,9 +66,9 @@ def test_incremental_delta_equals_recomputation():
 
 def pick(policy, rows, shape):
     st = cluster(rows)
-    ctx = Context(st)
+    ctx = Context(st, WORKLOAD)
     prof = policies.profile(policy)
-    policies.prepare(ctx, prof, WORKLOAD)
+    prof.prepare(ctx)
     cands = candidates(ctx, shape)
     node, grants = grants_of(st, shape, cands, prof.pick(ctx, shape, cands))
     return st.names[node], grants
@@ -97,7 +97,7 @@ def test_each_scorer_prefers_what_it_should(policy, shape, node, gpu):
 def test_plan_rollback_to_savepoint_restores_exactly():
     st = cluster(ROWS)
     before = (st.cpu_free.copy(), st.gpu_free.copy())
-    plan = Plan(st)
+    plan = Plan(Context(st))
     plan.assume(Claim(0, 1000, 10, ((0, 400, 400),)))
     mark = plan.savepoint()
     plan.assume(Claim(1, 1000, 10, ((1, 500, 500),)))
@@ -138,3 +138,74 @@ def test_scoring_interchangeable_spots_once_changes_no_decision(policy, monkeypa
     monkeypatch.setattr(Profile, "total", Profile._weighted)
     slow = replay.run(nodes, pods, policy, seed=5)
     assert (fast.placed, fast.alloc_pct, fast.frag_pct) == (slow.placed, slow.alloc_pct, slow.frag_pct)
+
+
+def two_models(gpus=(8, 2)):
+    """A G2 node and a T4 node (the T4 one first in name order)."""
+    st = ClusterState.from_table(["b-g2", "a-t4"], [64000, 64000], [10**6, 10**6], list(gpus),
+                                 ["G2", "T4"])
+    return st
+
+
+def test_contention_by_hand():
+    from controlplane.scheduler.contention import Contention
+
+    st = two_models()
+    demand = Workload([], [], {TaskShape(1000, 1, 1000): 1, TaskShape(1000, 1, 1000, ("T4",)): 1})
+    contention = Contention(st, demand)
+    # supply: any model 10 GPUs, T4 2 GPUs; per free milli G2 carries .5/10000, T4 .5/10000+.5/2000
+    assert contention.rho() == pytest.approx([0.5, 3.0])
+    plan = Plan(Context(st))
+    plan.assume(Claim(1, 0, 0, ((0, 1000, 1000),)))  # one T4 taken: T4 more contended still
+    assert contention.rho() == pytest.approx([(0.5 / 9000) / (1 / 9000), (0.5 / 9000 + 0.5 / 1000) / (1 / 9000)])
+    assert not Contention(st, Workload([], [], {TaskShape(1000, 1, 1000): 1})).active
+    # a size only the G2 node has (half the GPU demand): it presses on G2 alone
+    big = Contention(st, Workload([], [], {TaskShape(1000, 1, 1000): 8, TaskShape(1000, 8, 1000): 1}))
+    assert big.rho() == pytest.approx([(0.5 / 9000 + 0.5 / 8000) / (1 / 9000), (0.5 / 9000) / (1 / 9000)])
+
+
+ANY, T4, G2 = TaskShape(1000, 1, 1000), TaskShape(1000, 1, 1000, ("T4",)), TaskShape(1000, 1, 1000, ("G2",))
+
+
+@pytest.mark.parametrize("demand, node", [
+    ({ANY: 1}, "a-t4"),  # nothing constrained: equal spots, lowest rank (name) wins
+    ({ANY: 7, T4: 3}, "b-g2"),  # T4 is what the constrained demand needs: leave it
+    ({ANY: 7, G2: 3}, "a-t4"),
+])
+def test_unconstrained_work_leaves_contended_models_alone(demand, node):
+    st = two_models(gpus=(2, 2))
+    st.acc_mem_cap = st.gpu_mem_free.copy()
+    ctx = Context(st, Workload([ANY, T4, G2], [1, 1, 1], demand))
+    prof = policies.profile("gpupool")
+    prof.prepare(ctx)
+    shape = MemberShape(1000, 0, whole=1)
+    cands = candidates(ctx, shape)
+    assert st.names[int(cands.nodes[prof.pick(ctx, shape, cands)])] == node
+
+
+def test_plan_rolls_back_quota_and_gang_with_capacity():
+    from controlplane.core.snapshot import Snapshot
+    from controlplane.scheduler.factories import node, queue, request
+    from controlplane.scheduler.queues import QuotaBook
+
+    snap = Snapshot([node("n1")], queues=[queue("a", guarantee_gpus=2)])
+    st = ClusterState.from_nodes(snap.nodes)
+    book = QuotaBook(snap)
+    ctx = Context(st)
+    plan = Plan(ctx, book)
+    plan.assume(Claim(0, 1000, 10, ((0, 1000, 81559),)))
+    plan.charge("a", request(gpus=1), {})
+    plan.join_gang(0)
+    mark = plan.savepoint()
+    plan.release(Claim(0, 1000, 10, ((0, 1000, 81559),)))
+    plan.charge("a", request(gpus=1), {}, -1)
+    plan.join_gang(3)
+    assert (book.of("a").gpu_milli, ctx.gang) == (0, {0, 3})
+    plan.rollback(mark)
+    assert (book.of("a").gpu_milli, ctx.gang, int(st.gpu_free[0, 0])) == (1000, {0}, 0)
+    plan.rollback()
+    assert (book.of("a").gpu_milli, ctx.gang, int(st.gpu_free[0, 0])) == (0, set(), 1000)
+    plan.join_gang(1)
+    plan.charge("a", request(gpus=2), {})
+    plan.commit()  # kept; the next job starts with an empty gang
+    assert (book.of("a").gpu_milli, ctx.gang, plan.log) == (2000, set(), [])

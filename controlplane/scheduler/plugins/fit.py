@@ -1,85 +1,74 @@
-"""Fit filter: every spot where one member fits (CPU, memory, accelerator share, constraints).
+"""Fit filter: where one member fits (CPU, memory, accelerator share, constraints, reservations).
 
+The one definition of "fits", used by placement, preemption and the pending reasons alike.
 Fractions go on one accelerator with enough free milli and memory; whole requests take
-accelerators nobody uses. Cordoned, not-ready nodes and unhealthy accelerators never fit.
+accelerators nobody uses. Cordoned, not-ready nodes and unhealthy accelerators never fit, and
+a node held for a blocked queue head only takes members that end before the head starts.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from controlplane.core.resources import WHOLE, Constraints
+from controlplane.core.resources import WHOLE
 from controlplane.scheduler.framework import Candidates, Context, MemberShape
 from controlplane.scheduler.state import ClusterState
 
-
-def allowed_mask(ctx: Context, constraints: Constraints) -> np.ndarray:
-    """(N, G) accelerators that satisfy ``constraints`` (cached per cycle)."""
-    key = ("allowed", constraints)
-    mask = ctx.caches.get(key)
-    if mask is None:
-        mask = compute_allowed(ctx.state, constraints)
-        ctx.caches[key] = mask
-    return mask
+Rows = slice | np.ndarray
 
 
-def compute_allowed(state: ClusterState, c: Constraints) -> np.ndarray:
-    mask = state.gpu_valid.copy()
-    if c.models:
-        ids = [i for i, m in enumerate(state.models) if m in c.models]
-        mask &= np.isin(state.gpu_model, ids)
-    if c.min_memory_mib:
-        mask &= state.acc_mem_cap >= c.min_memory_mib
-    if c.vendor or c.labels:
-        for i in range(state.n):
-            for j in range(len(state.vendors[i])):
-                if not mask[i, j]:
-                    continue
-                if c.vendor and state.vendors[i][j] != c.vendor:
-                    mask[i, j] = False
-                    continue
-                acc_labels = state.acc_labels[i][j] if state.acc_labels[i] else {}
-                for key, value in c.labels:
-                    if acc_labels.get(key) != value and state.node_labels[i].get(key) != value:
-                        mask[i, j] = False
-                        break
-    return mask
+def host_room(state: ClusterState, shape: MemberShape, rows: Rows = slice(None)) -> np.ndarray:
+    """(N,) usable nodes with the member's CPU and memory free."""
+    return (state.usable(shape.ends_at, rows) & (state.cpu_free[rows] >= shape.cpu_milli)
+            & (state.mem_free[rows] >= shape.memory_mib))
 
 
-def idle_mask(state: ClusterState) -> np.ndarray:
-    """(N, G) accelerators with nothing on them (all compute and all memory free)."""
-    return state.gpu_valid & (state.gpu_free == WHOLE) & (state.gpu_mem_free == state.acc_mem_cap)
+def gpu_room(ctx: Context, shape: MemberShape, rows: Rows = slice(None)) -> np.ndarray:
+    """(N, G) accelerators the member may take: idle allowed ones (whole), or allowed ones with
+    its milli and memory free (fraction)."""
+    state = ctx.state
+    memory = shape.gpu_memory_mib or ctx.fraction_memory(shape.milli)[rows]
+    room = (state.idle[rows] if shape.whole else
+            (state.gpu_free[rows] >= shape.milli) & (state.gpu_mem_free[rows] >= memory))
+    if shape.constraints.any_accelerator:  # every healthy one is allowed, and room implies healthy
+        return room
+    return room & ctx.allowed(shape.constraints)[rows]
 
 
-def node_fits(state: ClusterState, shape: MemberShape) -> np.ndarray:
-    return (state.node_ok & ~state.reserved & (state.cpu_free >= shape.cpu_milli)
-            & (state.mem_free >= shape.memory_mib))
+def gpus_fit(shape: MemberShape, room: np.ndarray) -> np.ndarray:
+    """(N,) nodes whose accelerator room (from ``gpu_room``) holds the member."""
+    return room.sum(axis=1) >= shape.whole if shape.whole else room.any(axis=1)
 
 
-def fraction_memory(state: ClusterState, shape: MemberShape) -> np.ndarray:
-    """(N, G) memory a fraction takes on each accelerator."""
-    if shape.gpu_memory_mib:
-        return np.full(state.gpu_free.shape, shape.gpu_memory_mib, np.int64)
-    return state.acc_mem_cap * shape.milli // WHOLE
+def fits_on(ctx: Context, shape: MemberShape, node: int) -> bool:
+    """Whether the member fits on ``node`` now."""
+    rows = np.array([node])
+    if not host_room(ctx.state, shape, rows)[0]:
+        return False
+    return not shape.uses_gpu or bool(gpus_fit(shape, gpu_room(ctx, shape, rows))[0])
 
 
 def candidates(ctx: Context, shape: MemberShape) -> Candidates:
     """All feasible spots of one member (possibly none)."""
     state = ctx.state
-    fits = node_fits(state, shape)
+    fits = host_room(state, shape)
     if shape.whole:
-        idle = idle_mask(state) & allowed_mask(ctx, shape.constraints) & fits[:, None]
-        nodes = np.flatnonzero(idle.sum(axis=1) >= shape.whole)
-        sub = idle[nodes]
+        if shape.constraints.any_accelerator:  # idle counts are kept per node: no (N, G) pass
+            nodes = np.flatnonzero(fits & (state.idle_count >= shape.whole))
+            sub = state.idle[nodes]
+        else:
+            idle = gpu_room(ctx, shape) & fits[:, None]
+            nodes = np.flatnonzero(idle.sum(axis=1) >= shape.whole)
+            sub = idle[nodes]
         chosen = sub & (np.cumsum(sub, axis=1) <= shape.whole)
-        if shape.whole > 1:
+        if shape.whole > 1 and state.has_topology:
             group_aware(state, nodes, sub, chosen, shape.whole)
         return Candidates(nodes, chosen=chosen)
     if shape.milli:
-        ok = (allowed_mask(ctx, shape.constraints) & fits[:, None]
-              & (state.gpu_free >= shape.milli)
-              & (state.gpu_mem_free >= fraction_memory(state, shape)))
-        nodes, gpus = np.nonzero(ok)
+        room = gpu_room(ctx, shape) & fits[:, None]
+        if not (shape.constraints.vendor or shape.constraints.labels):
+            room &= state.distinct  # alike accelerators of a node score alike: try the first
+        nodes, gpus = np.nonzero(room)
         return Candidates(nodes, gpus=gpus)
     return Candidates(np.flatnonzero(fits))
 
