@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from controlplane.cli import admin, cluster, jobs, local
+from controlplane.cli import admin, cluster, jobs, local, usage
 
 app = typer.Typer(
     name="gpupool",
@@ -32,6 +32,7 @@ jobs.register(app)
 cluster.register(app)
 admin.register(app)
 local.register(app)
+usage.register(app)
 
 try:  # the scheduler's trace-replay benchmark, when that package provides it
     from controlplane.cli.bench import app as _bench_app

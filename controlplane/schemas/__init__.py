@@ -14,6 +14,9 @@ from controlplane.schemas.jobs import (Event, EventList, EventPage, Job, JobPage
 from controlplane.schemas.nodes import (Accelerator, AcceleratorList, AcceleratorOnNode, Capacity,
                                         CapacityFigures, ModelCapacity, Node, NodeList)
 from controlplane.schemas.problems import FieldError, Problem, problem_responses
+from controlplane.schemas.usage import (JobUsage, RightSizing, SliceUsageSeries, UsageFigures,
+                                        UsagePoint, UsageReport, UsageReportRow, UsageSummary,
+                                        UsageTimeline)
 
 __all__ = [
     "Accelerator", "AcceleratorList", "AcceleratorOnNode", "ApiModel", "BootstrapToken", "Capacity",
@@ -23,4 +26,6 @@ __all__ = [
     "QueueUpdate", "Team", "TeamCreate", "TeamList", "Token", "TokenCreate", "TokenCreated",
     "TokenList", "TokenRevoked", "User", "UserCreate", "UserList", "Whoami", "WriteModel",
     "problem_responses",
+    "JobUsage", "RightSizing", "SliceUsageSeries", "UsageFigures", "UsagePoint", "UsageReport",
+    "UsageReportRow", "UsageSummary", "UsageTimeline",
 ]

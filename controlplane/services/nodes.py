@@ -13,7 +13,7 @@ from controlplane.db.database import Database, retry_deadlocks
 from controlplane.core.states import NodeState, Role, StopKind
 from controlplane.db.models import (AcceleratorRow, JobRow, MemberRow, NodeRow, SampleRow,
                                     StatusSeenRow, TokenRow)
-from controlplane.services import events, lifecycle
+from controlplane.services import events, lifecycle, usage_buffer
 from controlplane.services.auth import forget_cached_tokens, hash_token, new_secret, remember_token
 from controlplane.services.principal import Principal
 from controlplane.services.errors import MAX_INT, Forbidden, Invalid, NotFound
@@ -134,6 +134,7 @@ def heartbeat(db: Database, who: Principal, hb: wire.Heartbeat, interval_s: floa
                 for x in newest.values()]
         if rows:
             s.connection().execute(_upsert_statement(db), rows)
+    usage_buffer.record(db, node_id, hb.slice_usage, ts)  # in memory; the loops write it per minute
     return wire.HeartbeatResponse(heartbeat_interval_s=interval_s)
 
 

@@ -1,0 +1,160 @@
+"""Chargeback: GPU-hours allocated and used per team, queue, user, accelerator model or job.
+
+For a range [start, end):
+- allocated = sum over slices of (their allocation [allocated_at, released_at or now) clipped to
+  the range, in hours) x compute (1000 milli = 1 GPU), and likewise x memory (GiB-hours);
+- used = sum over stored usage buckets of (the bucket clipped to its slice's allocation and to
+  the range, in hours) x mean utilisation (% of the accelerator / 100), and likewise x mean memory
+  used; ``measured`` = the allocation those buckets cover where a utilisation was reported;
+- unused = allocated - used (compute).
+Everything is summed by the database (GROUP BY), so the cost does not grow with Python loops.
+Members see only their own team's jobs.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Literal
+
+from sqlalchemy import BigInteger, case, cast, distinct, func, literal, select
+from sqlalchemy.sql.elements import ColumnElement
+
+from controlplane.db.database import Database
+from controlplane.db.models import AcceleratorRow, JobRow, MemberRow, QueueRow, SliceRow, TeamRow, UserRow
+from controlplane.db.usage import JobUsageRow, greatest, least
+from controlplane.services.errors import Invalid
+from controlplane.services.principal import Principal
+from controlplane.services.serialize import iso
+
+GroupBy = Literal["team", "queue", "user", "model", "job"]
+GROUPS: tuple[str, ...] = ("team", "queue", "user", "model", "job")
+MAX_RANGE_S = 5 * 366 * 86400.0
+TIMELINE_POINTS = 200
+NICE_STEPS = (60, 300, 900, 1800, 3600, 3 * 3600, 6 * 3600, 12 * 3600, 86400, 7 * 86400)
+U = JobUsageRow
+FIGURES = ("allocated_gpu_hours", "used_gpu_hours", "unused_gpu_hours", "measured_gpu_hours",
+           "allocated_memory_gib_hours", "used_memory_gib_hours")
+
+
+def _group_columns(by: str) -> list[ColumnElement]:
+    return {"team": [TeamRow.name], "queue": [TeamRow.name, QueueRow.name], "user": [UserRow.name],
+            "model": [AcceleratorRow.model], "job": [JobRow.id]}[by]
+
+
+def _key(by: str, values: tuple) -> str:
+    return "/".join(str(v) for v in values) if by == "queue" else str(values[0])
+
+
+def _joined(q, by: str):  # noqa: ANN001, ANN202
+    """Join what the grouping needs from a query that has MemberRow and SliceRow."""
+    q = q.join(JobRow, JobRow.id == MemberRow.job_id)
+    if by in ("team", "queue"):
+        q = q.join(QueueRow, QueueRow.id == JobRow.queue_id).join(TeamRow, TeamRow.id == QueueRow.team_id)
+    elif by == "user":
+        q = q.join(UserRow, UserRow.id == JobRow.user_id)
+    elif by == "model":
+        q = q.join(AcceleratorRow, AcceleratorRow.uuid == SliceRow.accelerator_uuid)
+    return q
+
+
+def check_range(start: float, end: float) -> None:
+    if not end > start:
+        raise Invalid("to", "must be after from")
+    if end - start > MAX_RANGE_S:
+        raise Invalid("from", "the range may span at most 5 years")
+
+
+def timeline_step(start: float, end: float, bucket_s: int = 60) -> int:
+    """A round step giving at most ~200 points over the range (never finer than a bucket)."""
+    want = (end - start) / TIMELINE_POINTS
+    return max(bucket_s, next((s for s in NICE_STEPS if s >= want), NICE_STEPS[-1]))
+
+
+def usage_report(db: Database, who: Principal, start: float, end: float, by: str = "team", *,
+                 now: float | None = None, job_id: int | None = None, timeline: bool = True) -> dict:
+    """The report for [start, end) grouped ``by``; ``job_id`` restricts it to one job."""
+    if by not in GROUPS:
+        raise Invalid("by", f"use one of {', '.join(GROUPS)}")
+    check_range(start, end)
+    now = time.time() if now is None else now
+    released = func.coalesce(SliceRow.released_at, now)
+    cols = _group_columns(by)
+
+    def scoped(q):  # noqa: ANN001, ANN202
+        q = _joined(q, by)
+        if not who.is_admin:
+            q = q.where(JobRow.team_id == who.team_id)
+        if job_id is not None:
+            q = q.where(JobRow.id == job_id)
+        return q
+
+    a_secs = greatest(least(released, end) - greatest(SliceRow.allocated_at, start), 0.0)
+    alloc_q = scoped(select(*cols, func.sum(a_secs * SliceRow.compute_milli),
+                            func.sum(a_secs * SliceRow.memory_mib), func.count(distinct(MemberRow.job_id)))
+                     .select_from(SliceRow).join(MemberRow, MemberRow.id == SliceRow.member_id)
+                     .where(SliceRow.allocated_at.is_not(None), SliceRow.allocated_at < end, released > start)
+                     ).group_by(*cols)
+    u_secs = greatest(least(U.ts + U.resolution_s, released, end) - greatest(U.ts, SliceRow.allocated_at, start), 0.0)
+    util = U.util_sum / func.nullif(U.util_samples, 0)
+    used_parts = (func.sum(u_secs * util), func.sum(case((U.util_samples > 0, u_secs * SliceRow.compute_milli),
+                                                        else_=0.0)),
+                  func.sum(u_secs * U.memory_sum / func.nullif(U.samples, 0)))
+    used_from = (select().select_from(U).join(SliceRow, SliceRow.id == U.slice_id)
+                 .join(MemberRow, MemberRow.id == SliceRow.member_id)
+                 .where(U.ts < end, U.ts > start - 3600, U.ts + U.resolution_s > start))
+    used_q = scoped(used_from.add_columns(*cols, *used_parts)).group_by(*cols)
+
+    rows: dict[str, dict] = {}
+    with db.read() as s:
+        for *key, milli_s, mib_s, jobs in s.execute(alloc_q):
+            r = _row(rows, _key(by, tuple(key)))
+            r["jobs"] = int(jobs)
+            r["allocated_gpu_hours"] = (milli_s or 0.0) / 1000 / 3600
+            r["allocated_memory_gib_hours"] = (mib_s or 0.0) / 1024 / 3600
+        for *key, util_s, measured_s, mem_s in s.execute(used_q):
+            r = _row(rows, _key(by, tuple(key)))
+            r["used_gpu_hours"] = (util_s or 0.0) / 100 / 3600
+            r["measured_gpu_hours"] = (measured_s or 0.0) / 1000 / 3600
+            r["used_memory_gib_hours"] = (mem_s or 0.0) / 1024 / 3600
+        line = _timeline(s, scoped, used_from, u_secs, util, start, end) if timeline else None
+    for r in rows.values():
+        r["unused_gpu_hours"] = r["allocated_gpu_hours"] - r["used_gpu_hours"]
+    items = sorted(rows.values(), key=lambda r: (-r["allocated_gpu_hours"], r["key"]))
+    totals = {f: sum(r[f] for r in items) for f in FIGURES}
+    totals["jobs"] = sum(r["jobs"] for r in items) if by != "model" else _job_count(db, who, start, end, now, job_id)
+    return {"from": iso(start), "to": iso(end), "by": by, "generated_at": iso(now),
+            "rows": items, "totals": totals, "timeline": line}
+
+
+def _row(rows: dict[str, dict], key: str) -> dict:
+    if key not in rows:
+        rows[key] = {"key": key, "jobs": 0, **{f: 0.0 for f in FIGURES}}
+    return rows[key]
+
+
+def _job_count(db: Database, who: Principal, start: float, end: float, now: float, job_id: int | None) -> int:
+    """Distinct jobs with an allocation in the range (a job may span several models)."""
+    released = func.coalesce(SliceRow.released_at, now)
+    q = (select(func.count(distinct(MemberRow.job_id))).select_from(SliceRow)
+         .join(MemberRow, MemberRow.id == SliceRow.member_id).join(JobRow, JobRow.id == MemberRow.job_id)
+         .where(SliceRow.allocated_at.is_not(None), SliceRow.allocated_at < end, released > start))
+    if not who.is_admin:
+        q = q.where(JobRow.team_id == who.team_id)
+    if job_id is not None:
+        q = q.where(JobRow.id == job_id)
+    with db.read() as s:
+        return int(s.scalar(q) or 0)
+
+
+def _timeline(s, scoped, used_from, u_secs, util, start: float, end: float) -> dict:  # noqa: ANN001
+    """Mean GPUs allocated (slices with telemetry) and used per step, from the usage buckets."""
+    step = timeline_step(start, end)
+    slot = cast(U.ts, BigInteger) // literal(step, BigInteger)
+    q = scoped(used_from.add_columns(slot, func.sum(u_secs * SliceRow.compute_milli),
+                                     func.sum(u_secs * util))).group_by(slot).order_by(slot)
+    ts, allocated, used = [], [], []
+    for n, milli_s, util_s in s.execute(q):
+        ts.append(float(n * step))
+        allocated.append((milli_s or 0.0) / 1000 / step)
+        used.append((util_s or 0.0) / 100 / step)
+    return {"step_s": step, "ts": ts, "allocated_gpus": allocated, "used_gpus": used}
