@@ -57,8 +57,8 @@ def job_usage(db: Database, who: Principal, job_id: str, *, since: float | None 
                     "memory_mib": sl.memory_mib, "allocated_at": iso(sl.allocated_at),
                     "released_at": iso(sl.released_at), "points": _points(shown, max_points)})
     basis = rightsize.basis_of(buckets)
-    totals = usage_report(db, who, min(created, now - 1), now, "job", now=now, job_id=job_pk,
-                          timeline=False)["totals"]
+    first = min([created, now - 1] + [sl.allocated_at for sl in slices if sl.allocated_at is not None])
+    totals = usage_report(db, who, first, now, "job", now=now, job_id=job_pk, timeline=False)["totals"]
     summary = {"minutes": basis.minutes, "util_p95_pct": basis.util_p95_pct,
                "memory_peak_mib": basis.memory_peak_mib,
                **{k: totals[k] for k in ("allocated_gpu_hours", "used_gpu_hours", "unused_gpu_hours",
