@@ -20,7 +20,8 @@ from sqlalchemy import BigInteger, case, cast, distinct, func, literal, select
 from sqlalchemy.sql.elements import ColumnElement
 
 from controlplane.db.database import Database
-from controlplane.db.models import AcceleratorRow, JobRow, MemberRow, QueueRow, SliceRow, TeamRow, UserRow
+from controlplane.db.models import (AcceleratorRow, AttemptRow, JobRow, MemberRow, QueueRow, SliceRow,
+                                    TeamRow, UserRow)
 from controlplane.db.usage import JobUsageRow, greatest, least
 from controlplane.services.errors import Invalid
 from controlplane.services.principal import Principal
@@ -80,12 +81,12 @@ def usage_report(db: Database, who: Principal, start: float, end: float, by: str
     released = func.coalesce(SliceRow.released_at, now)
     cols = _group_columns(by)
 
-    def scoped(q):  # noqa: ANN001, ANN202
+    def scoped(q, usage_rows: bool = False):  # noqa: ANN001, ANN202
         q = _joined(q, by)
         if not who.is_admin:
             q = q.where(JobRow.team_id == who.team_id)
-        if job_id is not None:
-            q = q.where(JobRow.id == job_id)
+        if job_id is not None:  # through indexed columns: job_usage.job_id, attempts.job_id
+            q = q.where(U.job_id == job_id if usage_rows else MemberRow.attempt_id.in_(_attempts_of(job_id)))
         return q
 
     a_secs = greatest(least(released, end) - greatest(SliceRow.allocated_at, start), 0.0)
@@ -102,7 +103,7 @@ def usage_report(db: Database, who: Principal, start: float, end: float, by: str
     used_from = (select().select_from(U).join(SliceRow, SliceRow.id == U.slice_id)
                  .join(MemberRow, MemberRow.id == SliceRow.member_id)
                  .where(U.ts < end, U.ts > start - 3600, U.ts + U.resolution_s > start))
-    used_q = scoped(used_from.add_columns(*cols, *used_parts)).group_by(*cols)
+    used_q = scoped(used_from.add_columns(*cols, *used_parts), usage_rows=True).group_by(*cols)
 
     rows: dict[str, dict] = {}
     with db.read() as s:
@@ -126,6 +127,10 @@ def usage_report(db: Database, who: Principal, start: float, end: float, by: str
             "rows": items, "totals": totals, "timeline": line}
 
 
+def _attempts_of(job_id: int):  # noqa: ANN202
+    return select(AttemptRow.id).where(AttemptRow.job_id == job_id)
+
+
 def _row(rows: dict[str, dict], key: str) -> dict:
     if key not in rows:
         rows[key] = {"key": key, "jobs": 0, **{f: 0.0 for f in FIGURES}}
@@ -141,7 +146,7 @@ def _job_count(db: Database, who: Principal, start: float, end: float, now: floa
     if not who.is_admin:
         q = q.where(JobRow.team_id == who.team_id)
     if job_id is not None:
-        q = q.where(JobRow.id == job_id)
+        q = q.where(MemberRow.attempt_id.in_(_attempts_of(job_id)))
     with db.read() as s:
         return int(s.scalar(q) or 0)
 
@@ -151,7 +156,7 @@ def _timeline(s, scoped, used_from, u_secs, util, start: float, end: float) -> d
     step = timeline_step(start, end)
     slot = cast(U.ts, BigInteger) // literal(step, BigInteger)
     q = scoped(used_from.add_columns(slot, func.sum(u_secs * SliceRow.compute_milli),
-                                     func.sum(u_secs * util))).group_by(slot).order_by(slot)
+                                     func.sum(u_secs * util)), usage_rows=True).group_by(slot).order_by(slot)
     ts, allocated, used = [], [], []
     for n, milli_s, util_s in s.execute(q):
         ts.append(float(n * step))

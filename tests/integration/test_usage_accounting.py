@@ -9,7 +9,10 @@ the documented recommendation. Every API answer is checked against the OpenAPI d
 
 from __future__ import annotations
 
+import json
 import math
+import re
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from fastapi.testclient import TestClient
@@ -23,6 +26,7 @@ from controlplane.loops.runner import Loops
 from controlplane.server import create_app
 from controlplane.services import usage_buffer
 from controlplane.settings import Settings
+from tests.support.dashboard import sign_in
 from tests.support.genai_series import pod_series
 from tests.support.openapi_check import OpenApiChecker
 
@@ -49,8 +53,6 @@ class Api:
 
 
 def _iso(ts: float) -> str:
-    from datetime import UTC, datetime
-
     return datetime.fromtimestamp(ts, UTC).isoformat()
 
 
@@ -267,3 +269,33 @@ def test_recorded_genai_pod_gives_the_documented_recommendation(pool) -> None:  
     rec = pool["alice"].call("GET", f"/api/v1/jobs/{job['id']}/usage")["recommendation"]
     assert (rec["gpu"], rec["gpu_memory_mib"], rec["reason"]) == (0.35, 40960, None)
     assert rec["current_gpu"] == 0.5 and rec["current_gpu_memory_mib"] == 40960
+
+
+def test_dashboard_job_page_and_report_page_show_the_same_figures(pool) -> None:  # noqa: ANN001
+    util, mem = pod_series()
+    db, job, c = pool["db"], pool["jobs"]["a1"], pool["client"]
+    sl = _slice(db, job)
+    for i, (u, m) in enumerate(zip(util, mem)):
+        usage_buffer.record(db, sl["node_id"], [_usage(sl, job["id"], u, m)], T0 - 2 * 86400 + 60 * i + 1)
+    usage_buffer.flush(db, T0, 60)
+    sign_in(c, pool["alice"].headers["Authorization"].split()[1])
+    page = c.get(f"/jobs/{job['id']}")
+    assert page.status_code == 200
+    charts = dict(re.findall(r'<script type="application/json" id="(chart-job-\w+)">(.*?)</script>', page.text))
+    compute = json.loads(charts["chart-job-compute"])
+    assert len(compute["ts"]) == 721  # 1,441 minutes: merged in pairs beyond 1,440 points
+    assert compute["series"][0]["values"][0] == 0.5  # allocated 0.5 GPU
+    assert max(compute["series"][2]["values"]) == pytest.approx(max(util) / 100, abs=1e-4)
+    rightsizing = re.sub(r"\s+", " ", page.text.split('data-testid="job-rightsizing"')[1].split("</div>")[0])
+    assert "0.5 GPU, 40 GiB → 0.35 GPU, 40 GiB" in rightsizing
+    day = datetime.fromtimestamp(T0 - 2 * 86400, UTC).date()
+    r = c.get("/reports/usage", params={"from": day.isoformat(), "to": (day + timedelta(days=2)).isoformat(),
+                                        "by": "queue"})
+    assert r.status_code == 200 and "research/default" in r.text and "vision" not in r.text
+    csv_text = c.get("/reports/usage.csv", params={"from": day.isoformat(), "by": "queue"})
+    assert csv_text.headers["content-type"].startswith("text/csv")
+    assert "attachment" in csv_text.headers["content-disposition"]
+    header, row = csv_text.text.splitlines()
+    assert header.startswith("queue,jobs,allocated_gpu_hours,used_gpu_hours") and row.startswith("research/default,")
+    bad = c.get("/reports/usage", params={"from": "yesterday"})
+    assert bad.status_code == 422 and "must be a date" in bad.text
