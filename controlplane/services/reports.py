@@ -31,7 +31,7 @@ GroupBy = Literal["team", "queue", "user", "model", "job"]
 GROUPS: tuple[str, ...] = ("team", "queue", "user", "model", "job")
 MAX_RANGE_S = 5 * 366 * 86400.0
 TIMELINE_POINTS = 200
-NICE_STEPS = (60, 300, 900, 1800, 3600, 3 * 3600, 6 * 3600, 12 * 3600, 86400, 7 * 86400)
+NICE_STEPS = (1, 5, 15, 30, 60, 300, 900, 1800, 3600, 3 * 3600, 6 * 3600, 12 * 3600, 86400, 7 * 86400)
 U = JobUsageRow
 FIGURES = ("allocated_gpu_hours", "used_gpu_hours", "unused_gpu_hours", "measured_gpu_hours",
            "allocated_memory_gib_hours", "used_memory_gib_hours")
@@ -66,9 +66,9 @@ def check_range(start: float, end: float) -> None:
 
 
 def timeline_step(start: float, end: float, bucket_s: int = 60) -> int:
-    """A round step giving at most ~200 points over the range (never finer than a bucket)."""
-    want = (end - start) / TIMELINE_POINTS
-    return max(bucket_s, next((s for s in NICE_STEPS if s >= want), NICE_STEPS[-1]))
+    """A round step giving at most ~200 points over [start, end), a multiple of the bucket size."""
+    want = max((end - start) / TIMELINE_POINTS, bucket_s)
+    return next((s for s in NICE_STEPS if s >= want and s % bucket_s == 0), max(NICE_STEPS[-1], bucket_s))
 
 
 def usage_report(db: Database, who: Principal, start: float, end: float, by: str = "team", *,
@@ -152,8 +152,14 @@ def _job_count(db: Database, who: Principal, start: float, end: float, now: floa
 
 
 def _timeline(s, scoped, used_from, u_secs, util, start: float, end: float) -> dict:  # noqa: ANN001
-    """Mean GPUs allocated (slices with telemetry) and used per step, from the usage buckets."""
-    step = timeline_step(start, end)
+    """Mean GPUs allocated (slices with telemetry) and used per step, from the usage buckets; the
+    step suits the span the data covers within the range (minutes of a fresh pool, months of a
+    busy one), never finer than the buckets."""
+    first, last, finest = s.execute(scoped(used_from.add_columns(
+        func.min(U.ts), func.max(U.ts + U.resolution_s), func.min(U.resolution_s)), usage_rows=True)).one()
+    if first is None:
+        return {"step_s": 0, "ts": [], "allocated_gpus": [], "used_gpus": []}
+    step = timeline_step(max(first, start), min(last, end), int(finest))
     slot = cast(U.ts, BigInteger) // literal(step, BigInteger)
     q = scoped(used_from.add_columns(slot, func.sum(u_secs * SliceRow.compute_milli),
                                      func.sum(u_secs * util)), usage_rows=True).group_by(slot).order_by(slot)

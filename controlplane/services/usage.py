@@ -105,7 +105,7 @@ def recommendation(request_json: dict, slices: list, basis: rightsize.UsageBasis
         out["reason"] = "the job has not run yet"
         return out
     if basis.minutes < rightsize.MIN_MINUTES:
-        out["reason"] = (f"{basis.minutes:g} minute(s) of usage so far; right-sizing needs at least "
+        out["reason"] = (f"{basis.minutes:.1f} minute(s) of usage so far; right-sizing needs at least "
                          f"{rightsize.MIN_MINUTES}")
         return out
     device = max(sl.device_memory_mib for sl in slices)

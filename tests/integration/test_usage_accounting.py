@@ -213,7 +213,7 @@ def test_job_usage_points_summary_and_not_enough_for_a_recommendation(pool) -> N
     assert a1["summary"]["util_p95_pct"] == 60.0 and a1["summary"]["memory_peak_mib"] == 4000.0
     assert a1["summary"]["allocated_gpu_hours"] == pytest.approx(300 / 3600)
     rec = a1["recommendation"]
-    assert rec["gpu"] is None and "3 minute(s)" in rec["reason"] and rec["current_gpu"] == 0.5
+    assert rec["gpu"] is None and "3.0 minute(s)" in rec["reason"] and rec["current_gpu"] == 0.5
     b1 = pool["bob"].call("GET", f"/api/v1/jobs/{pool['jobs']['b1']['id']}/usage")
     assert b1["recommendation"]["current_gpu"] == 1 and b1["recommendation"]["current_gpu_memory_mib"] is None
 
