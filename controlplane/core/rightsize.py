@@ -60,7 +60,10 @@ def percentile(values: Sequence[float], q: float, weights: Sequence[float] | Non
     at or below it. Raises ValueError on no values."""
     if not values:
         raise ValueError("percentile of no values")
-    pairs = sorted(zip(values, weights if weights is not None else [1.0] * len(values)))
+    if weights is None:
+        ordered = sorted(values)
+        return ordered[max(0, math.ceil(round(q / 100 * len(ordered), 9)) - 1)]
+    pairs = sorted(zip(values, weights))
     total = sum(w for _, w in pairs)
     need = q / 100.0 * total
     seen = 0.0

@@ -115,7 +115,8 @@ class Loops:
                         retention.trim_status_seen(self.db)
                         retention.trim_logs(self.db, self.settings.log_retention_s)
                         retention.trim_events(self.db, self.settings.event_retention_s)
-                        usage_retention.downsample(self.db, time.time(), self.settings.usage_minute_retention_s)
+                        usage_retention.roll_up(self.db, time.time())
+                        usage_retention.trim_minutes(self.db, time.time(), self.settings.usage_minute_retention_s)
                         usage_retention.trim(self.db, time.time(), self.settings.usage_retention_s)
                         next_trim = started + TRIM_EVERY_S
                     self.cycle()

@@ -7,8 +7,9 @@ For a range [start, end):
   the range, in hours) x mean utilisation (% of the accelerator / 100), and likewise x mean memory
   used; ``measured`` = the allocation those buckets cover where a utilisation was reported;
 - unused = allocated - used (compute).
-Everything is summed by the database (GROUP BY), so the cost does not grow with Python loops.
-Members see only their own team's jobs.
+Buckets are the hourly rows before the roll-up's watermark and the minute rows after it (never
+both). The database sums (two GROUP BY scans: slices, and usage rows by group and time step, the
+latter also giving the timeline). Members see only their own team's jobs.
 """
 
 from __future__ import annotations
@@ -16,13 +17,13 @@ from __future__ import annotations
 import time
 from typing import Literal
 
-from sqlalchemy import BigInteger, case, cast, distinct, func, literal, select
+from sqlalchemy import BigInteger, and_, case, cast, distinct, func, literal, or_, select
 from sqlalchemy.sql.elements import ColumnElement
 
 from controlplane.db.database import Database
 from controlplane.db.models import (AcceleratorRow, AttemptRow, JobRow, MemberRow, QueueRow, SliceRow,
                                     TeamRow, UserRow)
-from controlplane.db.usage import JobUsageRow, greatest, least
+from controlplane.db.usage import HOUR_S, JobUsageRow, greatest, least, rolled_up
 from controlplane.services.errors import Invalid
 from controlplane.services.principal import Principal
 from controlplane.services.serialize import iso
@@ -97,34 +98,59 @@ def usage_report(db: Database, who: Principal, start: float, end: float, by: str
                      ).group_by(*cols)
     u_secs = greatest(least(U.ts + U.resolution_s, released, end) - greatest(U.ts, SliceRow.allocated_at, start), 0.0)
     util = U.util_sum / func.nullif(U.util_samples, 0)
-    used_parts = (func.sum(u_secs * util), func.sum(case((U.util_samples > 0, u_secs * SliceRow.compute_milli),
-                                                        else_=0.0)),
-                  func.sum(u_secs * U.memory_sum / func.nullif(U.samples, 0)))
-    used_from = (select().select_from(U).join(SliceRow, SliceRow.id == U.slice_id)
-                 .join(MemberRow, MemberRow.id == SliceRow.member_id)
-                 .where(U.ts < end, U.ts > start - 3600, U.ts + U.resolution_s > start))
-    used_q = scoped(used_from.add_columns(*cols, *used_parts), usage_rows=True).group_by(*cols)
+    in_range = (U.ts < end, U.ts > start - HOUR_S, U.ts + U.resolution_s > start)
 
     rows: dict[str, dict] = {}
     with db.read() as s:
+        mark = rolled_up(s)[0]  # before it: hourly rows; from it on: minute rows
+        which = (or_(and_(U.resolution_s >= HOUR_S, U.ts < mark), and_(U.resolution_s < HOUR_S, U.ts >= mark))
+                 if mark > start - HOUR_S else U.resolution_s < HOUR_S)
+        step = _step(s, start, end, (*in_range, which), mark) if timeline else HOUR_S
+        slot = cast(U.ts, BigInteger) // literal(step, BigInteger)
+        used_q = scoped(select(*cols, slot, func.sum(u_secs * util),
+                               func.sum(case((U.util_samples > 0, u_secs * SliceRow.compute_milli), else_=0.0)),
+                               func.sum(u_secs * U.memory_sum / func.nullif(U.samples, 0)),
+                               func.sum(u_secs * SliceRow.compute_milli))
+                        .select_from(U).join(SliceRow, SliceRow.id == U.slice_id)
+                        .join(MemberRow, MemberRow.id == SliceRow.member_id).where(*in_range, which),
+                        usage_rows=True).group_by(*cols, slot)
         for *key, milli_s, mib_s, jobs in s.execute(alloc_q):
             r = _row(rows, _key(by, tuple(key)))
             r["jobs"] = int(jobs)
             r["allocated_gpu_hours"] = (milli_s or 0.0) / 1000 / 3600
             r["allocated_memory_gib_hours"] = (mib_s or 0.0) / 1024 / 3600
-        for *key, util_s, measured_s, mem_s in s.execute(used_q):
+        line: dict[int, list[float]] = {}
+        for *key, n, util_s, measured_s, mem_s, held_s in s.execute(used_q):
             r = _row(rows, _key(by, tuple(key)))
-            r["used_gpu_hours"] = (util_s or 0.0) / 100 / 3600
-            r["measured_gpu_hours"] = (measured_s or 0.0) / 1000 / 3600
-            r["used_memory_gib_hours"] = (mem_s or 0.0) / 1024 / 3600
-        line = _timeline(s, scoped, used_from, u_secs, util, start, end) if timeline else None
+            r["used_gpu_hours"] += (util_s or 0.0) / 100 / 3600
+            r["measured_gpu_hours"] += (measured_s or 0.0) / 1000 / 3600
+            r["used_memory_gib_hours"] += (mem_s or 0.0) / 1024 / 3600
+            point = line.setdefault(int(n), [0.0, 0.0])
+            point[0] += (held_s or 0.0) / 1000 / step
+            point[1] += (util_s or 0.0) / 100 / step
     for r in rows.values():
         r["unused_gpu_hours"] = r["allocated_gpu_hours"] - r["used_gpu_hours"]
     items = sorted(rows.values(), key=lambda r: (-r["allocated_gpu_hours"], r["key"]))
     totals = {f: sum(r[f] for r in items) for f in FIGURES}
     totals["jobs"] = sum(r["jobs"] for r in items) if by != "model" else _job_count(db, who, start, end, now, job_id)
-    return {"from": iso(start), "to": iso(end), "by": by, "generated_at": iso(now),
-            "rows": items, "totals": totals, "timeline": line}
+    slots = sorted(line)
+    return {"from": iso(start), "to": iso(end), "by": by, "generated_at": iso(now), "rows": items,
+            "totals": totals,
+            "timeline": {"step_s": step, "ts": [float(n * step) for n in slots],
+                         "allocated_gpus": [line[n][0] for n in slots],
+                         "used_gpus": [line[n][1] for n in slots]} if timeline else None}
+
+
+def _step(s, start: float, end: float, where: tuple, mark: float) -> int:  # noqa: ANN001
+    """The timeline's step: it suits the span the data covers within the range (minutes of a
+    fresh pool, months of a busy one), never finer than the buckets (index reads only)."""
+    first = s.scalar(select(func.min(U.ts)).where(*where))
+    if first is None:
+        return 60
+    last = s.scalar(select(func.max(U.ts)).where(*where))
+    finest = HOUR_S if last < mark else (
+        s.scalar(select(U.resolution_s).where(U.resolution_s < HOUR_S).limit(1)) or 60)
+    return timeline_step(max(first, start), min(last + finest, end), int(finest))
 
 
 def _attempts_of(job_id: int):  # noqa: ANN202
@@ -149,23 +175,3 @@ def _job_count(db: Database, who: Principal, start: float, end: float, now: floa
         q = q.where(MemberRow.attempt_id.in_(_attempts_of(job_id)))
     with db.read() as s:
         return int(s.scalar(q) or 0)
-
-
-def _timeline(s, scoped, used_from, u_secs, util, start: float, end: float) -> dict:  # noqa: ANN001
-    """Mean GPUs allocated (slices with telemetry) and used per step, from the usage buckets; the
-    step suits the span the data covers within the range (minutes of a fresh pool, months of a
-    busy one), never finer than the buckets."""
-    first, last, finest = s.execute(scoped(used_from.add_columns(
-        func.min(U.ts), func.max(U.ts + U.resolution_s), func.min(U.resolution_s)), usage_rows=True)).one()
-    if first is None:
-        return {"step_s": 0, "ts": [], "allocated_gpus": [], "used_gpus": []}
-    step = timeline_step(max(first, start), min(last, end), int(finest))
-    slot = cast(U.ts, BigInteger) // literal(step, BigInteger)
-    q = scoped(used_from.add_columns(slot, func.sum(u_secs * SliceRow.compute_milli),
-                                     func.sum(u_secs * util)), usage_rows=True).group_by(slot).order_by(slot)
-    ts, allocated, used = [], [], []
-    for n, milli_s, util_s in s.execute(q):
-        ts.append(float(n * step))
-        allocated.append((milli_s or 0.0) / 1000 / step)
-        used.append((util_s or 0.0) / 100 / step)
-    return {"step_s": step, "ts": ts, "allocated_gpus": allocated, "used_gpus": used}

@@ -11,7 +11,7 @@ from controlplane.core import rightsize
 from controlplane.core.requests import request_from_json
 from controlplane.db.database import Database
 from controlplane.db.models import AcceleratorRow, AttemptRow, MemberRow, NodeRow, SliceRow
-from controlplane.db.usage import JobUsageRow
+from controlplane.db.usage import HOUR_S, JobUsageRow
 from controlplane.services.access import visible_job
 from controlplane.services.principal import Principal
 from controlplane.services.reports import usage_report
@@ -41,9 +41,7 @@ def job_usage(db: Database, who: Principal, job_id: str, *, since: float | None 
                                 U.util_p95, U.memory_sum, U.memory_max)
                          .where(U.job_id == job.id).order_by(U.ts)).all()
         request, created, job_pk = job.request, job.created_at, job.id
-    by_slice: dict[int, list] = {}
-    for r in rows:
-        by_slice.setdefault(r.slice_id, []).append(r)
+    by_slice = _deduplicated(rows)
     out = []
     buckets = []
     for sl in slices:
@@ -65,6 +63,17 @@ def job_usage(db: Database, who: Principal, job_id: str, *, since: float | None 
                                          "allocated_memory_gib_hours", "used_memory_gib_hours")}}
     return {"job_id": str(job_pk), "slices": out, "summary": summary,
             "recommendation": recommendation(request, slices, basis)}
+
+
+def _deduplicated(rows: list) -> dict[int, list]:
+    """Each slice's rows in time order: minute rows, and hourly rows only for hours whose minutes
+    are gone (past the minute retention)."""
+    by_slice: dict[int, list] = {}
+    fine_hours = {(r.slice_id, r.ts // HOUR_S) for r in rows if r.resolution_s < HOUR_S}
+    for r in rows:
+        if r.resolution_s < HOUR_S or (r.slice_id, r.ts // HOUR_S) not in fine_hours:
+            by_slice.setdefault(r.slice_id, []).append(r)
+    return by_slice
 
 
 def _p95(r) -> float | None:  # noqa: ANN001

@@ -17,17 +17,18 @@ import threading
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from sqlalchemy import case, select
+from sqlalchemy import case, select, text
 
 from controlplane.core import wire
 from controlplane.core.rightsize import percentile
 from controlplane.db.database import Database, retry_deadlocks
 from controlplane.db.models import MemberRow, SliceRow
-from controlplane.db.usage import JobUsageRow, greatest
+from controlplane.db.usage import HOUR_S, JobUsageRow, greatest, rolled_up
 
 log = logging.getLogger("gpupool.usage")
 MAX_PENDING = 500_000  # samples held (~10 min of 8,000 GPUs at 10 s) while the database is away
 ID_CHUNK = 1000  # attempt ids per IN (...) when resolving slices
+MAX_KNOWN_SLICES = 200_000  # (node, attempt, accelerator) -> slice, cached (a slice never moves)
 MAX_MIB = float(2**40)
 Sample = tuple[float, int, int, str, float | None, float]  # ts, node, attempt, uuid, util %, MiB
 
@@ -37,6 +38,7 @@ class _Pending:
     lock: threading.Lock = field(default_factory=threading.Lock)
     samples: list[Sample] = field(default_factory=list)
     dropped: int = 0
+    slices: dict[tuple[int, int, str], tuple[int, int]] = field(default_factory=dict)
 
 
 def _pending(db: Database) -> _Pending:
@@ -117,38 +119,84 @@ def aggregate(samples: list[Sample], bucket_s: int) -> dict[tuple[int, int, str,
 @retry_deadlocks
 def _write(db: Database, samples: list[Sample], bucket_s: int) -> int:
     buckets = aggregate(samples, bucket_s)
-    attempts = sorted({k[1] for k in buckets})
+    known = _pending(db).slices
     with db.tx() as s:
-        slices: dict[tuple[int, int, str], tuple[int, int]] = {}
-        for i in range(0, len(attempts), ID_CHUNK):
+        missing = sorted({k[1] for k in buckets if k[:3] not in known})
+        for i in range(0, len(missing), ID_CHUNK):
             q = (select(MemberRow.node_id, MemberRow.attempt_id, SliceRow.accelerator_uuid, SliceRow.id,
                         MemberRow.job_id)
                  .join(MemberRow, MemberRow.id == SliceRow.member_id)
-                 .where(MemberRow.attempt_id.in_(attempts[i:i + ID_CHUNK])))
-            for node, attempt, uuid, slice_id, job_id in s.execute(q):
-                slices[(node, attempt, uuid)] = (slice_id, job_id)
+                 .where(MemberRow.attempt_id.in_(missing[i:i + ID_CHUNK])))
+            if len(known) > MAX_KNOWN_SLICES:
+                known.clear()
+            for node, attempt, uuid, slice_id, job_id in s.connection().execute(q):
+                known[(node, attempt, uuid)] = (slice_id, job_id)  # never changes: cache it
         rows = []
         for (node, attempt, uuid, ts), stats in buckets.items():
-            hit = slices.get((node, attempt, uuid))
+            hit = known.get((node, attempt, uuid))
             if hit is not None:
                 rows.append({"slice_id": hit[0], "job_id": hit[1], "ts": float(ts),
                              "resolution_s": int(bucket_s), **stats})
         if len(rows) < len(buckets):
             log.debug("ignored usage of %d (attempt, accelerator) pairs that are no slice of the "
                       "reporting node", len(buckets) - len(rows))
-        if rows:
-            s.connection().execute(upsert_statement(db), rows)
+        upsert_rows(db, s, rows + _late(rows, rolled_up(s)))
     return len(rows)
 
 
-def upsert_statement(db: Database):  # noqa: ANN201
-    """INSERT .. ON CONFLICT (slice, resolution, bucket) DO UPDATE that merges a partial bucket."""
+def _late(rows: list[dict], mark: tuple[float, int]) -> list[dict]:
+    """Rows of hours already rolled up (a late flush): their figures merged into those hours."""
+    late: dict[tuple[int, float], dict] = {}
+    for r in rows:
+        hour = math.floor(r["ts"] / HOUR_S) * HOUR_S
+        if not (hour < mark[0] or (hour == mark[0] and r["slice_id"] <= mark[1])):
+            continue
+        h = late.get((r["slice_id"], hour))
+        if h is None:
+            late[(r["slice_id"], hour)] = {**r, "ts": float(hour), "resolution_s": HOUR_S}
+            continue
+        for k in ("samples", "util_samples", "util_sum", "memory_sum"):
+            h[k] += r[k]
+        h["memory_max"] = max(h["memory_max"], r["memory_max"])
+        h["util_p95"] = max((p for p in (h["util_p95"], r["util_p95"]) if p is not None), default=None)
+    return list(late.values())
+
+
+COLUMNS = ("slice_id", "job_id", "ts", "resolution_s", "samples", "util_samples", "util_sum", "util_p95",
+           "memory_sum", "memory_max")
+PG_TYPES = ("BIGINT", "BIGINT", "FLOAT8", "INTEGER", "INTEGER", "INTEGER", "FLOAT8", "FLOAT8", "FLOAT8",
+            "FLOAT8")
+MERGE = ("samples = job_usage.samples + EXCLUDED.samples, "
+         "util_samples = job_usage.util_samples + EXCLUDED.util_samples, "
+         "util_sum = job_usage.util_sum + EXCLUDED.util_sum, "
+         "memory_sum = job_usage.memory_sum + EXCLUDED.memory_sum, "
+         "memory_max = GREATEST(job_usage.memory_max, EXCLUDED.memory_max), "
+         "util_p95 = GREATEST(job_usage.util_p95, EXCLUDED.util_p95)")  # GREATEST skips NULLs
+PG_UPSERT = text(
+    f"INSERT INTO job_usage ({', '.join(COLUMNS)}) SELECT * FROM unnest("
+    + ", ".join(f"CAST(:{c} AS {t}[])" for c, t in zip(COLUMNS, PG_TYPES))
+    + f") ON CONFLICT (slice_id, resolution_s, ts) DO UPDATE SET {MERGE}")
+PG_BATCH = 10_000
+
+
+def upsert_rows(db: Database, s, rows: list[dict]) -> None:  # noqa: ANN001
+    """Insert bucket rows, merging into rows already there. PostgreSQL: one statement per 10,000
+    rows (arrays through unnest); SQLite: one executemany."""
+    if not rows:
+        return
+    if db.is_postgres:
+        for i in range(0, len(rows), PG_BATCH):
+            part = rows[i:i + PG_BATCH]
+            s.execute(PG_UPSERT, {c: [r[c] for r in part] for c in COLUMNS})
+        return
+    s.connection().execute(_sqlite_upsert(db), rows)
+
+
+def _sqlite_upsert(db: Database):  # noqa: ANN202
     stmt = db.cache.get(("usage-upsert",))
     if stmt is None:
-        if db.is_postgres:
-            from sqlalchemy.dialects.postgresql import insert
-        else:
-            from sqlalchemy.dialects.sqlite import insert
+        from sqlalchemy.dialects.sqlite import insert
+
         t = JobUsageRow.__table__
         ins = insert(t)
         ex = ins.excluded
@@ -161,4 +209,3 @@ def upsert_statement(db: Database):  # noqa: ANN201
                                    else_=greatest(t.c.util_p95, ex.util_p95))})
         db.cache[("usage-upsert",)] = stmt
     return stmt
-

@@ -17,7 +17,7 @@ from controlplane.web.pagekit import dashboard_page
 from controlplane.web.session import database
 
 router = APIRouter(include_in_schema=False)
-DEFAULT_DAYS = 30
+DEFAULT_DAYS = 7  # a month of a large pool is a few seconds of SQL: ask for it explicitly
 
 
 def _range(request: Request) -> tuple[str, str, float, float, str]:

@@ -3,7 +3,8 @@
 Revision ID: 0007
 Revises: 0005
 
-See controlplane/db/usage.py. Sums and counts per bucket (merge exactly), p95 and max.
+See controlplane/db/usage.py. Sums and counts per bucket (merge exactly), p95 and max; the
+hourly roll-up's watermark.
 """
 from __future__ import annotations
 
@@ -41,9 +42,17 @@ def upgrade() -> None:
     )
     op.create_index('ix_job_usage_job_ts', 'job_usage', ['job_id', 'ts'], unique=False)
     op.create_index('ix_job_usage_ts', 'job_usage', ['ts'], unique=False)
+    op.create_table(
+        'usage_watermarks',
+        sa.Column('name', sa.String(length=32), nullable=False),
+        sa.Column('ts', sa.Float(), nullable=False),
+        sa.Column('slice_id', BigInt, nullable=False),
+        sa.PrimaryKeyConstraint('name', name=op.f('pk_usage_watermarks')),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table('usage_watermarks')
     op.drop_index('ix_job_usage_ts', table_name='job_usage')
     op.drop_index('ix_job_usage_job_ts', table_name='job_usage')
     op.drop_table('job_usage')

@@ -20,7 +20,7 @@ from sqlalchemy import select, update
 
 from controlplane.core.wire import SliceUsage
 from controlplane.db.models import MemberRow, NodeRow, SliceRow
-from controlplane.db.usage import JobUsageRow
+from controlplane.db.usage import JobUsageRow, rolled_up
 from controlplane.loops import usage_retention
 from controlplane.loops.runner import Loops
 from controlplane.server import create_app
@@ -236,23 +236,41 @@ def test_an_agent_cannot_write_another_nodes_usage(pool) -> None:  # noqa: ANN00
     assert [(x.slice_id, x.util_sum) for x in rows] == [(a1["id"], 30.0)]
 
 
-def test_downsampling_keeps_the_figures_and_retention_deletes(pool) -> None:  # noqa: ANN001
-    db, job = pool["db"], pool["jobs"]["a1"]
+def test_hourly_roll_up_keeps_the_figures_and_retention_deletes(pool) -> None:  # noqa: ANN001
+    db, job, admin = pool["db"], pool["jobs"]["a1"], pool["admin"]
     sl = _slice(db, job)
     _set_allocation(db, sl["id"], T0, T0 + 7200)
     for minute in range(120):  # two hours, one sample a minute
         usage_buffer.record(db, sl["node_id"], [_usage(sl, job["id"], float(minute % 50), 100.0 + minute)],
                             T0 + 60 * minute + 1)
     assert usage_buffer.flush(db, T0 + 7200, 60) == 120
-    before = pool["admin"].report(T0, T0 + 7200, "job")["totals"]
-    assert usage_retention.downsample(db, T0 + 7200 + 86400, keep_s=86400) == 2
+    before = admin.report(T0, T0 + 7200, "job")["totals"]
+    assert usage_retention.roll_up(db, T0 + 3600 + 60) == 0  # the first hour is not past its grace yet
+    assert usage_retention.roll_up(db, T0 + 7200 + 600) == 4  # each hour: its slices, then the watermark
     with db.read() as s:
-        rows = s.execute(select(JobUsageRow.resolution_s, JobUsageRow.samples, JobUsageRow.memory_max,
-                                JobUsageRow.util_p95).order_by(JobUsageRow.ts)).all()
-    assert [tuple(r) for r in rows] == [(3600, 60, 159.0, 46.0), (3600, 60, 219.0, 46.0)]
-    after = pool["admin"].report(T0, T0 + 7200, "job")["totals"]
-    for field in ("allocated_gpu_hours", "used_gpu_hours", "used_memory_gib_hours"):
-        assert after[field] == pytest.approx(before[field], rel=1e-9)
+        hours = s.execute(select(JobUsageRow.resolution_s, JobUsageRow.samples, JobUsageRow.memory_max,
+                                 JobUsageRow.util_p95).where(JobUsageRow.resolution_s == 3600)
+                          .order_by(JobUsageRow.ts)).all()
+        assert rolled_up(s) == (T0 + 7200, 0)
+    assert [tuple(r) for r in hours] == [(3600, 60, 159.0, 46.0), (3600, 60, 219.0, 46.0)]
+
+    def same_figures() -> None:
+        after = admin.report(T0, T0 + 7200, "job")["totals"]
+        for field in ("allocated_gpu_hours", "used_gpu_hours", "used_memory_gib_hours"):
+            assert after[field] == pytest.approx(before[field], rel=1e-9), field
+
+    same_figures()  # hourly rows now (one sample a minute: the same means)
+    assert len(admin.call("GET", f"/api/v1/jobs/{job['id']}/usage")["slices"][0]["points"]) == 120
+    # a late sample of a rolled-up hour merges into that hour too
+    usage_buffer.record(db, sl["node_id"], [_usage(sl, job["id"], 99.0, 5000.0)], T0 + 1801)
+    assert usage_buffer.flush(db, T0 + 7200, 60) == 1
+    with db.read() as s:
+        late = s.execute(select(JobUsageRow.samples, JobUsageRow.memory_max).where(
+            JobUsageRow.resolution_s == 3600, JobUsageRow.ts == T0)).one()
+    assert tuple(late) == (61, 5000.0)
+    assert usage_retention.trim_minutes(db, T0 + 7200 + 86400, 86400) == 120  # the late one merged
+    points = admin.call("GET", f"/api/v1/jobs/{job['id']}/usage")["slices"][0]["points"]
+    assert [(p["resolution_s"], p["samples"]) for p in points] == [(3600, 61), (3600, 60)]
     assert usage_retention.trim(db, T0 + 3600 + 400 * 86400, 400 * 86400) == 1  # the first hour
     assert usage_retention.trim(db, T0 + 7200 + 400 * 86400, 400 * 86400) == 1
 
