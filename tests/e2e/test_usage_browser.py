@@ -2,8 +2,9 @@
 times of today, never years (the overview after `gpupool up` once drew 2027 to 2029); the job
 page draws the job's usage; the Usage & chargeback page draws its chart and downloads its CSV.
 
-A real server (PostgreSQL; history every second, usage buckets of one second) and a real agent on
-simulated GPUs; Debian's Chromium in the UTC time zone. Screenshots land in test-artifacts/.
+The e2e ``cluster``: a real server (PostgreSQL; history every second, usage buckets of one second)
+and a real agent on simulated GPUs; Debian's Chromium in the UTC time zone. Screenshots land in
+test-artifacts/.
 """
 
 from __future__ import annotations
@@ -15,26 +16,11 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
-from tests.e2e.helpers import Agent, shot, wait_for
-from tests.support.server import start_server
+from tests.e2e.helpers import shot, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 # uPlot's labels of a span of minutes: "11:35pm", the first with the date ("11:35pm\n12/1/26")
 TIME_LABEL = re.compile(r"^(\d{1,2}:\d{2}(am|pm)|:\d{2})(\n(\d{1,2}/\d{1,2}/\d{2}|\d{1,2}:\d{2}(am|pm)))?$")
-
-
-@pytest.fixture(scope="module")
-def fresh_pool(pg_url, tmp_path_factory):  # noqa: ANN001, ANN201
-    tmp = tmp_path_factory.mktemp("usage-dash")
-    server = start_server(pg_url, env={"GPUPOOL_HISTORY_INTERVAL_S": "1", "GPUPOOL_USAGE_BUCKET_S": "1"},
-                          home=tmp / "home")
-    agent = Agent(server, "usage-node", "1x1xH100-80GB", tmp)
-    try:
-        agent.wait_registered()
-        yield server, agent
-    finally:
-        agent.stop()
-        server.stop()
 
 
 def _chart(page, selector: str) -> tuple[dict, list[str]]:  # noqa: ANN001
@@ -56,8 +42,8 @@ def _assert_times_of_today(labels: list[str], where: str) -> None:
             assert (int(date[1]), int(date[2]), 2000 + int(date[3])) == (today.month, today.day, today.year), labels
 
 
-def test_time_axes_show_minutes_of_today(fresh_pool, browser) -> None:  # noqa: ANN001
-    server, agent = fresh_pool
+def test_time_axes_show_minutes_of_today(cluster, browser) -> None:  # noqa: ANN001
+    server, _ = cluster  # a fresh server for this module
     api = httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {server.admin_token}"}, timeout=30)
     job = api.post("/api/v1/jobs", json={"name": "busy", "command": ["sleep", "300"],
                                          "resources": {"gpu": 0.5}}).json()
