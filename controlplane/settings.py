@@ -25,8 +25,8 @@ class Settings(BaseSettings):
     liveness_interval_s: float = 5.0
     history_interval_s: float = Field(60.0, gt=0)  # usage history sampling (dashboard charts)
     history_retention_s: float = Field(7 * 86400.0, gt=0)
-    # per-job usage (controlplane/services/usage_buffer.py): bucket size (a minute; it must divide
-    # an hour), how long buckets are kept before being downsampled to hours, how long hours are kept
+    # per-job usage (docs/usage.md): bucket size (a minute; it must divide an hour), how long minute
+    # rows are kept (hours are rolled up as soon as they close), how long hourly rows are kept
     usage_bucket_s: int = Field(60, ge=1, le=3600)
     usage_minute_retention_s: float = Field(7 * 86400.0, gt=0)
     usage_retention_s: float = Field(400 * 86400.0, gt=0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, get_args
 
 import typer
 from rich.markup import escape
@@ -15,10 +15,10 @@ from controlplane.cli.context import target
 from controlplane.cli.errors import CliError, console, handle_errors
 from controlplane.cli.render import fmt_gpus_milli, fmt_mib
 from controlplane.client import GpupoolClient
-from controlplane.schemas.usage import UsageReport, report_csv
+from controlplane.schemas.usage import ReportGroup, UsageReport, report_csv
 
 report_app = typer.Typer(help="Reports: chargeback of GPU-hours allocated and used.", no_args_is_help=True)
-GROUPS = ("team", "queue", "user", "model", "job")
+GROUPS = get_args(ReportGroup)
 FORMATS = ("table", "csv", "json")
 RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)([mhdw])$")
 UNITS = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}

@@ -15,7 +15,7 @@ latter also giving the timeline). Members see only their own team's jobs.
 from __future__ import annotations
 
 import time
-from typing import Literal
+from typing import get_args
 
 from sqlalchemy import BigInteger, and_, case, cast, distinct, func, literal, or_, select
 from sqlalchemy.sql.elements import ColumnElement
@@ -24,12 +24,12 @@ from controlplane.db.database import Database
 from controlplane.db.models import (AcceleratorRow, AttemptRow, JobRow, MemberRow, QueueRow, SliceRow,
                                     TeamRow, UserRow)
 from controlplane.db.usage import HOUR_S, JobUsageRow, greatest, least, rolled_up
+from controlplane.schemas.usage import ReportGroup
 from controlplane.services.errors import Invalid
 from controlplane.services.principal import Principal
 from controlplane.services.serialize import iso
 
-GroupBy = Literal["team", "queue", "user", "model", "job"]
-GROUPS: tuple[str, ...] = ("team", "queue", "user", "model", "job")
+GROUPS: tuple[str, ...] = get_args(ReportGroup)  # team, queue, user, model, job
 MAX_RANGE_S = 5 * 366 * 86400.0
 TIMELINE_POINTS = 200
 NICE_STEPS = (1, 5, 15, 30, 60, 300, 900, 1800, 3600, 3 * 3600, 6 * 3600, 12 * 3600, 86400, 7 * 86400)

@@ -36,7 +36,7 @@ def job_usage(db: Database, who: Principal, job_id: str, *, since: float | None 
             .join(AttemptRow, AttemptRow.id == MemberRow.attempt_id)
             .join(NodeRow, NodeRow.id == MemberRow.node_id)
             .join(AcceleratorRow, AcceleratorRow.uuid == SliceRow.accelerator_uuid)
-            .where(MemberRow.job_id == job.id).order_by(SliceRow.id)).all()
+            .where(AttemptRow.job_id == job.id).order_by(SliceRow.id)).all()
         rows = s.execute(select(U.slice_id, U.ts, U.resolution_s, U.samples, U.util_samples, U.util_sum,
                                 U.util_p95, U.memory_sum, U.memory_max)
                          .where(U.job_id == job.id).order_by(U.ts)).all()

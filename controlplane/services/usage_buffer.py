@@ -5,8 +5,8 @@ slice's sample to an in-process list, no database work. ``flush`` (every loop it
 replica, and once more at shutdown) takes the samples of the buckets that have closed, keeps
 only those whose (attempt, node, accelerator) is a slice of that attempt's member on that node
 (an agent cannot write usage for another node's jobs), aggregates them per (slice, bucket) and
-upserts the rows in one executemany. A bucket already written in part (another replica, a flush
-at shutdown) merges: counts and sums add, maxima take the larger.
+upserts the rows (PostgreSQL: one statement per 10,000 rows). A bucket already written in part
+(another replica, a flush at shutdown) merges: counts and sums add, maxima take the larger.
 """
 
 from __future__ import annotations
@@ -70,13 +70,12 @@ def record(db: Database, node_id: int, usage: list[wire.SliceUsage], ts: float) 
     with buf.lock:
         room = MAX_PENDING - len(buf.samples)
         if room < len(rows):
+            if not buf.dropped:
+                log.warning("per-job usage: %d samples wait for the database; dropping new ones",
+                            MAX_PENDING)
             buf.dropped += len(rows) - max(room, 0)
             rows = rows[:max(room, 0)]
         buf.samples.extend(rows)
-
-
-def pending_samples(db: Database) -> int:
-    return len(_pending(db).samples)
 
 
 def flush(db: Database, now: float, bucket_s: int = 60, *, final: bool = False) -> int:
