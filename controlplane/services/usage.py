@@ -8,7 +8,7 @@ import time
 from sqlalchemy import select
 
 from controlplane.core import rightsize
-from controlplane.core.requests import request_from_json
+from controlplane.core.requests import request_from_resources
 from controlplane.db.database import Database
 from controlplane.db.models import AcceleratorRow, AttemptRow, MemberRow, NodeRow, SliceRow
 from controlplane.db.usage import HOUR_S, JobUsageRow
@@ -40,7 +40,7 @@ def job_usage(db: Database, who: Principal, job_id: str, *, since: float | None 
         rows = s.execute(select(U.slice_id, U.ts, U.resolution_s, U.samples, U.util_samples, U.util_sum,
                                 U.util_p95, U.memory_sum, U.memory_max)
                          .where(U.job_id == job.id).order_by(U.ts)).all()
-        request, created, job_pk = job.request, job.created_at, job.id
+        resources, created, job_pk = (job.spec or {}).get("resources") or {}, job.created_at, job.id
     by_slice = _deduplicated(rows)
     out = []
     buckets = []
@@ -62,7 +62,7 @@ def job_usage(db: Database, who: Principal, job_id: str, *, since: float | None 
                **{k: totals[k] for k in ("allocated_gpu_hours", "used_gpu_hours", "unused_gpu_hours",
                                          "allocated_memory_gib_hours", "used_memory_gib_hours")}}
     return {"job_id": str(job_pk), "slices": out, "summary": summary,
-            "recommendation": recommendation(request, slices, basis)}
+            "recommendation": recommendation(resources, slices, basis)}
 
 
 def _deduplicated(rows: list) -> dict[int, list]:
@@ -96,9 +96,9 @@ def _points(rows: list, max_points: int) -> list[dict]:
     return points
 
 
-def recommendation(request_json: dict, slices: list, basis: rightsize.UsageBasis) -> dict:
-    """The right-sized request of a one-accelerator job, or why there is none."""
-    req = request_from_json(request_json)
+def recommendation(resources: dict, slices: list, basis: rightsize.UsageBasis) -> dict:
+    """The right-sized request of a one-accelerator job (``resources``: its spec's), or why not."""
+    req = request_from_resources(resources)
     current_gpu = req.gpus if req.gpus else req.gpu_milli / 1000
     current_mem = max((sl.memory_mib for sl in slices), default=req.gpu_memory_mib) if req.gpus == 0 else None
     rule = (f"p95 compute + {rightsize.COMPUTE_MARGIN:.0%} (steps of {rightsize.COMPUTE_STEP_MILLI / 1000:g} GPU), "
