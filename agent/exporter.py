@@ -5,8 +5,9 @@ Collector renders the sampler's latest TelemetrySnapshot at scrape time into a p
 CollectorRegistry (nothing goes to prometheus_client's global registry), so a scrape never
 touches the GPU. Per-GPU series keep dcgm-exporter's names and labels (gpu, UUID, device,
 modelName, Hostname) so existing Grafana dashboards work; gpupool_slice_* series show each
-job's allocation vs use (labels job, attempt, queue, team, UUID, gpu); percentages are clamped
-to 0..100 and every series of an idle slice reads 0.
+job's allocation vs use (labels job, attempt, queue, team, user, UUID, gpu; team, queue and
+user come from the start order's identity, set by the server, never from the job's environment);
+percentages are clamped to 0..100 and every series of an idle slice reads 0.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from agent.telemetry import TelemetrySnapshot
 
 DEFAULT_PORT = 9400
 GPU_LABELS = ["gpu", "UUID", "device", "modelName", "Hostname"]
-SLICE_LABELS = ["job", "attempt", "queue", "team", "UUID", "gpu", "Hostname"]
+SLICE_LABELS = ["job", "attempt", "queue", "team", "user", "UUID", "gpu", "Hostname"]
 
 # (metric, help, sample field) for the DCGM fields taken straight from an AcceleratorSample
 _DCGM_FIELDS = (
@@ -109,7 +110,7 @@ class SnapshotCollector(Collector):
                                         labels=SLICE_LABELS)
         for r in snap.slices:
             info = infos.get(r.accelerator_uuid)
-            labels = [r.job_id, r.attempt_id, r.queue, r.team, r.accelerator_uuid,
+            labels = [r.job_id, r.attempt_id, r.queue, r.team, r.user, r.accelerator_uuid,
                       str(info.index) if info else "", self._hostname]
             alloc.add_metric(labels, float(r.memory_mib))
             used.add_metric(labels, max(0.0, r.memory_used_mib))

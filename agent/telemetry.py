@@ -1,12 +1,12 @@
 """Telemetry sampler: device samples plus per-process and per-slice usage, every interval.
 
 The agent's main loop (B2) gives it the backend and a callable listing the jobs it runs
-(``ManagedJob``: ids, root pids, slices, queue, team). Each ``sample()`` returns a
-``TelemetrySnapshot`` holding wire ``AcceleratorSample``s (with ``unmanaged_memory_mib`` = memory
-of GPU processes gpupool did not start, or that a job holds outside its slice), per-process
-``ProcessUsage``, one ``SliceReport`` per (attempt, accelerator), whose ``slice_usage()`` is what a
-Heartbeat carries, and ``escapes``: a job's memory on an accelerator outside its slice (a
-violation the runtime stops). A job's child processes (DeepSpeed workers, vLLM engines) count for
+(``ManagedJob``: ids, root pids, slices, and team, queue and user from the start order's
+identity). Each ``sample()`` returns a ``TelemetrySnapshot`` holding wire ``AcceleratorSample``s
+(with ``unmanaged_memory_mib`` = memory of GPU processes gpupool did not start, or that a job
+holds outside its slice), per-process ``ProcessUsage``, one ``SliceReport`` per (attempt,
+accelerator), whose ``slice_usage()`` is what a Heartbeat carries, and ``escapes``: a job's memory
+on an accelerator outside its slice (a violation the runtime stops). A job's child processes (DeepSpeed workers, vLLM engines) count for
 the job: pids NVML reports that are no job's root are matched to their ancestors through /proc.
 Where NVML cannot see a job's processes (MPS clients), the job's own report (``reported``) is
 its figure. ``latest`` feeds the exporter.
@@ -34,6 +34,7 @@ class ManagedJob:
     slices: tuple[SliceSpec, ...]
     queue: str = ""
     team: str = ""
+    user: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +50,7 @@ class SliceReport:
     memory_mib: int
     memory_used_mib: float
     sm_util_pct: float | None  # share of the whole accelerator, 0..100
+    user: str = ""
 
     def usage(self) -> SliceUsage:
         return SliceUsage(job_id=self.job_id, attempt_id=self.attempt_id,
@@ -151,6 +153,7 @@ class TelemetrySampler:
                 mem = max(used.get(key, 0.0), reported.get(key, 0.0))
                 reports.append(SliceReport(
                     job_id=job.job_id, attempt_id=job.attempt_id, queue=job.queue, team=job.team,
+                    user=job.user,
                     accelerator_uuid=sl.accelerator_uuid, compute_milli=sl.compute_milli,
                     memory_mib=sl.memory_mib, memory_used_mib=round(mem, 1),
                     sm_util_pct=None if util is None else min(100.0, max(0.0, util)),

@@ -110,7 +110,7 @@ async def count_lost(url: str, token: str, accepted: set[str]) -> int:
 
 
 async def heartbeats(url: str, bootstrap: str, nodes: int, gpus: int, period: float,
-                     duration: float, clients: int) -> dict:
+                     duration: float, clients: int, slice_usage: bool = True) -> dict:
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     tag = uuid.uuid4().hex[:6]
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as http:
@@ -140,6 +140,10 @@ async def heartbeats(url: str, bootstrap: str, nodes: int, gpus: int, period: fl
             body = {"node_id": node_id, "ts": ts, "samples": [
                 {"uuid": u, "ts": ts, "gpu_util_pct": 50.0, "memory_used_mib": 1000.0, "power_w": 300.0,
                  "temperature_c": 60.0} for u in uuids]}
+            if slice_usage:  # every GPU busy with one job, as a full pool's agents report it
+                body["slice_usage"] = [{"job_id": f"{node_id}{g}", "attempt_id": f"{node_id}{g}",
+                                        "accelerator_uuid": u, "memory_used_mib": 900.0, "sm_util_pct": 45.0}
+                                       for g, u in enumerate(uuids)]
             t = time.perf_counter()
             try:
                 async with sem:
@@ -193,6 +197,8 @@ def main() -> int:
     p.add_argument("--clients", type=int, default=32)
     p.add_argument("--submits", type=int, default=6000)
     p.add_argument("--heartbeats", action="store_true")
+    p.add_argument("--no-slice-usage", action="store_true",
+                   help="heartbeats without per-slice usage (by default each GPU reports one job's use)")
     p.add_argument("--nodes", type=int, default=1000)
     p.add_argument("--gpus", type=int, default=8)
     p.add_argument("--period", type=float, default=10.0)
@@ -213,9 +219,10 @@ def main() -> int:
         if args.heartbeats:
             cpu0 = cpu_seconds(pid)
             res = asyncio.run(heartbeats(url, boot, args.nodes, args.gpus, args.period, args.duration,
-                                         args.clients))
+                                         args.clients, not args.no_slice_usage))
             lat = res["latencies"]
             out = {"db": db, "clients": args.clients, "nodes": args.nodes, "gpus_per_node": args.gpus,
+                   "slice_usage": not args.no_slice_usage,
                    "heartbeats_per_s": round(res["rate"], 1), "target_per_s": round(args.nodes / args.period, 1),
                    "p50_ms": round(pct(lat, 0.5), 2), "p99_ms": round(pct(lat, 0.99), 2),
                    "errors": res["errors"], "lost": 0,

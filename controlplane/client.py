@@ -30,6 +30,7 @@ from controlplane.schemas import (AcceleratorHealthChange, AcceleratorList, Acce
                                   SchedulerSettingsUpdate, Team, TeamCreate, TeamList, TokenCreate,
                                   TokenCreated, TokenList, TokenRevoked, User, UserCreate, UserList,
                                   Whoami)
+from controlplane.schemas.usage import JobUsage, UsageReport
 
 DEFAULT_SERVER = "http://127.0.0.1:8080"
 Json = dict[str, Any]
@@ -223,6 +224,18 @@ class GpupoolClient:
                 yield from resp.iter_text()
         except httpx.HTTPError as e:
             raise GpupoolError(f"log stream from {self.server} broke: {e}") from e
+
+    def job_usage(self, job_id: str, *, since: str | None = None) -> JobUsage:
+        """The job's measured use per slice, its GPU-hours and its right-sized request."""
+        return self._call(JobUsage, "GET", f"/api/v1/jobs/{_seg(job_id)}/usage",
+                          params=self._params(since=since))
+
+    def usage_report(self, *, start: str | None = None, end: str | None = None,
+                     by: str = "team") -> UsageReport:
+        """GPU-hours allocated/used per team, queue, user, model or job over [start, end) (ISO
+        times; defaults: the last 30 days)."""
+        return self._call(UsageReport, "GET", "/api/v1/reports/usage",
+                          params=self._params(**{"from": start, "to": end, "by": by}))
 
     def job_events(self, job_id: str) -> EventList:
         return self._call(EventList, "GET", f"/api/v1/jobs/{_seg(job_id)}/events")

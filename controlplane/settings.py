@@ -25,6 +25,11 @@ class Settings(BaseSettings):
     liveness_interval_s: float = 5.0
     history_interval_s: float = Field(60.0, gt=0)  # usage history sampling (dashboard charts)
     history_retention_s: float = Field(7 * 86400.0, gt=0)
+    # per-job usage (docs/usage.md): bucket size (a minute; it must divide an hour), how long minute
+    # rows are kept (hours are rolled up as soon as they close), how long hourly rows are kept
+    usage_bucket_s: int = Field(60, ge=1, le=3600)
+    usage_minute_retention_s: float = Field(7 * 86400.0, gt=0)
+    usage_retention_s: float = Field(400 * 86400.0, gt=0)
     master_port_min: int = 29500
     master_port_max: int = 29999
     auth_cache_s: float = 2.0  # how long a verified token is trusted without a DB read
@@ -57,6 +62,13 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_is_unset(cls, v: object) -> object:
         return None if v == "" else v
+
+    @field_validator("usage_bucket_s")
+    @classmethod
+    def _bucket_divides_an_hour(cls, v: int) -> int:
+        if 3600 % v:
+            raise ValueError(f"GPUPOOL_USAGE_BUCKET_S must divide 3600 (60 = a minute), got {v}")
+        return v
 
     @model_validator(mode="after")
     def _tls_pair(self) -> Settings:

@@ -439,10 +439,12 @@ class Runtime:
     def managed_jobs(self) -> list[ManagedJob]:
         """Running jobs as telemetry attributes them (root = the job's session leader)."""
         with self.lock:
+            # labels from the identity the server put in the start order, never from the job's env
             return [ManagedJob(job_id=j.order.job_id, attempt_id=j.attempt_id,
                                pids=frozenset(j.proc.pids()), slices=tuple(j.order.slices),
-                               queue=j.order.env.get("GPUPOOL_QUEUE", ""),
-                               team=j.order.env.get("GPUPOOL_TEAM", ""))
+                               queue=j.order.identity.queue if j.order.identity else "",
+                               team=j.order.identity.team if j.order.identity else "",
+                               user=(j.order.identity.user or "") if j.order.identity else "")
                     for j in self.jobs.values() if j.state == ProcessState.RUNNING and j.proc is not None]
 
     def root_pids(self) -> list[int]:

@@ -11,7 +11,8 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy import text
 
-from controlplane.api import problems, routes_admin, routes_agent, routes_controls, routes_jobs, routes_nodes
+from controlplane.api import (problems, routes_admin, routes_agent, routes_controls, routes_jobs,
+                              routes_nodes, routes_usage)
 from controlplane.api.limits import BodyLimit, RateLimiter, Slots
 from controlplane.db import migrate
 from controlplane.db.database import Database
@@ -70,7 +71,7 @@ def build_app(db: Database, settings: Settings, *, metrics: ControlPlaneMetrics 
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     for r in (routes_jobs.router, routes_nodes.router, routes_admin.router, routes_controls.router,
-              routes_agent.router):
+              routes_agent.router, routes_usage.router):
         app.include_router(r)
     app.include_router(dashboard_router())
     return app

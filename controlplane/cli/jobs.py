@@ -15,6 +15,7 @@ from controlplane.cli.context import target
 from controlplane.cli.errors import CliError, console, handle_errors
 from controlplane.cli.render import fmt_reason, job_detail, jobs_table, progress_fraction
 from controlplane.cli.specfile import load_spec_file
+from controlplane.cli.usage import like_spec
 from controlplane.client import GpupoolClient
 from controlplane.core.states import FINAL_STATES, JobState
 from controlplane.schemas import Job
@@ -33,20 +34,25 @@ def register(app: typer.Typer) -> None:
 @handle_errors
 def submit(
     ctx: typer.Context,
-    file: Path = typer.Argument(..., help="job spec (YAML or JSON)", show_default=False),
+    file: Path = typer.Argument(None, help="job spec (YAML or JSON)", show_default=False),
     queue: str = typer.Option(None, "--queue", "-q", help="override the spec's queue"),
     name: str = typer.Option(None, "--name", help="override the spec's name"),
     idempotency_key: str = typer.Option(None, "--idempotency-key", help="retry-safe submit key"),
     wait: bool = typer.Option(False, "--wait", "-w", help="follow the job until it is final"),
     quiet: bool = typer.Option(False, "--quiet", help="print only the job id"),
+    like: str = typer.Option(None, "--like", metavar="JOB_ID",
+                             help="re-submit that job's spec with the request its observed use calls for"),
+    yes: bool = typer.Option(False, "--yes", "-y", help="with --like: submit without asking"),
 ) -> None:
-    """Submit a job spec; prints the job id."""
-    spec = load_spec_file(file)
-    if queue:
-        spec["queue"] = queue
-    if name:
-        spec["name"] = name
+    """Submit a job spec (or, with --like, a right-sized copy of a job); prints the job id."""
+    if (file is None) == (like is None):
+        raise CliError("give a job spec file, or --like JOB_ID (not both)")
     with target(ctx).client() as client:
+        spec = load_spec_file(file) if file is not None else like_spec(client, like, yes=yes)
+        if queue:
+            spec["queue"] = queue
+        if name:
+            spec["name"] = name
         job = client.submit_job(spec, idempotency_key=idempotency_key)
         if quiet:
             print(job.id)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from controlplane.cli import admin, admin_controls, bench, cluster, jobs, local, whatif
+from controlplane.cli import admin, admin_controls, bench, cluster, jobs, local, usage, whatif
 
 app = typer.Typer(
     name="gpupool",
@@ -34,6 +34,7 @@ admin.register(app)
 app.add_typer(admin_controls.admin_app, name="admin")
 local.register(app)
 whatif.register(app)
+usage.register(app)
 
 app.add_typer(bench.app, name="bench")
 

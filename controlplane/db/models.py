@@ -301,3 +301,6 @@ class StatusSeenRow(Base):
     __tablename__ = "status_seen"
     node_id: Mapped[int] = mapped_column(BigInt, primary_key=True)
     seq: Mapped[int] = mapped_column(BigInt, primary_key=True)
+
+
+from controlplane.db.usage import JobUsageRow  # noqa: E402,F401 - per-job usage (migration 0007)

@@ -17,10 +17,10 @@ from controlplane.core.snapshot import Decision, PendingReason
 from controlplane.core.states import PendingCode
 from controlplane.db.database import Database
 from controlplane.history import sample as sample_history
-from controlplane.loops import lease, liveness, retention, runtime_limits
+from controlplane.loops import lease, liveness, retention, runtime_limits, usage_retention
 from controlplane.scheduler import SchedulerConfig, schedule
 from controlplane.scheduler.policies import profile
-from controlplane.services import scheduler_settings
+from controlplane.services import scheduler_settings, usage_buffer
 from controlplane.services.scheduling import SchedulingService
 from controlplane.settings import Settings
 
@@ -69,6 +69,10 @@ class Loops:
         self._wake.set()
         if self._thread:
             self._thread.join(timeout=10)
+        try:  # the open usage bucket too: another replica's part of it merges
+            usage_buffer.flush(self.db, time.time(), self.settings.usage_bucket_s, final=True)
+        except Exception:  # noqa: BLE001 - best effort at shutdown
+            log.warning("could not write the last usage samples at shutdown", exc_info=True)
         if self.is_leader:
             try:
                 lease.release(self.db, LEASE, self.holder)
@@ -92,6 +96,10 @@ class Loops:
             except Exception:  # noqa: BLE001 - a failed sample must not stop scheduling
                 log.exception("usage history sample failed; retrying next interval")
             try:
+                usage_buffer.flush(self.db, time.time(), self.settings.usage_bucket_s)
+            except Exception:  # noqa: BLE001 - kept in memory (bounded) for the next try
+                log.exception("writing per-job usage failed; retrying next iteration")
+            try:
                 was_leader = self.is_leader
                 self.is_leader = lease.try_acquire(self.db, LEASE, self.holder,
                                                    self.settings.scheduler_lease_s)
@@ -112,6 +120,9 @@ class Loops:
                         retention.trim_status_seen(self.db)
                         retention.trim_logs(self.db, self.settings.log_retention_s)
                         retention.trim_events(self.db, self.settings.event_retention_s)
+                        usage_retention.roll_up(self.db, time.time())
+                        usage_retention.trim_minutes(self.db, time.time(), self.settings.usage_minute_retention_s)
+                        usage_retention.trim(self.db, time.time(), self.settings.usage_retention_s)
                         next_trim = started + TRIM_EVERY_S
                     self.cycle()
             except DBAPIError:  # the database is unreachable or failing: no sweep until it is back

@@ -17,6 +17,9 @@ from controlplane.schemas.jobs import (Event, EventList, EventPage, Job, JobPage
 from controlplane.schemas.nodes import (Accelerator, AcceleratorList, AcceleratorOnNode, Capacity,
                                         CapacityFigures, ModelCapacity, Node, NodeList)
 from controlplane.schemas.problems import FieldError, Problem, problem_responses
+from controlplane.schemas.usage import (JobUsage, RightSizing, SliceUsageSeries, UsageFigures,
+                                        UsagePoint, UsageReport, UsageReportRow, UsageSummary,
+                                        UsageTimeline)
 
 __all__ = [
     "Accelerator", "AcceleratorHealthChange", "AcceleratorList", "AcceleratorOnNode", "ApiModel", "BootstrapToken",
@@ -27,4 +30,6 @@ __all__ = [
     "QueueUpdate", "SchedulerSettings", "SchedulerSettingsUpdate", "Team", "TeamCreate", "TeamList", "Token", "TokenCreate", "TokenCreated",
     "TokenList", "TokenRevoked", "User", "UserCreate", "UserList", "Whoami", "WriteModel",
     "problem_responses",
+    "JobUsage", "RightSizing", "SliceUsageSeries", "UsageFigures", "UsagePoint", "UsageReport",
+    "UsageReportRow", "UsageSummary", "UsageTimeline",
 ]

@@ -15,7 +15,7 @@ from controlplane.db.database import Database, retry_deadlocks
 from controlplane.core.states import NodeState, Role, StopKind
 from controlplane.db.models import (AcceleratorRow, JobRow, MemberRow, NodeRow, SampleRow,
                                     StatusSeenRow, TokenRow)
-from controlplane.services import auth, events, health, lifecycle
+from controlplane.services import auth, events, health, lifecycle, usage_buffer
 from controlplane.services.auth import forget_cached_tokens, hash_token, new_secret, remember_token
 from controlplane.services.principal import Principal
 from controlplane.services.errors import MAX_INT, Conflict, Forbidden, Invalid, NotFound
@@ -166,6 +166,7 @@ def heartbeat(db: Database, who: Principal, hb: wire.Heartbeat, interval_s: floa
     unhealthy (services/health.py)."""
     newest = _record_heartbeat(db, who, hb)
     health.check_samples(db, who, who.node_id, newest, cordon_node_after=cordon_node_after)
+    usage_buffer.record(db, who.node_id, hb.slice_usage, now())  # in memory; the loops write it per minute
     return wire.HeartbeatResponse(heartbeat_interval_s=interval_s)
 
 

@@ -8,8 +8,9 @@ from fastapi.responses import RedirectResponse
 from controlplane.core.states import JobState
 from controlplane.services import jobs as jobs_service
 from controlplane.services import logs as logs_service
+from controlplane.services import usage as usage_service
 from controlplane.services.errors import Invalid
-from controlplane.web import queries, render
+from controlplane.web import queries, render, usage_view
 from controlplane.web.pagekit import dashboard_page
 from controlplane.web.session import database
 
@@ -51,7 +52,9 @@ def job(request: Request, who, job_id: str):  # noqa: ANN001
     ctx = dict(j=j, logs=text, final=final, gpus=gpus)
     if request.headers.get("hx-request") and request.headers.get("hx-target") == "job-live":
         return render.page("partials/job_live.html", **ctx)
-    return render.page("job.html", who=who, nav="jobs", events=evs, **ctx)
+    usage = usage_service.job_usage(db, who, job_id)
+    return render.page("job.html", who=who, nav="jobs", events=evs, usage=usage,
+                       usage_charts=usage_view.job_charts(usage), **ctx)
 
 
 @router.post("/jobs/{job_id}/cancel")

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from controlplane.web import assets, pages, pages_controls, pages_jobs, pages_queues, pages_signin
+from controlplane.web import (assets, pages, pages_controls, pages_jobs, pages_queues, pages_signin,
+                              pages_usage)
 
 
 def dashboard_router() -> APIRouter:
     """All dashboard routes (left out of the OpenAPI document)."""
     router = APIRouter(include_in_schema=False)
-    for module in (pages_signin, pages, pages_jobs, pages_queues, pages_controls, assets):
+    for module in (pages_signin, pages, pages_jobs, pages_queues, pages_controls, pages_usage, assets):
         router.include_router(module.router)
     return router

@@ -1,6 +1,7 @@
-"""Right-sizing: a recommended GPU fraction and memory from a job's observed per-minute use.
+"""Right-sizing in the what-if: a recommended GPU fraction and memory from per-minute use.
 
-The rule (the server's job page, the API and `gpupool whatif` all use this one function):
+The rule is the server's (``controlplane/core/rightsize.py``, used by the job page and the API);
+this module summarises a what-if workload's samples into its inputs:
 
 - compute basis: the 95th percentile (nearest rank) over the minutes of the per-minute p95
   utilisation, on the busiest accelerator (every accelerator of a job gets the same slice);
@@ -18,7 +19,8 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-WHOLE_MILLI = 1000
+from controlplane.core import rightsize
+
 
 
 class NotEnoughUsage(ValueError):
@@ -87,11 +89,10 @@ class Recommendation:
 
 
 def percentile(values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile: the smallest value with at least q% of the values at or below."""
+    """The server's nearest-rank percentile (core/rightsize.py); no values is NotEnoughUsage."""
     if not values:
         raise NotEnoughUsage("no usage samples")
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
+    return rightsize.percentile(values, q)
 
 
 def _check(sample: MinuteUsage) -> None:
@@ -118,23 +119,16 @@ def basis_of(samples: Iterable[MinuteUsage]) -> UsageBasis:
     return UsageBasis(mean, p95, mem_mean, peak, minutes, len(by_acc))
 
 
-def _round_up(value: float, step: int) -> int:
-    return step * math.ceil(round(value / step, 6))
-
-
 def recommend_basis(basis: UsageBasis, margin: Margin = DEFAULT_MARGIN,
                     accelerator_memory_mib: int | None = None) -> Recommendation:
-    """The recommended slice for ``basis`` (raises NotEnoughUsage below ``min_minutes``)."""
+    """The recommended slice for ``basis``, by the server's rule (core/rightsize.py; raises
+    NotEnoughUsage below ``min_minutes``)."""
     if basis.minutes < margin.min_minutes:
         raise NotEnoughUsage(f"{basis.minutes} minute(s) of usage; right-sizing needs at least "
                              f"{margin.min_minutes}")
-    milli = _round_up(basis.compute_p95_pct * 10 * (1 + margin.compute), margin.compute_step_milli)
-    milli = min(WHOLE_MILLI, max(margin.compute_step_milli, milli))
-    memory = max(margin.memory_step_mib,
-                 _round_up(basis.memory_peak_mib * (1 + margin.memory), margin.memory_step_mib))
-    if accelerator_memory_mib:
-        memory = min(memory, accelerator_memory_mib)
-    return Recommendation(milli, memory, basis.accelerators, basis, margin)
+    rec = rightsize.recommend(basis.compute_p95_pct, basis.memory_peak_mib, accelerator_memory_mib or 0,
+                              compute_margin=margin.compute, memory_margin=margin.memory)
+    return Recommendation(rec.gpu_milli, rec.gpu_memory_mib, basis.accelerators, basis, margin)
 
 
 def recommend(samples: Iterable[MinuteUsage], margin: Margin = DEFAULT_MARGIN,

@@ -1,7 +1,7 @@
 """requeue hold and run-time limits
 
 Revision ID: 0008
-Revises: 0006
+Revises: 0007
 
 jobs.not_before: the scheduler leaves a pending job alone until then (the lost node's agent
 fences its copy with a grace period; the new copy must not start before that copy is gone).
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = '0008'
-down_revision = '0006'
+down_revision = '0007'
 branch_labels = None
 depends_on = None
 

@@ -28,9 +28,11 @@ def pg_url():  # noqa: ANN201
 
 @pytest.fixture(scope="module")
 def cluster(pg_url, tmp_path_factory):  # noqa: ANN001, ANN201
-    """A server (history sampled every second) and one agent with 2 simulated H100s."""
+    """A server (history sampled every second, per-job usage in 1 s buckets) and one agent with 2
+    simulated H100s."""
     tmp = tmp_path_factory.mktemp("dash")
-    server = start_server(pg_url, env={"GPUPOOL_HISTORY_INTERVAL_S": "1"}, home=tmp / "home")
+    server = start_server(pg_url, env={"GPUPOOL_HISTORY_INTERVAL_S": "1", "GPUPOOL_USAGE_BUCKET_S": "1"},
+                          home=tmp / "home")
     agent = Agent(server, "sim-node-1", "1x2xH100-80GB", tmp)
     try:
         agent.wait_registered()

@@ -173,7 +173,7 @@ def test_sign_in_form_has_its_own_csrf_token(site) -> None:  # noqa: ANN001
 def test_pages_run_no_inline_script_under_a_csp(site) -> None:  # noqa: ANN001
     c, job = site["client"], site["job"]
     sign_in(c, ADMIN)
-    pages = ["/", "/nodes", "/nodes/node-a", "/jobs", f"/jobs/{job}", "/queues", "/events", "/admin",
+    pages = ["/", "/nodes", "/nodes/node-a", "/jobs", f"/jobs/{job}", "/queues", "/events", "/admin", "/reports/usage",
              "/queues/default/default/edit", "/login", "/nodes/nope"]
     for path in pages:
         r = c.get(path)

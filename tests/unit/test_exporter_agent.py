@@ -53,7 +53,7 @@ def test_gpu_and_slice_series_hold_backend_values(served):
     jobs = [
         ManagedJob("job-1", "att-1", frozenset({me}),
                    (SliceSpec(accelerator_uuid=gpu0.uuid, compute_milli=250, memory_mib=20000,
-                              device_memory_mib=81559),), "research", "nlp"),
+                              device_memory_mib=81559),), "research", "nlp", "alice"),
         ManagedJob("job-2", "att-2", frozenset({2**22 + 1}),
                    (SliceSpec(accelerator_uuid=gpu1.uuid, compute_milli=500, memory_mib=40000,
                               device_memory_mib=81559),), "prod", "serving"),
@@ -74,7 +74,8 @@ def test_gpu_and_slice_series_hold_backend_values(served):
     assert _by(m["DCGM_FI_DEV_XID_ERRORS"], UUID=gpu0.uuid) == 0
     # Per-slice series: busy slice capped at 100 %, idle slice reads 0 everywhere.
     assert _by(m["gpupool_slice_memory_allocated_mib"], job="job-1") == 20000
-    assert _by(m["gpupool_slice_memory_used_mib"], job="job-1", queue="research", team="nlp") == 26000
+    assert _by(m["gpupool_slice_memory_used_mib"], job="job-1", queue="research", team="nlp",
+               user="alice") == 26000
     assert _by(m["gpupool_slice_memory_used_pct"], job="job-1") == 100.0
     assert _by(m["gpupool_slice_sm_util_pct"], job="job-1") == 25.0
     assert _by(m["gpupool_slice_sm_util_of_allocation_pct"], job="job-1") == 100.0
