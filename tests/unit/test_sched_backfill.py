@@ -27,7 +27,6 @@ def run(job_id, on, gpus, first, limit, started=0.0):
     ([(4, 300)], 6, 1, 300.0),  # 4 idle + 4 freed
     ([(4, None), (4, 300)], 8, 1, None),  # one of them declares no run time: start unknown
     ([(8, 50)], 8, 1, NOW),  # past its limit (it is being stopped): now, not in the past
-    ([(4, 300), (4, 700)], 4, 2, 700.0),  # a gang of two 4-GPU members needs both
 ])
 def test_expected_start_of_a_blocked_head(jobs, head_gpus, gang, start):
     n = node("n1")
@@ -45,6 +44,25 @@ def test_expected_start_of_a_blocked_head(jobs, head_gpus, gang, start):
         assert "holding n1 for it" in reason.message
     else:
         assert f"expected to start at {start:.0f} (in {start - NOW:.0f} s) on n1" in reason.message
+
+
+def test_a_gang_waits_for_a_node_per_member() -> None:
+    """Gang members run on nodes of their own: two 4-GPU members need both nodes' jobs to end."""
+    n1, n2 = node("n1"), node("n2")
+    runs = [run("a", n1, 8, 0, 300), run("b", n2, 8, 0, 700)]
+    d = schedule(Snapshot([n1, n2], running=runs, now=NOW, pending=[pending("head", gpus=4, gang=2)]),
+                 SchedulerConfig(preemption=False))
+    reason = d.pending["head"]
+    assert reason.expected_start == 700.0 and sorted(reason.details["reserved_nodes"]) == ["n1", "n2"]
+
+
+def test_gang_members_never_share_a_node() -> None:
+    n1, n2 = node("n1"), node("n2")
+    d = schedule(Snapshot([n1, n2], pending=[pending("pair", gpus=4, gang=2)]), SchedulerConfig())
+    (placement,) = d.placements
+    assert sorted(m.node for m in placement.members) == ["n1", "n2"]
+    lonely = schedule(Snapshot([node("solo")], pending=[pending("pair", gpus=4, gang=2)]), SchedulerConfig())
+    assert not lonely.placements and lonely.pending["pair"].code == "gang"
 
 
 @pytest.mark.parametrize("limit, placed_on", [

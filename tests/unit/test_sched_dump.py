@@ -20,6 +20,7 @@ def busy_snapshot() -> Snapshot:
     """A cycle that places a gang, reclaims for a job, reserves with an expected start,
     backfills a short job and explains quota, constraint and capacity waits."""
     n1, n2, n3 = node("n1", domains=2), node("n2"), node("n3", model="A100-80GB")
+    n4 = node("n4")  # the gang's members each take a node of their own (n2 and n4)
     runs = [running("b1", n1, "team-b", gpus=8, started_at=0),
             replace(running("a0", n3, "team-a", gpus=4, started_at=100), max_runtime_s=900)]
     jobs = [pending("gang", "team-a", gpus=4, gang=2, models=("H100-80GB",)),
@@ -30,7 +31,7 @@ def busy_snapshot() -> Snapshot:
             pending("t4", "team-c", gpus=1, models=("T4",)), pending("over", "team-d", gpus=3)]
     queues = [queue("team-a", guarantee_gpus=24), queue("team-b"), queue("team-c"),
               queue("team-d", limit_gpus=2)]
-    return Snapshot([n1, n2, n3], queues, jobs, runs, now=500.0)
+    return Snapshot([n1, n2, n3, n4], queues, jobs, runs, now=500.0)
 
 
 CONFIG = SchedulerConfig(policy="gpupool", max_reservations=3,

@@ -264,11 +264,14 @@ def test_reason_tells_not_now_from_never_from_error(kw, code, never):
     assert (reason and reason.code, reason and reason.unschedulable) == (code, never)
 
 
-def test_gang_members_prefer_fewer_nodes():
-    snap = Snapshot([node("n1", gpus=8), node("n2", gpus=8)], pending=[pending("g", gpus=2, gang=3)])
-    for policy in ("gpupool", "binpack"):
-        members = schedule(snap, SchedulerConfig(policy=policy)).placements[0].members
-        assert len({m.node for m in members}) == 1, policy
+def test_gang_members_each_take_a_node():
+    """A member is one node's share of a job (several GPUs on one node are one member)."""
+    nodes = [node(f"n{i}", gpus=8) for i in range(3)]
+    for policy in ("gpupool", "binpack", "spread"):
+        d = schedule(Snapshot(nodes, pending=[pending("g", gpus=2, gang=3)]), SchedulerConfig(policy=policy))
+        assert sorted(m.node for m in d.placements[0].members) == ["n0", "n1", "n2"], policy
+    d = schedule(Snapshot(nodes[:2], pending=[pending("g", gpus=2, gang=3)]), SchedulerConfig())
+    assert not d.placements and d.pending["g"].code == "gang"
 
 
 @pytest.mark.parametrize("constraints, expected", [

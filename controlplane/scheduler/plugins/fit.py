@@ -41,7 +41,9 @@ def gpus_fit(shape: MemberShape, room: np.ndarray) -> np.ndarray:
 
 
 def fits_on(ctx: Context, shape: MemberShape, node: int) -> bool:
-    """Whether the member fits on ``node`` now."""
+    """Whether the member fits on ``node`` now (a gang's members each on a node of their own)."""
+    if node in ctx.gang:
+        return False
     rows = np.array([node])
     if not host_room(ctx.state, shape, rows)[0]:
         return False
@@ -49,9 +51,12 @@ def fits_on(ctx: Context, shape: MemberShape, node: int) -> bool:
 
 
 def candidates(ctx: Context, shape: MemberShape) -> Candidates:
-    """All feasible spots of one member (possibly none)."""
+    """All feasible spots of one member (possibly none); nodes its gang already uses are not: a
+    member is a node's share of the job (several GPUs on one node are one member)."""
     state = ctx.state
     fits = host_room(state, shape)
+    if ctx.gang:
+        fits[list(ctx.gang)] = False
     if shape.whole:
         if shape.constraints.any_accelerator:  # idle counts are kept per node: no (N, G) pass
             nodes = np.flatnonzero(fits & (state.idle_count >= shape.whole))

@@ -22,7 +22,6 @@ BINPACK_CPU_TIEBREAK = 1e-3  # CPU left only breaks ties between equal GPU left
 BINPACK_CPU_SCALE = 1e6  # CPU milli to a number below one for any real node
 TOPOLOGY_SAME_DOMAIN = 2  # a multi-GPU member on one NVLink domain
 TOPOLOGY_SAME_NUMA = 1  # ... else on one NUMA node
-TOPOLOGY_GANG_NODE = 3  # a gang member on a node the gang already uses beats either
 
 
 class NoPreparation:
@@ -97,13 +96,13 @@ class FGD:
 
 
 class Topology(NoPreparation):
-    """Multi-GPU members prefer one NVLink domain, then one NUMA node; gangs prefer few nodes."""
+    """Multi-GPU members prefer one NVLink domain, then one NUMA node."""
 
     name = "topology"
 
     def score(self, ctx: Context, shape: MemberShape, cands: Candidates) -> np.ndarray | float:
         state = ctx.state
-        if not ctx.gang and not (shape.whole > 1 and state.has_topology):
+        if not (shape.whole > 1 and state.has_topology):
             return 0.0  # nothing to prefer: every spot alike
         out = np.zeros(len(cands))
         if cands.chosen is not None and shape.whole > 1 and state.has_topology:
@@ -115,6 +114,4 @@ class Topology(NoPreparation):
                     out[c] += TOPOLOGY_SAME_DOMAIN
                 elif len(numas) == 1 and -1 not in numas:
                     out[c] += TOPOLOGY_SAME_NUMA
-        if ctx.gang:
-            out += TOPOLOGY_GANG_NODE * np.isin(cands.nodes, list(ctx.gang))
         return out
