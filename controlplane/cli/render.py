@@ -200,6 +200,9 @@ def job_detail(job: Job) -> Group:
     if reason:
         pending = job.status == JobState.PENDING
         info.add_row("pending because" if pending else "reason", Text(reason, style="yellow" if pending else ""))
+    start = job.pending_reason.details.get("expected_start") if job.pending_reason else None
+    if job.status == JobState.PENDING and isinstance(start, (int, float)):
+        info.add_row("expected start", datetime.fromtimestamp(start).astimezone().strftime("%Y-%m-%d %H:%M:%S %Z"))
     if job.progress is not None:
         for label, cell in progress_rows(job.progress):
             info.add_row(label, cell)

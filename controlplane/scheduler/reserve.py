@@ -69,7 +69,7 @@ class Reservations:
             return reason.with_note(f"holding {', '.join(names)} for it so smaller jobs cannot "
                                     "take the room it waits for", reserved_nodes=names)
         return reason.with_note(
-            f"expected to start at {start:.0f} (in {start - self.now:.0f} s) on {', '.join(names)} "
+            f"expected to start in {start - self.now:.0f} s on {', '.join(names)} "
             "when running jobs reach their run-time limits; until then only jobs that end "
             "before it may use that room", reserved_nodes=names, expected_start=start)
 

@@ -104,7 +104,7 @@ class SchedulingService:
                     nodes[node_id].allocated_memory_mib += mem
             pending = []
             rows = s.execute(select(JobRow.id, JobRow.queue_id, JobRow.priority, JobRow.pending_reason,
-                                    JobRow.preemptible)
+                                    JobRow.preemptible, JobRow.max_runtime_s)
                              .where(JobRow.status == JobState.PENDING.value,
                                     (JobRow.not_before.is_(None)) | (JobRow.not_before <= ts))
                              .order_by(JobRow.id)).all()
@@ -113,14 +113,14 @@ class SchedulingService:
                 chunk = missing[start:start + 500]
                 for job_id, stored in s.execute(select(JobRow.id, JobRow.request).where(JobRow.id.in_(chunk))):
                     self._request(job_id, stored)
-            for job_id, queue_id, priority, reason, preemptible in rows:
+            for job_id, queue_id, priority, reason, preemptible, max_runtime in rows:
                 req = self._requests[job_id]
                 self._reasons[job_id] = reason
                 if job_id in self.invalid:
                     continue
                 pending.append(PendingJob(job_id=str(job_id), queue=qname.get(queue_id, "?"),
                                           request=req, priority=priority, submitted_seq=job_id,
-                                          preemptible=preemptible))
+                                          preemptible=preemptible, max_runtime_s=max_runtime))
             running = []
             q = (select(JobRow, AttemptRow).join(AttemptRow, AttemptRow.job_id == JobRow.id)
                  .where(JobRow.status.in_([st.value for st in ACTIVE_STATES]),
@@ -136,7 +136,8 @@ class SchedulingService:
                                           request=self._request(job.id, job.request), members=members,
                                           priority=job.priority,
                                           started_at=job.started_at or attempt.created_at,
-                                          min_runtime_s=job.min_runtime_s, preemptible=job.preemptible))
+                                          min_runtime_s=job.min_runtime_s, preemptible=job.preemptible,
+                                          max_runtime_s=job.max_runtime_s))
         live = {int(p.job_id) for p in pending} | {int(r.job_id) for r in running}
         live |= {int(r[0]) for r in rows}
         for gone in [j for j in self._requests if j not in live]:  # keep the caches bounded

@@ -60,6 +60,15 @@ def ago(ts: float | str | None) -> str:
     return f"{int(delta)}s ago"
 
 
+def from_now(ts: float | None) -> str:
+    """A time ahead, as 'in 12m' ('now' when it is not ahead any more)."""
+    delta = (ts or 0) - time.time()
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if delta >= size:
+            return f"in {int(delta // size)}{unit}"
+    return f"in {int(delta)}s" if delta >= 1 else "now"
+
+
 def when(ts: float | str | None) -> str:
     if ts is None:
         return "—"
@@ -81,7 +90,7 @@ def kv(data: dict | None) -> str:
 
 _env = Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=select_autoescape(["html"]),
                    trim_blocks=True, lstrip_blocks=True)
-_env.filters.update(gpus=gpus, gib=gib, ago=ago, when=when, json_script=tojson_script, kv=kv)
+_env.filters.update(gpus=gpus, gib=gib, ago=ago, when=when, from_now=from_now, json_script=tojson_script, kv=kv)
 _env.globals.update(pct=pct, JobState=JobState, UNFINISHED=[s.value for s in UNFINISHED_STATES],
                     JOB_STATES=[s.value for s in JobState], csrf_token=page_csrf,
                     CSRF_FIELD=CSRF_FIELD, CSRF_HEADER=CSRF_HEADER)

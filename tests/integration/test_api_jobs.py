@@ -4,6 +4,7 @@ failure, lost node requeue, drain, logs and events."""
 from __future__ import annotations
 
 import time
+from datetime import datetime
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
@@ -272,4 +273,29 @@ def test_a_job_past_its_max_runtime_is_stopped_with_the_reason(server) -> None: 
         wait_for(lambda: job(c, job_id)["status"] == "running", agents=(agent,))
         done = wait_for(lambda: (j := job(c, job_id))["status"] == "failed" and j, agents=(agent,), timeout=60)
         assert done["reason_code"] == "timed_out" and "max_runtime_s of 1 s" in done["status_reason"]
+    agent.close()
+
+
+def test_a_blocked_job_shows_its_expected_start(server) -> None:  # noqa: ANN001
+    """Running jobs that declare max_runtime_s let the scheduler say when a waiting job starts."""
+    from controlplane.cli.render import job_detail
+    from controlplane.schemas import Job
+
+    agent, model = agent_for(server, "eta")
+    with server.client() as c:
+        first = c.post("/api/v1/jobs", json=spec("eta-first", model, gpu=1, max_runtime_s=3600)).json()
+        wait_for(lambda: job(c, first["id"])["status"] == "running", agents=(agent,))
+        waiting = c.post("/api/v1/jobs", json=spec("eta-next", model, gpu=1)).json()
+        reason = wait_for(lambda: (r := job(c, waiting["id"])["pending_reason"]) and
+                          r["details"].get("expected_start") and r, agents=(agent,))
+        started = datetime.fromisoformat(job(c, first["id"])["started_at"].replace("Z", "+00:00")).timestamp()
+        assert abs(reason["details"]["expected_start"] - (started + 3600)) < 5
+        assert "expected to start in" in reason["message"]
+        from rich.console import Console
+
+        console = Console(record=True, width=120)
+        console.print(job_detail(Job.model_validate(job(c, waiting["id"]))))
+        assert "expected start" in console.export_text()
+        for j in (waiting, first):
+            c.post(f"/api/v1/jobs/{j['id']}/cancel")
     agent.close()
