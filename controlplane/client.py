@@ -352,6 +352,10 @@ class GpupoolClient:
         return self._call(SchedulerSettings, "PUT", "/api/v1/scheduler",
                           json=self._body(SchedulerSettingsUpdate, **fields))
 
+    def scheduler_dump(self) -> dict[str, Any]:
+        """What the scheduler would decide now, with its input (replay it: gpupool bench replay)."""
+        return self._request("GET", "/api/v1/scheduler/dump").json()
+
     def reset_scheduler(self) -> SchedulerSettings:
         """Back to the server's own settings (GPUPOOL_SCHEDULER_POLICY)."""
         return self._call(SchedulerSettings, "DELETE", "/api/v1/scheduler")

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Body, Depends, Path
 
 from controlplane.api.deps import admin, get_db, get_settings
 from controlplane.db.database import Database
+from controlplane.loops.runner import dump_cycle
 from controlplane.schemas import (AcceleratorHealthChange, AcceleratorOnNode, BootstrapToken,
                                   BootstrapTokenCreate, BootstrapTokenList, SchedulerSettings,
                                   SchedulerSettingsUpdate, TokenRevoked, User, problem_responses)
@@ -63,6 +66,14 @@ def put_scheduler(body: SchedulerSettingsUpdate, who: Principal = Depends(admin)
                   settings: Settings = Depends(get_settings)) -> dict:
     """Set the placement policy (and plugin weights); the scheduling loop uses it from its next cycle."""
     return sched.update(db, who, body, settings.scheduler_policy)
+
+
+@router.get("/scheduler/dump", response_model=dict[str, Any], responses=problem_responses(*AUTHENTICATED))
+def scheduler_dump(who: Principal = Depends(admin), db: Database = Depends(get_db),
+                   settings: Settings = Depends(get_settings)) -> dict:
+    """What the scheduler would decide now, with its whole input: save it and replay it offline
+    with `gpupool bench replay FILE` (nothing is applied)."""
+    return dump_cycle(db, settings)
 
 
 @router.delete("/scheduler", response_model=SchedulerSettings, responses=problem_responses(*AUTHENTICATED))

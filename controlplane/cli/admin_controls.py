@@ -3,6 +3,9 @@ health (admins)."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import typer
 from rich.markup import escape
 
@@ -131,6 +134,21 @@ def _weight(text: str, option: str) -> float:
         return float(text)
     except ValueError:
         raise BadValue(f"{option} {text!r}: use a number") from None
+
+
+@scheduler_app.command("dump")
+@handle_errors
+def scheduler_dump(
+    ctx: typer.Context,
+    out: Path = typer.Option(..., "--out", "-o", help="file to write the dump to (JSON)"),
+) -> None:
+    """Save what the scheduler would decide now, with its whole input, to replay it offline
+    (`gpupool bench replay FILE`); nothing is applied."""
+    with target(ctx).client() as client:
+        dump = client.scheduler_dump()
+    out.write_text(json.dumps(dump))
+    console.print(f"wrote {escape(str(out))}: {len(dump['snapshot']['pending'])} pending job(s), "
+                  f"{len(dump['snapshot']['nodes'])} node(s); replay it with `gpupool bench replay {escape(str(out))}`")
 
 
 @scheduler_app.command("reset")

@@ -3,6 +3,7 @@ retention, and the per-minute usage history (every replica; one row per minute i
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -10,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 
 from sqlalchemy.exc import DBAPIError
 
@@ -19,6 +21,7 @@ from controlplane.db.database import Database
 from controlplane.history import sample as sample_history
 from controlplane.loops import lease, liveness, retention, runtime_limits, usage_retention
 from controlplane.scheduler import SchedulerConfig, schedule
+from controlplane.scheduler.dump import dump_snapshot
 from controlplane.scheduler.policies import profile
 from controlplane.services import scheduler_settings, usage_buffer
 from controlplane.services.scheduling import SchedulingService
@@ -27,9 +30,36 @@ from controlplane.settings import Settings
 log = logging.getLogger("gpupool.loops")
 LEASE = "scheduler"
 KICK_GAP_S = 0.02  # shortest time between the starts of two kicked cycles
-TRIM_EVERY_S = 300.0  # status-seq retention: cheap, and replays older than minutes are harmless
+TRIM_EVERY_S = 300.0
+KEEP_DUMPS = 20  # dumps of failed cycles kept under $GPUPOOL_HOME/dumps  # status-seq retention: cheap, and replays older than minutes are harmless
 # observer(seconds, placed, preempted, pending) of each cycle, e.g. the metrics
 CycleObserver = Callable[[float, int, int, int], None]
+
+
+def write_dump(directory: Path, dump: dict, keep: int = KEEP_DUMPS) -> Path:
+    """Write a scheduler dump as JSON into ``directory`` (keeping the newest ``keep`` dumps)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"cycle-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}.json"
+    path.write_text(json.dumps(dump))
+    for old in sorted(directory.glob("cycle-*.json"))[:-keep]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def dump_cycle(db: Database, settings: Settings) -> dict:
+    """What the scheduler would decide now, with its input, as a dump an admin can replay
+    offline (``gpupool bench replay``); nothing is applied."""
+    config = scheduler_config(settings)
+    found = scheduler_settings.stored(db)
+    if found is not None:
+        try:
+            profile(found.policy, found.weights)
+            config = replace(config, policy=found.policy, weights=found.weights)
+        except ValueError:
+            pass  # the loop ignores it too
+    snap = SchedulingService(db, port_range=(settings.master_port_min, settings.master_port_max)).snapshot(time.time())
+    decision = schedule(snap, config) if snap.nodes else Decision()
+    return dump_snapshot(snap, config, decision)
 
 
 def scheduler_config(settings: Settings) -> SchedulerConfig:
@@ -173,7 +203,13 @@ class Loops:
         self.refresh_config()
         snap = self.service.snapshot(time.time())
         if snap.nodes:
-            decision = schedule(snap, self.config)
+            try:
+                decision = schedule(snap, self.config)
+            except Exception:
+                path = write_dump(self.settings.home / "dumps", dump_snapshot(snap, self.config))
+                log.error("the scheduler failed on this cycle; its input is in %s "
+                          "(replay it with `gpupool bench replay %s`)", path, path)
+                raise
         else:  # nothing to place on: say so instead of asking the policy engine
             decision = Decision(pending={j.job_id: PendingReason(
                 PendingCode.CAPACITY.value, "no nodes are registered yet; start a gpupool agent")
