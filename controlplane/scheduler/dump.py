@@ -54,7 +54,8 @@ def snapshot_to_json(s: Snapshot) -> dict:
         "now": s.now, "nodes": [_node(n) for n in s.nodes],
         "queues": [{"name": q.name, "team": q.team, "guarantee_milli": q.guarantee_milli,
                     "limit_milli": q.limit_milli, "weight": q.weight,
-                    "model_guarantees_milli": [list(x) for x in q.model_guarantees_milli]}
+                    "model_guarantees_milli": [list(x) for x in q.model_guarantees_milli],
+                    "memory_guarantee_mib": q.memory_guarantee_mib, "memory_limit_mib": q.memory_limit_mib}
                    for q in s.queues],
         "pending": [{"job_id": j.job_id, "queue": j.queue, "request": request_to_json(j.request),
                      "priority": j.priority, "submitted_seq": j.submitted_seq,
@@ -120,6 +121,10 @@ def _opt_float(value: Any) -> float | None:
     return None if value is None else float(value)
 
 
+def _opt_int(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
 def snapshot_from_json(d: dict) -> Snapshot:
     nodes = [_read(f"snapshot.nodes[{i}]", lambda n=n: Node(
         str(n["name"]), int(n["cpu_milli"]), int(n["memory_mib"]),
@@ -129,7 +134,8 @@ def snapshot_from_json(d: dict) -> Snapshot:
     queues = [_read(f"snapshot.queues[{i}]", lambda q=q: Queue(
         str(q["name"]), str(q["team"]), int(q["guarantee_milli"]),
         None if q["limit_milli"] is None else int(q["limit_milli"]), float(q["weight"]),
-        tuple((str(m), int(v)) for m, v in q["model_guarantees_milli"])))
+        tuple((str(m), int(v)) for m, v in q["model_guarantees_milli"]),
+        _opt_int(q.get("memory_guarantee_mib")), _opt_int(q.get("memory_limit_mib"))))
         for i, q in enumerate(d["queues"])]
     pending = [_read(f"snapshot.pending[{i}]", lambda j=j: PendingJob(
         str(j["job_id"]), str(j["queue"]), request_from_json(j["request"]), int(j["priority"]),

@@ -129,21 +129,25 @@ class Cycle:
         if reason is None:
             members, fitted = place_gang(self.plan, self.profile, shape, gang)
             if members is not None:
-                self.accept(job, members, ())
-                return None
+                return self.accept(job, members, ())
             reason = self.no_fit[key] = capacity_reason(self.ctx, shape, gang, fitted)
         if self.config.preemption:
             preempted = self.preemptor.try_preempt(job, shape)
             if preempted is not None:
-                self.accept(job, preempted.members, preempted.victims)
-                return None
+                return self.accept(job, preempted.members, preempted.victims)
             reason = self.preemptor.annotate(job, reason)
         return self.reservations.reserve_for(job, shape, reason)
 
     def accept(self, job: PendingJob, members: list[MemberPlacement],
-               victims: Sequence[Victim]) -> None:
-        """Charge the job to its queue, commit the plan and record the placement."""
-        self.plan.charge(job.queue, job.request, self.book.models_of(members))
+               victims: Sequence[Victim]) -> PendingReason | None:
+        """Charge the job to its queue, commit the plan and record the placement; a placement
+        past the queue's GPU-memory limit is rolled back instead (its memory is known only now)."""
+        held = self.book.held(members)
+        too_much = self.book.over_memory_limit(job.queue, held)
+        if too_much:
+            self.plan.rollback()
+            return PendingReason(PendingCode.QUOTA, too_much, {"queue": job.queue})
+        self.plan.charge(job.queue, job.request, held)
         self.plan.commit()
         for v in victims:
             self.decision.preemptions.append(
@@ -156,6 +160,7 @@ class Cycle:
         if job.max_runtime_s is not None:
             self.reservations.expect_end(job.job_id, self.snapshot.now + job.max_runtime_s,
                                          claims_of(self.state, members))
+        return None
 
 
 __all__ = ["Cycle", "SchedulerConfig", "schedule", "validate"]

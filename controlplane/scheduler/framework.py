@@ -18,7 +18,7 @@ import numpy as np
 
 from controlplane.core.resources import WHOLE, Constraints, Request
 from controlplane.scheduler.frag import FragCache, Workload
-from controlplane.scheduler.queues import QuotaBook
+from controlplane.scheduler.queues import Held, QuotaBook
 from controlplane.scheduler.state import Claim, ClusterState
 
 DEDUP_MIN_SPOTS = 32  # below this many spots, scoring each is cheaper than finding duplicates
@@ -161,11 +161,11 @@ class Plan:
         self.state.give(claim)
         self.log.append((_GIVE, claim))
 
-    def charge(self, queue: str, request: Request, models: dict[str, int], sign: int = 1) -> None:
+    def charge(self, queue: str, request: Request, held: Held, sign: int = 1) -> None:
         """Count (``sign`` 1) or uncount (-1) a job's GPU, CPU and memory against its queue."""
         if self.book is not None:
-            self.book.add(queue, request, models, sign)
-            self.log.append((_CHARGE, queue, request, models, sign))
+            self.book.add(queue, request, held, sign)
+            self.log.append((_CHARGE, queue, request, held, sign))
 
     def join_gang(self, node: int) -> None:
         if node not in self.ctx.gang:

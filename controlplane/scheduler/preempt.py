@@ -20,7 +20,7 @@ from controlplane.core.snapshot import MemberPlacement, PendingJob, PendingReaso
 from controlplane.scheduler.framework import MemberShape, Plan, Profile
 from controlplane.scheduler.place import assume_member, claims_of
 from controlplane.scheduler.plugins.fit import candidates, fits_on
-from controlplane.scheduler.queues import QuotaBook, gpus
+from controlplane.scheduler.queues import Held, QuotaBook, gpus
 from controlplane.scheduler.state import Claim
 
 MAX_NODES = 16  # nodes examined per member (the most promising by victims' room)
@@ -34,7 +34,7 @@ class Victim:
 
     job: RunningJob
     claims: list[Claim]
-    models: dict[str, int]
+    held: Held
     lost_work: float
     hosts: list[tuple[int, int, int]]  # per claim: node, CPU milli, memory MiB
     grants: list[tuple[int, int, int]]  # per granted accelerator: node, index, milli
@@ -91,7 +91,7 @@ class Preemptor:
         claims = claims_of(self.plan.state, r.members)
         if claims is None:
             return None
-        return Victim(r, claims, self.book.models_of(r.members),
+        return Victim(r, claims, self.book.held(r.members),
                       (self.now - r.started_at) * r.request.total_gpu_milli,
                       [(c.node, c.cpu_milli, c.memory_mib) for c in claims],
                       [(c.node, j, m) for c in claims for j, m, _ in c.gpus],
@@ -101,7 +101,7 @@ class Preemptor:
         """Up to MAX_VICTIMS victims, least work lost first."""
         book = self.book
         borrowers = tuple(sorted(q for q in self.by_queue.keys() | self.spared.keys()
-                                 if q != job.queue and book.of(q).borrowed_milli > 0
+                                 if q != job.queue and book.of(q).borrowing
                                  )) if book.within_guarantee(job) else ()
         key = (job.queue, job.priority, borrowers, len(self.gone))
         if key not in self.eligible_cache:  # jobs alike in queue and priority share victims
@@ -167,7 +167,7 @@ class Preemptor:
                 for v in by_node[node]:
                     if v.job.job_id in self.gone or v in released:
                         continue
-                    if v.kind(job) == "reclaim" and self.book.of(v.job.queue).borrowed_milli <= 0:
+                    if v.kind(job) == "reclaim" and not self.book.of(v.job.queue).borrowing:
                         continue
                     self._release(v)
                     freed.append(v)
@@ -224,7 +224,7 @@ class Preemptor:
     def _release(self, v: Victim) -> None:
         for claim in v.claims:
             self.plan.release(claim)
-        self.plan.charge(v.job.queue, v.job.request, v.models, -1)
+        self.plan.charge(v.job.queue, v.job.request, v.held, -1)
 
     # ---- words ----------------------------------------------------------------------------------
     def reason(self, v: Victim, job: PendingJob) -> str:

@@ -1,8 +1,9 @@
 """Queue accounting: usage against guarantee and limit, and weighted DRF order between queues.
 
 Usage is GPU compute milli (the quota unit), also kept per accelerator model for model
-guarantees, plus CPU and memory for the dominant-resource share. A queue above its guarantee
-is *borrowing*; its newest jobs are the ones a reclaim may take back.
+guarantees and as GPU memory (MiB) for memory guarantees and limits, plus CPU and host memory for
+the dominant-resource share. A queue above its compute guarantee, or above its GPU-memory
+guarantee, is *borrowing*; its newest jobs are the ones a reclaim may take back.
 """
 
 from __future__ import annotations
@@ -23,18 +24,34 @@ def gpus(milli: int) -> str:
     return f"{milli / WHOLE:.2f}".rstrip("0").rstrip(".")
 
 
+@dataclass(frozen=True, slots=True)
+class Held:
+    """What a placed job holds that quotas count beyond its request: GPU milli per accelerator
+    model (only tracked when a queue has model guarantees) and GPU memory (MiB)."""
+
+    models: dict[str, int]
+    gpu_memory_mib: int = 0
+
+
 @dataclass(slots=True)
 class QueueUsage:
     queue: Queue
     gpu_milli: int = 0
     cpu_milli: int = 0
     memory_mib: int = 0
+    gpu_memory_mib: int = 0
     by_model: dict[str, int] = field(default_factory=dict)
     turn: tuple[int, float] | None = None  # cached turn key; cleared when usage changes
 
     @property
     def borrowed_milli(self) -> int:
         return max(0, self.gpu_milli - self.queue.guarantee_milli)
+
+    @property
+    def borrowing(self) -> bool:
+        """Above its compute guarantee, or above its GPU-memory guarantee where it has one."""
+        memory = self.queue.memory_guarantee_mib
+        return self.borrowed_milli > 0 or (memory is not None and self.gpu_memory_mib > memory)
 
     def model_guarantee(self, model: str) -> int | None:
         for name, milli in self.queue.model_guarantees_milli:
@@ -57,25 +74,26 @@ class QuotaBook:
         self.totals = (max(total_gpu, 1), max(sum(n.cpu_milli for n in snapshot.nodes), 1),
                        max(sum(n.memory_mib for n in snapshot.nodes), 1))
         for job in snapshot.running:
-            self.add(job.queue, job.request, self.models_of(job.members))
+            self.add(job.queue, job.request, self.held(job.members))
 
     def of(self, queue: str) -> QueueUsage:
         if queue not in self.usage:  # a job in an unknown queue: no guarantee, no limit
             self.usage[queue] = QueueUsage(Queue(queue, team=queue))
         return self.usage[queue]
 
-    def models_of(self, members: Sequence[MemberPlacement]) -> dict[str, int]:
-        """GPU milli per accelerator model that ``members`` hold (empty: no model guarantees)."""
-        out: dict[str, int] = {}
-        if not self.tracks_models:
-            return out
+    def held(self, members: Sequence[MemberPlacement]) -> Held:
+        """What ``members`` hold: GPU milli per model (empty without model guarantees), GPU memory."""
+        models: dict[str, int] = {}
+        memory = 0
         for member in members:
             for grant in member.slices:
-                model = self.model_of.get(grant.accelerator_uuid, "")
-                out[model] = out.get(model, 0) + grant.compute_milli
-        return out
+                memory += grant.memory_mib
+                if self.tracks_models:
+                    model = self.model_of.get(grant.accelerator_uuid, "")
+                    models[model] = models.get(model, 0) + grant.compute_milli
+        return Held(models, memory)
 
-    def add(self, queue: str, req: Request, models: dict[str, int], sign: int = 1) -> None:
+    def add(self, queue: str, req: Request, held: Held, sign: int = 1) -> None:
         u = self.of(queue)
         u.turn = None
         if sign < 0:
@@ -83,7 +101,8 @@ class QuotaBook:
         u.gpu_milli += sign * req.total_gpu_milli
         u.cpu_milli += sign * req.cpu_milli * req.gang
         u.memory_mib += sign * req.memory_mib * req.gang
-        for model, milli in models.items():
+        u.gpu_memory_mib += sign * held.gpu_memory_mib
+        for model, milli in held.models.items():
             u.by_model[model] = u.by_model.get(model, 0) + sign * milli
 
     def dominant_share(self, queue: str) -> float:
@@ -111,11 +130,24 @@ class QuotaBook:
                 f"guarantee and its limit is {gpus(limit)}; this job needs "
                 f"{gpus(job.request.total_gpu_milli)} more")
 
+    def over_memory_limit(self, queue: str, held: Held) -> str | None:
+        """A readable quota message when holding ``held`` more would pass the queue's GPU-memory
+        limit (checked once the placement, and so its memory, is known)."""
+        u = self.of(queue)
+        limit = u.queue.memory_limit_mib
+        if limit is None or u.gpu_memory_mib + held.gpu_memory_mib <= limit:
+            return None
+        return (f"quota: {u.queue.team} holds {u.gpu_memory_mib / 1024:.0f} GiB of GPU memory and its "
+                f"limit is {limit / 1024:.0f} GiB; this job needs {held.gpu_memory_mib / 1024:.0f} GiB more")
+
     def within_guarantee(self, job: PendingJob) -> bool:
         """True when placing ``job`` keeps its queue within its guarantee: the total one, or
         (for a job pinned to models) a per-model guarantee of one of those models."""
         u = self.of(job.queue)
         need = job.request.total_gpu_milli
+        memory = u.queue.memory_guarantee_mib
+        if memory is not None and u.gpu_memory_mib + job.request.gpu_memory_mib * job.request.gang > memory:
+            return False  # past its GPU-memory guarantee (a fraction's memory is known up front)
         if u.gpu_milli + need <= u.queue.guarantee_milli:
             return True
         for model in job.request.constraints.models:

@@ -30,7 +30,7 @@ def busy_snapshot() -> Snapshot:
             replace(pending("long", "team-c", gpus=1, models=("A100-80GB",)), max_runtime_s=900),
             pending("t4", "team-c", gpus=1, models=("T4",)), pending("over", "team-d", gpus=3)]
     queues = [queue("team-a", guarantee_gpus=24), queue("team-b"), queue("team-c"),
-              queue("team-d", limit_gpus=2)]
+              replace(queue("team-d", limit_gpus=2), memory_guarantee_mib=4096, memory_limit_mib=8192)]
     return Snapshot([n1, n2, n3, n4], queues, jobs, runs, now=500.0)
 
 

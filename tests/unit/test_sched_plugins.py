@@ -186,7 +186,7 @@ def test_unconstrained_work_leaves_contended_models_alone(demand, node):
 def test_plan_rolls_back_quota_and_gang_with_capacity():
     from controlplane.core.snapshot import Snapshot
     from controlplane.scheduler.factories import node, queue, request
-    from controlplane.scheduler.queues import QuotaBook
+    from controlplane.scheduler.queues import Held, QuotaBook
 
     snap = Snapshot([node("n1")], queues=[queue("a", guarantee_gpus=2)])
     st = ClusterState.from_nodes(snap.nodes)
@@ -194,18 +194,19 @@ def test_plan_rolls_back_quota_and_gang_with_capacity():
     ctx = Context(st)
     plan = Plan(ctx, book)
     plan.assume(Claim(0, 1000, 10, ((0, 1000, 81559),)))
-    plan.charge("a", request(gpus=1), {})
+    plan.charge("a", request(gpus=1), Held({}, 81559))
     plan.join_gang(0)
     mark = plan.savepoint()
     plan.release(Claim(0, 1000, 10, ((0, 1000, 81559),)))
-    plan.charge("a", request(gpus=1), {}, -1)
+    plan.charge("a", request(gpus=1), Held({}, 81559), -1)
     plan.join_gang(3)
-    assert (book.of("a").gpu_milli, ctx.gang) == (0, {0, 3})
+    assert (book.of("a").gpu_milli, book.of("a").gpu_memory_mib, ctx.gang) == (0, 0, {0, 3})
     plan.rollback(mark)
     assert (book.of("a").gpu_milli, ctx.gang, int(st.gpu_free[0, 0])) == (1000, {0}, 0)
+    assert book.of("a").gpu_memory_mib == 81559
     plan.rollback()
     assert (book.of("a").gpu_milli, ctx.gang, int(st.gpu_free[0, 0])) == (0, set(), 1000)
     plan.join_gang(1)
-    plan.charge("a", request(gpus=2), {})
+    plan.charge("a", request(gpus=2), Held({}, 2 * 81559))
     plan.commit()  # kept; the next job starts with an empty gang
     assert (book.of("a").gpu_milli, ctx.gang, plan.log) == (2000, set(), [])
