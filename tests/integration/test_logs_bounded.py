@@ -5,40 +5,21 @@ tails that read only the tail, and retention of old logs and events."""
 from __future__ import annotations
 
 import json
-import time
-import uuid
 
 from sqlalchemy import func, select, update
 
 from controlplane.db.database import Database
 from controlplane.db.models import AttemptRow, EventRow, LogChunkRow
 from controlplane.loops import retention
-from tests.support.fake_agent import FakeAgent
+from tests.support.fake_agent import running_job
 from tests.support.fixtures import server_fixture
 
 server = server_fixture({"GPUPOOL_LOG_MAX_BYTES": "8192", "GPUPOOL_LOG_HEAD_BYTES": "1024"})
 
 
-def _running_job(server, c) -> tuple[FakeAgent, str, str]:  # noqa: ANN001
-    model = f"L-{uuid.uuid4().hex[:6]}"
-    agent = FakeAgent(server.url, server.bootstrap_token, f"logs-{model.lower()}", gpus=1, model=model)
-    agent.register()
-    job_id = c.post("/api/v1/jobs", json={"name": "logs", "command": ["true"],
-                                          "resources": {"gpu": 0.5, "models": [model]}}).json()["id"]
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        agent.heartbeat()
-        start = agent.assignments()["start"]
-        if start:
-            agent.report(job_id, start[0]["attempt_id"], "started")
-            return agent, job_id, start[0]["attempt_id"]
-        time.sleep(0.1)
-    raise AssertionError("the job was not placed")
-
-
 def test_nul_and_invalid_text_are_stored_and_do_not_block_other_chunks(server) -> None:  # noqa: ANN001
     with server.client() as c:
-        agent, job_id, attempt = _running_job(server, c)
+        agent, job_id, attempt = running_job(server, c, {"name": "logs", "command": ["true"]}, gpu=0.5)
         body = {"node_id": agent.node_id, "chunks": [
             {"job_id": job_id, "attempt_id": attempt, "offset": 0, "data": "a\u0000b\n"},
             {"job_id": job_id, "attempt_id": attempt, "offset": 4, "data": "lone \ud800 surrogate\n"},
@@ -57,7 +38,7 @@ def test_nul_and_invalid_text_are_stored_and_do_not_block_other_chunks(server) -
 
 def test_a_stream_keeps_its_head_and_newest_output_within_the_cap(server) -> None:  # noqa: ANN001
     with server.client() as c:
-        agent, job_id, attempt = _running_job(server, c)
+        agent, job_id, attempt = running_job(server, c, {"name": "logs", "command": ["true"]}, gpu=0.5)
         line = "x" * 99 + "\n"
         for start in range(0, 100, 10):  # 100 lines of 100 bytes = 10,000 bytes > the 8,192 cap
             chunks = [{"job_id": job_id, "attempt_id": attempt, "offset": (start + i) * 100,
@@ -73,7 +54,7 @@ def test_a_stream_keeps_its_head_and_newest_output_within_the_cap(server) -> Non
 
 def test_old_logs_and_events_are_deleted(server) -> None:  # noqa: ANN001
     with server.client() as c:
-        agent, job_id, attempt = _running_job(server, c)
+        agent, job_id, attempt = running_job(server, c, {"name": "logs", "command": ["true"]}, gpu=0.5)
         agent.log(job_id, attempt, 0, "old output\n")
         agent.step()  # the attempt ends
         agent.close()

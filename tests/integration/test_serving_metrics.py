@@ -4,14 +4,12 @@ reach the job page, `gpupool job` and the control plane's Prometheus metrics."""
 from __future__ import annotations
 
 import json
-import time
-import uuid
 
 import httpx
 
 from controlplane.cli.render import progress_rows
 from tests.support.dashboard import sign_in
-from tests.support.fake_agent import FakeAgent
+from tests.support.fake_agent import running_job
 from tests.support.fixtures import server_fixture
 
 server = server_fixture()
@@ -19,26 +17,9 @@ SERVING = {"ttft_ms": 41.5, "e2e_latency_ms": 812.0, "tokens_per_s": 97.3, "ms_p
            "kv_cache_usage": 0.25, "requests_running": 2, "requests_waiting": 1}
 
 
-def _running(server, c, spec: dict) -> tuple[FakeAgent, str, str]:  # noqa: ANN001
-    model = f"S-{uuid.uuid4().hex[:6]}"
-    agent = FakeAgent(server.url, server.bootstrap_token, f"serve-{model}", gpus=1, model=model)
-    agent.register()
-    spec = {**spec, "resources": {"gpu": 1, "models": [model]}}
-    job_id = c.post("/api/v1/jobs", json=spec).json()["id"]
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        agent.heartbeat()
-        start = agent.assignments()["start"]
-        if start:
-            agent.report(job_id, start[0]["attempt_id"], "started")
-            return agent, job_id, start[0]["attempt_id"]
-        time.sleep(0.1)
-    raise AssertionError("not placed")
-
-
 def test_serving_figures_on_the_job_page_and_in_prometheus(server) -> None:  # noqa: ANN001
     with server.client() as c:
-        agent, job_id, attempt = _running(server, c, {"kind": "inference", "name": "svc", "model_path": "/m"})
+        agent, job_id, attempt = running_job(server, c, {"kind": "inference", "name": "svc", "model_path": "/m"})
         agent.log(job_id, attempt, 0, f"GPUPOOL_PROGRESS {json.dumps(SERVING)}\n")
         assert c.get(f"/api/v1/jobs/{job_id}").json()["progress"]["ttft_ms"] == 41.5
         with httpx.Client(base_url=server.url, timeout=30) as browser:

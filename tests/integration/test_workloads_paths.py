@@ -129,7 +129,10 @@ def test_optimizer_offload_runs_deepspeed_cpu_adam(base_model: str, tmp_path: Pa
 RANK = textwrap.dedent("""
     import os, signal, sys, time
     mode = os.environ["MODE"]
-    print("rank", os.environ["RANK"], "of", os.environ["WORLD_SIZE"], flush=True)
+    # one write per line: the ranks share the pipe, and print() writes each argument separately
+    # when the output is unbuffered
+    sys.stdout.write(f"rank {os.environ['RANK']} of {os.environ['WORLD_SIZE']}\\n")
+    sys.stdout.flush()
     def on_term(*_):
         if mode == "checkpoint":
             sys.exit(143)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import time
+import uuid
 from dataclasses import dataclass, field
 
 import httpx
@@ -100,3 +101,22 @@ class FakeAgent:
                 self.running.pop(attempt_id)
                 done += 1
         return done
+
+
+def running_job(server, client: httpx.Client, spec: dict, gpu: float = 1) -> tuple[FakeAgent, str, str]:  # noqa: ANN001
+    """A fresh one-GPU fake node of a model of its own, and ``spec`` placed on it and reported started:
+    (agent, job id, attempt id). The model keeps other tests' nodes out of the way."""
+    model = f"m-{uuid.uuid4().hex[:8]}"
+    agent = FakeAgent(server.url, server.bootstrap_token, f"node-{model}", gpus=1, model=model)
+    agent.register()
+    spec = {**spec, "resources": {**spec.get("resources", {}), "gpu": gpu, "models": [model]}}
+    job_id = client.post("/api/v1/jobs", json=spec).json()["id"]
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        agent.heartbeat()
+        start = agent.assignments()["start"]
+        if start:
+            agent.report(job_id, start[0]["attempt_id"], "started")
+            return agent, job_id, start[0]["attempt_id"]
+        time.sleep(0.1)
+    raise AssertionError(f"job {job_id} was not placed on {agent.hostname}")

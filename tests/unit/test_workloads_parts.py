@@ -90,6 +90,9 @@ def test_serving_meter_turns_scrapes_into_rates() -> None:
     assert second["ms_per_output_token"] == pytest.approx(2.0)
     assert second["ttft_ms"] == pytest.approx(300.0) and second["e2e_latency_ms"] == pytest.approx(2000.0)
     assert second["requests_running"] == 1.0
+    assert "tokens_per_s" not in first  # no interval yet, unless the meter knows when serving began
+    from_start = ServingMeter(started_at=95.0).update(100.0, parse_prometheus(METRICS % (100, 1.0, 100)))
+    assert from_start["tokens_per_s"] == pytest.approx(20.0)
 
 
 def test_ray_cluster_commands() -> None:

@@ -136,6 +136,7 @@ def test_launch_plans() -> None:
 
 def test_progress_lines_round_trip_and_share_the_wire_prefix() -> None:
     assert progress.PROGRESS_PREFIX == PROGRESS_PREFIX
+    progress.set_context()  # a training run earlier in this process may have set its topology
     line = progress.emit(stream=open("/dev/null", "w"), step=3, total=10, loss=1.5, bad=float("nan"), eta_s=None)
     assert line.startswith(PROGRESS_PREFIX)
     assert progress.parse(line) == {"step": 3, "total": 10, "loss": 1.5}

@@ -157,6 +157,7 @@ def main(argv: list[str]) -> int:
         if not ready:
             ready = _get(base + "/health") is not None
             if ready:
+                meter = ServingMeter(started_at=time.time())
                 progress.emit(event="ready", endpoint=base, model=spec.served_model_name or spec.name,
                               adapters=[a.name for a in spec.adapters], api_key=bool(env.get("GPUPOOL_API_KEY")))
             continue

@@ -58,8 +58,9 @@ def _histogram(sample: dict[str, float], names: tuple[str, ...]) -> tuple[float,
 class ServingMeter:
     """Turns successive scrapes into rates and latencies over the last interval and since start."""
 
-    def __init__(self) -> None:
-        self.prev: tuple[float, dict[str, float]] | None = None
+    def __init__(self, started_at: float | None = None) -> None:
+        # with the time the server came up (every counter at zero then), the first scrape has rates too
+        self.prev: tuple[float, dict[str, float]] | None = None if started_at is None else (started_at, {})
 
     def update(self, ts: float, sample: dict[str, float]) -> dict[str, Any]:
         figures: dict[str, Any] = {
