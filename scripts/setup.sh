@@ -84,10 +84,12 @@ fi
 # podman (with runc: crun fails on hybrid cgroup hosts) builds and runs the images, mmdebstrap
 # makes their local Debian base (scripts/base-image.sh), kubectl renders deploy/kubernetes.
 # Installed only when missing; needs root and apt.
+# catatonit is the init podman runs with `--init` (the agent's container runtime uses it).
 if ! command -v podman >/dev/null 2>&1 || ! command -v runc >/dev/null 2>&1 ||
-   ! command -v mmdebstrap >/dev/null 2>&1 || ! command -v kubectl >/dev/null 2>&1; then
+   ! command -v mmdebstrap >/dev/null 2>&1 || ! command -v kubectl >/dev/null 2>&1 ||
+   ! [ -x /usr/libexec/podman/catatonit ]; then
   if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
-    missing="podman runc mmdebstrap"
+    missing="podman runc mmdebstrap catatonit"
     command -v kubectl >/dev/null 2>&1 || missing="$missing kubernetes-client"
     apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $missing
   else

@@ -10,6 +10,7 @@ import typer
 from rich.markup import escape
 
 from controlplane.cli.admin import parse_duration
+from controlplane.cli.cluster import show_queues
 from controlplane.cli.context import target
 from controlplane.cli.errors import CliError, console, handle_errors
 from controlplane.cli.render import queues_table
@@ -85,13 +86,7 @@ def _count(text: str, option: str) -> int:
 @handle_errors
 def list_queues(ctx: typer.Context) -> None:
     """Every queue: use and quota, then each queue's policy."""
-    with target(ctx).client() as client:
-        items = client.list_queues().items
-    if not items:
-        console.print("no queues")
-        return
-    console.print(queues_table(items))
-    console.print(queue_policy_table(items))
+    show_queues(ctx, policies=True)
 
 
 @queue_app.command("create")

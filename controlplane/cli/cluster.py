@@ -7,6 +7,7 @@ import typer
 from controlplane.cli.context import target
 from controlplane.cli.errors import console, handle_errors
 from controlplane.cli.render import capacity_table, nodes_table, queues_table
+from controlplane.cli.render_admin import queue_policy_table
 
 
 def register(app: typer.Typer) -> None:
@@ -37,9 +38,16 @@ def capacity(ctx: typer.Context) -> None:
 @handle_errors
 def queues(ctx: typer.Context) -> None:
     """Queues with their quota (guarantee, limit), use and waiting jobs."""
+    show_queues(ctx)
+
+
+def show_queues(ctx: typer.Context, policies: bool = False) -> None:
+    """Print the queues table (and, for admins, each queue's policy)."""
     with target(ctx).client() as client:
         items = client.list_queues().items
     if not items:
         console.print("no queues")
         return
     console.print(queues_table(items))
+    if policies:
+        console.print(queue_policy_table(items))

@@ -160,14 +160,23 @@ class Api:
     def wait_status(self, job_id: str, statuses: set[str] | str, timeout: float = 30) -> dict:
         statuses = {statuses} if isinstance(statuses, str) else statuses
 
+        seen: dict = {}
+
         def check():
-            job = self.job(job_id)
+            job = seen["job"] = self.job(job_id)
             if job["status"] in statuses:
                 return job
             if job["status"] in FINAL:
                 raise AssertionError(f"job {job_id} ended {job['status']}: {job}\n{self.logs(job_id)}")
             return None
-        return wait_until(check, timeout, f"job {job_id} {statuses}", interval=0.2)
+        try:
+            return wait_until(check, timeout, f"job {job_id} {statuses}", interval=0.2)
+        except AssertionError as e:  # on a time-out, say where the job stood
+            if not str(e).startswith("timed out"):
+                raise
+            job = seen.get("job") or {}
+            raise AssertionError(f"{e}; it is {job.get('status')} ({job.get('pending_reason') or ''}): "
+                                 f"{job}\n{self.logs(job_id)[-3000:]}") from None
 
 
 def py_job(name: str, code: str, gpu: float = 0.25, **extra: Any) -> dict:

@@ -10,21 +10,12 @@ from sqlalchemy.exc import IntegrityError, InternalError, OperationalError, Prog
 
 from controlplane.core.resources import SliceGrant
 from controlplane.core.snapshot import Decision, MemberPlacement, Placement
-from controlplane.db import migrate
 from controlplane.db.database import Database
 from controlplane.services.scheduling import SchedulingService
 from tests.support.factories import make_job, make_member, make_node
 
 INSERT = text("INSERT INTO slices (member_id, accelerator_uuid, compute_milli, memory_mib) "
               "VALUES (:m, :u, :c, :mem)")
-
-
-@pytest.fixture
-def db(db_url):  # noqa: ANN001, ANN201
-    migrate.upgrade(db_url)
-    database = Database(db_url)
-    yield database
-    database.dispose()
 
 
 def _counters(db: Database, uuid: str) -> tuple[int, int]:

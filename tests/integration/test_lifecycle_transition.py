@@ -7,20 +7,10 @@ import pytest
 from sqlalchemy import select, text
 
 from controlplane.core.states import JobState
-from controlplane.db import migrate
-from controlplane.db.database import Database
 from controlplane.db.models import EventRow, JobRow
 from controlplane.services import lifecycle
 from controlplane.services.errors import Conflict
 from tests.support.factories import make_job
-
-
-@pytest.fixture
-def db(db_url):  # noqa: ANN001, ANN201
-    migrate.upgrade(db_url)
-    database = Database(db_url)
-    yield database
-    database.dispose()
 
 
 def test_a_legal_move_updates_and_records(db) -> None:  # noqa: ANN001

@@ -11,7 +11,6 @@ from sqlalchemy import select, update
 
 from controlplane.core import wire
 from controlplane.core.states import Role
-from controlplane.db import migrate
 from controlplane.db.database import Database
 from controlplane.db.models import NodeRow
 from controlplane.loops import liveness
@@ -21,14 +20,6 @@ from controlplane.services.principal import Principal
 from controlplane.settings import Settings
 from tests.support.factories import make_node
 from tests.support.waiting import wait_until
-
-
-@pytest.fixture
-def db(db_url):  # noqa: ANN001, ANN201
-    migrate.upgrade(db_url)
-    database = Database(db_url)
-    yield database
-    database.dispose()
 
 
 def _state(db: Database, name: str) -> str:

@@ -182,7 +182,7 @@ def test_two_member_inference_gang_forms_a_ray_cluster_and_runs_a_task_on_each(p
                       "grace_s": 20,  # 2 GPUs per member: each member fills one node
                       "resources": {"gpu": 2, "nodes": 2, "cpu_milli": 500, "memory_mib": 2048},
                       "env": {"GPUPOOL_BIND_HOST": "127.0.0.1"}})
-    ended = api.wait_status(job["id"], {"failed"}, timeout=420)
+    ended = api.wait_status(job["id"], {"failed"}, timeout=300)
     log = _logs(api, job["id"], 0)
     assert "Ray cluster: 2 node(s); a task ran on 2" in log, log[-3000:]
     assert "joined the job's Ray cluster" in _logs(api, job["id"], 1)

@@ -96,11 +96,14 @@ def test_serving_meter_turns_scrapes_into_rates() -> None:
 
 
 def test_ray_cluster_commands() -> None:
-    head = start_argv(0, "127.0.0.1", 6379, gpus=8, cpus=32, temp_dir="/tmp/r", exe="ray", ports=[1, 2, 3, 4, 5, 6])
+    head = start_argv(0, "127.0.0.1", 6379, gpus=8, cpus=32, temp_dir="/tmp/r", exe="ray", ports=[1, 2, 3, 4, 5, 6, 7])
     worker = start_argv(1, "127.0.0.1", 6379, gpus=8, cpus=32, temp_dir="/tmp/r", exe="ray",
                         object_store_bytes=1 << 28)
     assert head[:3] == ["ray", "start", "--head"] and "--port=6379" in head and "--block" in head
     assert "--dashboard-agent-listen-port=5" in head  # no fixed port a second raylet on the host would clash on
+    assert "--ray-client-server-port=7" in head
+    # workers on random ports, never Ray's default range, which may hold the job's MASTER_PORT
+    assert {"--min-worker-port=0", "--max-worker-port=0"} <= set(head) & set(worker)
     # Ray rewrites 127.0.0.1 to the host's network address: a single-host gang stays on 127.0.0.2
     assert "--address=127.0.0.2:6379" in worker and "--head" not in worker and "--num-gpus=8" in worker
     assert "--node-ip-address=127.0.0.2" in head and "--object-store-memory=268435456" in worker
@@ -201,3 +204,14 @@ def test_topology_of_a_member_a_launched_rank_and_a_plain_process(monkeypatch) -
         monkeypatch.setenv(k, v)
     t = topology()
     assert (t.rank, t.world_size, t.local_rank, t.ranks_per_node, t.node_rank, t.nodes) == (3, 4, 1, 2, 1, 2)
+
+
+def test_a_ray_head_that_exits_fails_the_wait_at_once() -> None:
+    import subprocess
+    import sys
+
+    from workloads.inference.ray_cluster import wait_for_head
+
+    head = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+    with pytest.raises(ValueError, match="the Ray head exited with code 3"):
+        wait_for_head("127.0.0.1", 9, head, timeout_s=30)

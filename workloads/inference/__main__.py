@@ -125,12 +125,17 @@ def main(argv: list[str]) -> int:
         renv = ray_cluster.ray_env(env, tmp)
         store = None if on_gpu else ray_cluster.CPU_OBJECT_STORE_BYTES
         kids.start(ray_cluster.start_argv(rank, addr, mport, gpus=gpus if on_gpu else 0, cpus=os.cpu_count() or 1,
-                                          temp_dir=tmp, exe=exe, ports=ray_cluster.free_ports(6),
+                                          temp_dir=tmp, exe=exe, ports=ray_cluster.free_ports(7),
                                           object_store_bytes=store), renv)
         if rank != 0:
             print(f"[rank {rank}] joined the job's Ray cluster at {addr}:{mport}", flush=True)
             return _wait(kids, kids.procs[0])
         host = ray_cluster.ray_host(addr)
+        try:
+            ray_cluster.wait_for_head(host, mport, kids.procs[0])
+        except ValueError as exc:
+            kids.stop_all()
+            raise WorkloadError(str(exc)) from None
         cluster = ray_cluster.wait_for_nodes(f"{host}:{mport}", nodes, node_ip=host)
         print(f"[rank 0] Ray cluster: {cluster['alive']} node(s); a task ran on {len(cluster['task_nodes'])}: "
               f"{', '.join(cluster['task_nodes'])}", flush=True)

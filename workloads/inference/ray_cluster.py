@@ -59,7 +59,9 @@ def start_argv(rank: int, master_addr: str, master_port: int, *, gpus: int, cpus
                exe: str = "ray", ports: list[int] | None = None, object_store_bytes: int | None = None) -> list[str]:
     """``ray start`` of one member: the head (GCS on MASTER_PORT) on rank 0, a worker elsewhere."""
     host = ray_host(master_addr)
-    common = ["--block", "--disable-usage-stats", f"--num-gpus={gpus}", f"--num-cpus={cpus}"]
+    # workers on random ports: Ray's default worker range (10002-19999) may hold MASTER_PORT
+    common = ["--block", "--disable-usage-stats", f"--num-gpus={gpus}", f"--num-cpus={cpus}",
+              "--min-worker-port=0", "--max-worker-port=0"]
     if rank == 0 or host.startswith("127."):  # a worker on another host lets Ray pick its own address
         common.append(f"--node-ip-address={host}")
     if ports:
@@ -67,9 +69,26 @@ def start_argv(rank: int, master_addr: str, master_port: int, *, gpus: int, cpus
     if object_store_bytes:
         common.append(f"--object-store-memory={object_store_bytes}")
     if rank == 0:
+        client = [f"--ray-client-server-port={ports[len(PORT_FLAGS)]}"] if ports and len(ports) > len(PORT_FLAGS) else []
         return [exe, "start", "--head", f"--port={master_port}", f"--temp-dir={temp_dir}",
-                "--include-dashboard=false", *common]
+                "--include-dashboard=false", *client, *common]
     return [exe, "start", f"--address={host}:{master_port}", *common]
+
+
+def wait_for_head(host: str, port: int, head: Any, timeout_s: float = 120.0) -> None:
+    """Block until the head's GCS accepts connections; ValueError when the head process exits first
+    (``ray start`` refused its options or a port) or the time runs out."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if head.poll() is not None:
+            raise ValueError(f"the Ray head exited with code {head.returncode} before it served {host}:{port} "
+                             "(its output is above)")
+        try:
+            socket.create_connection((host, port), timeout=1.0).close()
+            return
+        except OSError:
+            time.sleep(0.5)
+    raise ValueError(f"the Ray head did not serve {host}:{port} within {timeout_s:.0f} s")
 
 
 def wait_for_nodes(address: str, nodes: int, timeout_s: float = 300.0, node_ip: str | None = None) -> dict[str, Any]:
