@@ -89,6 +89,7 @@ class Loops:
         self._thread: threading.Thread | None = None
         self.cycles = 0
         self.is_leader = False
+        self.backlog = 0  # jobs the last cycle left pending
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="gpupool-loops", daemon=True)
@@ -110,8 +111,11 @@ class Loops:
                 pass
 
     def kick(self) -> None:
-        """Run the next cycle now (a job was submitted)."""
-        self._wake.set()
+        """Run the next cycle now (a job was submitted) when the last cycle left nothing pending:
+        an idle pool places a job at once, while a backlog is worked through on the regular
+        interval, so a stream of submits cannot keep the leader cycling."""
+        if self.backlog == 0:
+            self._wake.set()
 
     def _run(self) -> None:
         next_sweep = next_trim = next_history = next_limits = 0.0
@@ -171,6 +175,7 @@ class Loops:
         """One scheduling cycle: snapshot, schedule, apply; reported to the observer."""
         started = time.perf_counter()
         result = self._cycle()
+        self.backlog = result["pending"]
         if self.observer is not None:
             self.observer(time.perf_counter() - started, result["placed"], result["preempted"],
                           result["pending"])
