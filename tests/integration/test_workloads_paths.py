@@ -129,14 +129,14 @@ def test_optimizer_offload_runs_deepspeed_cpu_adam(base_model: str, tmp_path: Pa
 RANK = textwrap.dedent("""
     import os, signal, sys, time
     mode = os.environ["MODE"]
+    def on_term(*_):
+        if mode == "checkpoint":
+            sys.exit(143)
+    signal.signal(signal.SIGTERM, on_term)  # before the line the test waits for
     # one write per line: the ranks share the pipe, and print() writes each argument separately
     # when the output is unbuffered
     sys.stdout.write(f"rank {os.environ['RANK']} of {os.environ['WORLD_SIZE']}\\n")
     sys.stdout.flush()
-    def on_term(*_):
-        if mode == "checkpoint":
-            sys.exit(143)
-    signal.signal(signal.SIGTERM, on_term)
     while True:
         time.sleep(0.05)
 """)
