@@ -2,7 +2,7 @@
 
 The simulated backend takes identity and figures from a profile; the NVML backend uses
 ``normalise_model`` so the scheduler sees the same model names from real and simulated nodes.
-Idle figures for the H100 come from the recordings in /work/shared/fixtures/nvml-h100.
+Idle figures for the H100 come from the recordings in ../shared/fixtures/nvml-h100.
 """
 
 from __future__ import annotations

@@ -158,25 +158,22 @@ class Api:
         return self.http.get("/api/v1/nodes").json()["items"]
 
     def wait_status(self, job_id: str, statuses: set[str] | str, timeout: float = 30) -> dict:
-        statuses = {statuses} if isinstance(statuses, str) else statuses
+        statuses = {statuses} if isinstance(statuses, str) else set(statuses)
 
         seen: dict = {}
 
         def check():
             job = seen["job"] = self.job(job_id)
-            if job["status"] in statuses:
-                return job
-            if job["status"] in FINAL:
-                raise AssertionError(f"job {job_id} ended {job['status']}: {job}\n{self.logs(job_id)}")
-            return None
+            return job if job["status"] in statuses | FINAL else None
         try:
-            return wait_until(check, timeout, f"job {job_id} {statuses}", interval=0.2)
-        except AssertionError as e:  # on a time-out, say where the job stood
-            if not str(e).startswith("timed out"):
-                raise
+            job = wait_until(check, timeout, f"job {job_id} {statuses}", interval=0.2)
+        except AssertionError as e:  # timed out: say where the job stood
             job = seen.get("job") or {}
             raise AssertionError(f"{e}; it is {job.get('status')} ({job.get('pending_reason') or ''}): "
                                  f"{job}\n{self.logs(job_id)[-3000:]}") from None
+        if job["status"] not in statuses:
+            raise AssertionError(f"job {job_id} ended {job['status']}: {job}\n{self.logs(job_id)}")
+        return job
 
 
 def py_job(name: str, code: str, gpu: float = 0.25, **extra: Any) -> dict:

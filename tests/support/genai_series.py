@@ -11,8 +11,6 @@ from pathlib import Path
 import pytest
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "alibaba-genai-2026"
-if not DATA.is_dir():
-    DATA = Path("/work/shared/data/alibaba-genai-2026")
 POD = "00800b6d2cabe5b9ce855ec9eab6e9ff"  # a typical pod: p95 26.4 %, peak 36.2 GiB (37,098 MiB)
 
 

@@ -13,8 +13,6 @@ from controlplane.scheduler import replay, tracefile
 from controlplane.scheduler.tracefile import TracePod
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "alibaba-gpu-v2023"
-if not DATA.is_dir():
-    DATA = Path("/work/shared/data/alibaba-gpu-v2023")
 
 
 def pods(n, milli=500):

@@ -64,14 +64,14 @@ def start_argv(rank: int, master_addr: str, master_port: int, *, gpus: int, cpus
               "--min-worker-port=0", "--max-worker-port=0"]
     if rank == 0 or host.startswith("127."):  # a worker on another host lets Ray pick its own address
         common.append(f"--node-ip-address={host}")
-    if ports:
-        common += [f"{flag}={port}" for flag, port in zip(PORT_FLAGS, ports)]
+    if ports:  # the head also serves Ray clients, on a port of its own
+        flags = PORT_FLAGS + (("--ray-client-server-port",) if rank == 0 else ())
+        common += [f"{flag}={port}" for flag, port in zip(flags, ports)]
     if object_store_bytes:
         common.append(f"--object-store-memory={object_store_bytes}")
     if rank == 0:
-        client = [f"--ray-client-server-port={ports[len(PORT_FLAGS)]}"] if ports and len(ports) > len(PORT_FLAGS) else []
         return [exe, "start", "--head", f"--port={master_port}", f"--temp-dir={temp_dir}",
-                "--include-dashboard=false", *client, *common]
+                "--include-dashboard=false", *common]
     return [exe, "start", f"--address={host}:{master_port}", *common]
 
 
